@@ -1,0 +1,1 @@
+"""Training, retrieval, metrics, evaluation and reports."""

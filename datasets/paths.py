@@ -1,0 +1,45 @@
+"""Where every stage reads and writes, by dataset key. The one place that spells these paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(".")
+
+
+def twin_dir(key: str) -> Path:
+    return ROOT / "data" / "twins" / key
+
+
+def raw_dir(key: str) -> Path:
+    return ROOT / "data" / key / "raw"
+
+
+def tables_dir(key: str) -> Path:
+    """Parsed canonical tables (images, labels, taxonomy, partition[, asen_roles])."""
+    return ROOT / "data" / key / "tables"
+
+
+def validated_dir(key: str) -> Path:
+    """Validated tables plus quarantine.parquet and duplicates.parquet."""
+    return ROOT / "data" / key / "validated"
+
+
+def splits_path(key: str) -> Path:
+    return ROOT / "data" / key / "splits.parquet"
+
+
+def cooccurrence_dir(key: str) -> Path:
+    return ROOT / "data" / key / "cooccurrence"
+
+
+def model_dir(key: str, model: str) -> Path:
+    return ROOT / "models" / key / model
+
+
+def reports_dir(key: str) -> Path:
+    return ROOT / "reports" / key
+
+
+def model_reports_dir(key: str, model: str) -> Path:
+    return ROOT / "reports" / key / model

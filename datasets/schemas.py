@@ -1,0 +1,169 @@
+"""Pandera (polars) schemas of every table that crosses a stage boundary.
+
+Conventions shared by all stages:
+- ``image_id`` is an Int64 assigned by the parser in the order of the source's image list
+  (0, 1, 2, ...), stable for the same raw files.
+- ``attribute_id`` is the 0-based position of the attribute in the taxonomy; ``class_id`` is the
+  0-based position of the class *within its attribute*; ``global_class_id`` is the 0-based
+  position over all classes of the dataset, attributes in order (DeepFashion: the 0-999 column
+  index of ``list_attr_img.txt``).
+- ``labels`` is long form and stores explicit states only: positive, maybe (FashionAI ``m``),
+  unknown (DeepFashion ``0``). A (image, class) absent from the table is negative. Negatives are
+  not materialised because the real DeepFashion would need 289M rows for them.
+"""
+
+from __future__ import annotations
+
+import pandera.polars as pa
+import polars as pl
+
+LABEL_STATES = ["positive", "negative", "unknown", "maybe"]
+SPLITS = ["train", "val", "test"]
+ROLES = ["train", "query", "candidate"]
+
+
+class _Strict:
+    strict = True
+    coerce = True
+
+
+class ImagesSchema(pa.DataFrameModel):
+    """One row per image named by the source. Width/height/bytes/sha256 are null when the file is
+    missing or undecodable (validation quarantines those rows)."""
+
+    image_id: pl.Int64 = pa.Field(ge=0, unique=True)
+    path: pl.Utf8 = pa.Field(unique=True)  # relative to the raw folder, '/'-separated
+    width: pl.Int32 = pa.Field(nullable=True, ge=0)
+    height: pl.Int32 = pa.Field(nullable=True, ge=0)
+    bytes: pl.Int64 = pa.Field(nullable=True, ge=0)
+    sha256: pl.Utf8 = pa.Field(nullable=True)
+
+    class Config(_Strict):
+        pass
+
+
+class LabelsSchema(pa.DataFrameModel):
+    image_id: pl.Int64 = pa.Field(ge=0)
+    attribute_id: pl.Int16 = pa.Field(ge=0)
+    class_id: pl.Int16 = pa.Field(ge=0)
+    state: pl.Utf8 = pa.Field(isin=LABEL_STATES)
+
+    class Config(_Strict):
+        pass
+
+
+class TaxonomySchema(pa.DataFrameModel):
+    attribute_id: pl.Int16 = pa.Field(ge=0)
+    attribute: pl.Utf8
+    class_id: pl.Int16 = pa.Field(ge=0)
+    class_name: pl.Utf8
+    global_class_id: pl.Int32 = pa.Field(ge=0, unique=True)
+
+    class Config(_Strict):
+        pass
+
+
+class PartitionSchema(pa.DataFrameModel):
+    """The source's own partition, where it has one (DeepFashion's list_eval_partition, ASEN files)."""
+
+    image_id: pl.Int64 = pa.Field(ge=0, unique=True)
+    partition: pl.Utf8 = pa.Field(isin=SPLITS)
+
+    class Config(_Strict):
+        pass
+
+
+class AsenRolesSchema(pa.DataFrameModel):
+    """Query/candidate roles from ASEN's published files, one row per (image, attribute) line."""
+
+    image_id: pl.Int64 = pa.Field(ge=0)
+    split: pl.Utf8 = pa.Field(isin=SPLITS)
+    role: pl.Utf8 = pa.Field(isin=ROLES)
+    attribute_id: pl.Int16 = pa.Field(ge=0)
+
+    class Config(_Strict):
+        pass
+
+
+class QuarantineSchema(pa.DataFrameModel):
+    """What validation set aside and why. ``kind`` is 'row' (an annotation line) or 'file' (an image)."""
+
+    kind: pl.Utf8 = pa.Field(isin=["row", "file"])
+    check: pl.Utf8
+    file: pl.Utf8
+    line: pl.Int64 = pa.Field(nullable=True, ge=1)
+    image_id: pl.Int64 = pa.Field(nullable=True, ge=0)
+    reason: pl.Utf8
+
+    class Config(_Strict):
+        pass
+
+
+class DuplicatesSchema(pa.DataFrameModel):
+    """Exact (sha256) and near (perceptual hash) duplicate groups, one row per member image."""
+
+    group_id: pl.Int64 = pa.Field(ge=0)
+    kind: pl.Utf8 = pa.Field(isin=["exact", "near"])
+    image_id: pl.Int64 = pa.Field(ge=0)
+    spans_partitions: pl.Boolean
+
+    class Config(_Strict):
+        pass
+
+
+class SplitsSchema(pa.DataFrameModel):
+    image_id: pl.Int64 = pa.Field(ge=0, unique=True)
+    split: pl.Utf8 = pa.Field(isin=SPLITS)
+    role: pl.Utf8 = pa.Field(isin=ROLES)
+
+    class Config(_Strict):
+        pass
+
+    @pa.dataframe_check
+    def role_matches_split(cls, data) -> pl.LazyFrame:
+        lf = data.lazyframe
+        return lf.select(
+            ((pl.col("split") == "train") == (pl.col("role") == "train")).alias("ok")
+        )
+
+
+class CooccurrencePairsSchema(pa.DataFrameModel):
+    """Unordered class pairs (a < b, global class ids) seen together in at least one image."""
+
+    class_a: pl.Int32 = pa.Field(ge=0)
+    class_b: pl.Int32 = pa.Field(ge=0)
+    images: pl.Int64 = pa.Field(ge=1)
+    rate: pl.Float64 = pa.Field(ge=0, le=1)
+    selected: pl.Boolean
+
+    class Config(_Strict):
+        pass
+
+
+class CooccurrenceClassesSchema(pa.DataFrameModel):
+    global_class_id: pl.Int32 = pa.Field(ge=0, unique=True)
+    images: pl.Int64 = pa.Field(ge=0)
+    rate: pl.Float64 = pa.Field(ge=0, le=1)
+    selected: pl.Boolean  # part of at least one selected pair
+
+    class Config(_Strict):
+        pass
+
+
+def read_table(path, schema: type[pa.DataFrameModel]) -> pl.DataFrame:
+    """Read a parquet file and validate it against its schema (the boundary check of every stage)."""
+    return schema.validate(pl.read_parquet(path))
+
+
+def write_table(df: pl.DataFrame, path, schema: type[pa.DataFrameModel]) -> pl.DataFrame:
+    """Validate then write atomically, so a killed stage never leaves a half-written table."""
+    import os
+    from pathlib import Path
+
+    df = schema.validate(df)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    df.write_parquet(tmp)
+    os.replace(tmp, path)
+    return df

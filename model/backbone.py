@@ -1,0 +1,60 @@
+"""Backbones: torchvision ResNets cut after layer3 (stride 16).
+
+ResNet-50 to layer3 gives c = 1024 channels, 14x14 at 224 px (the paper's backbone and the
+baselines'). ResNet-18/34 to layer3 give c = 256 and serve the CPU twin profile and ASEN++'s
+local branch.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+_CHANNELS = {"resnet50_layer3": 1024, "resnet34_layer3": 256, "resnet18_layer3": 256}
+
+
+def trunk_channels(name: str) -> int:
+    try:
+        return _CHANNELS[name]
+    except KeyError:
+        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(_CHANNELS)}") from None
+
+
+def build_trunk(name: str, *, pretrained: bool = True) -> nn.Module:
+    """The ResNet stem and layers 1-3 as one Sequential: (B, 3, H, W) -> (B, c, H/16, W/16).
+
+    ImageNet weights come from the torchvision cache only; nothing is downloaded. When they are not
+    there the trunk starts from random weights, with a loud warning, because retrieval numbers
+    from a random trunk are not comparable with the paper's.
+    """
+    import torchvision
+
+    arch = name.split("_")[0]
+    trunk_channels(name)
+    weights = None
+    if pretrained:
+        enum = {
+            "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+            "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
+            "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+        }[arch]
+        if _in_cache(enum.url):
+            weights = enum
+        else:
+            warnings.warn(
+                f"ImageNet weights for {arch} are not in the torchvision cache "
+                f"({torch.hub.get_dir()}/checkpoints); starting from RANDOM weights. "
+                "Numbers will not be comparable with the paper's.",
+                stacklevel=2,
+            )
+    net = getattr(torchvision.models, arch)(weights=weights)
+    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
+
+
+def _in_cache(url: str) -> bool:
+    import os
+
+    fname = os.path.basename(url)
+    return os.path.exists(os.path.join(torch.hub.get_dir(), "checkpoints", fname))

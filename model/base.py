@@ -1,0 +1,67 @@
+"""The interface every registered model implements, so that one trainer and one evaluator serve all.
+
+Training batch (built by ``benchmark.loaders``; B triplets, 3B images):
+    images       (3B, 3, H, W) float, normalised; rows [0:B] anchors, [B:2B] positives, [2B:3B] negatives
+    attribute    (B,) long   attribute id n of each triplet
+    class_id     (B,) long   class id m within attribute n: anchor and positive have it, the negative not
+    targets      (3B, C) float   multi-hot over global class ids (1 = positive label)
+    target_mask  (3B, N) bool    attributes in which each image is annotated (BCE only there)
+    index        (3B,) long  image ids (for prototype bookkeeping and debugging)
+
+``forward(batch)`` returns a dict: ``loss`` (scalar tensor with grad, the weighted sum) and one
+detached scalar per term, named ``loss_<term>`` (logged by the trainer).
+
+``embed(images, gamma=..., max_classes=...)`` returns an :class:`Embeddings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Embeddings:
+    attribute: torch.Tensor  # (B, N, D) L2-normalised attribute-specific embeddings
+    probs: torch.Tensor | None = None  # (B, C) class probabilities P_n, concatenated over attributes
+    class_index: torch.Tensor | None = None  # (P, 3) long: (image row, attribute id, class id)
+    class_emb: torch.Tensor | None = None  # (P, D) L2-normalised class-specific embeddings
+
+    def to(self, device) -> "Embeddings":
+        f = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Embeddings(f(self.attribute), f(self.probs), f(self.class_index), f(self.class_emb))
+
+
+class RetrievalModel(nn.Module):
+    #: evaluated with the multi-granularity ranking (SPEC section 2) when True
+    has_class_level: bool = False
+    #: training phases in order (ASEN++ has two); the trainer calls set_phase before each
+    phases: tuple[str, ...] = ("main",)
+
+    def __init__(self, *, classes_per_attribute: list[int]):
+        super().__init__()
+        self.classes_per_attribute = list(classes_per_attribute)
+        self.num_attributes = len(self.classes_per_attribute)
+        self.num_classes = sum(self.classes_per_attribute)
+        offsets = torch.tensor([0] + self.classes_per_attribute[:-1]).cumsum(0)
+        # global class id = class_offsets[attribute] + class id
+        self.register_buffer("class_offsets", offsets, persistent=False)
+        self.phase = self.phases[0]
+
+    def set_phase(self, phase: str) -> None:
+        if phase not in self.phases:
+            raise ValueError(f"{type(self).__name__} has phases {self.phases}, not {phase!r}")
+        self.phase = phase
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups for the current phase (default: everything at lr)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16) -> Embeddings:
+        raise NotImplementedError
+
+    def attention_map(self, images: torch.Tensor, attribute: torch.Tensor, class_id: torch.Tensor | None = None):
+        """(B, h, w) spatial attention for (image, attribute[, class]); None for models without one."""
+        return None
