@@ -22,11 +22,6 @@ SPLITS = ["train", "val", "test"]
 ROLES = ["train", "query", "candidate"]
 
 
-class _Strict:
-    strict = True
-    coerce = True
-
-
 class ImagesSchema(pa.DataFrameModel):
     """One row per image named by the source. Width/height/bytes/sha256 are null when the file is
     missing or undecodable (validation quarantines those rows)."""
@@ -38,8 +33,9 @@ class ImagesSchema(pa.DataFrameModel):
     bytes: pl.Int64 = pa.Field(nullable=True, ge=0)
     sha256: pl.Utf8 = pa.Field(nullable=True)
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
+        coerce = True
 
 
 class LabelsSchema(pa.DataFrameModel):
@@ -48,8 +44,9 @@ class LabelsSchema(pa.DataFrameModel):
     class_id: pl.Int16 = pa.Field(ge=0)
     state: pl.Utf8 = pa.Field(isin=LABEL_STATES)
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
+        coerce = True
 
 
 class TaxonomySchema(pa.DataFrameModel):
@@ -59,8 +56,9 @@ class TaxonomySchema(pa.DataFrameModel):
     class_name: pl.Utf8
     global_class_id: pl.Int32 = pa.Field(ge=0, unique=True)
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
+        coerce = True
 
 
 class PartitionSchema(pa.DataFrameModel):
@@ -69,8 +67,9 @@ class PartitionSchema(pa.DataFrameModel):
     image_id: pl.Int64 = pa.Field(ge=0, unique=True)
     partition: pl.Utf8 = pa.Field(isin=SPLITS)
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
+        coerce = True
 
 
 class AsenRolesSchema(pa.DataFrameModel):
@@ -81,8 +80,9 @@ class AsenRolesSchema(pa.DataFrameModel):
     role: pl.Utf8 = pa.Field(isin=ROLES)
     attribute_id: pl.Int16 = pa.Field(ge=0)
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
+        coerce = True
 
 
 class QuarantineSchema(pa.DataFrameModel):
@@ -95,8 +95,9 @@ class QuarantineSchema(pa.DataFrameModel):
     image_id: pl.Int64 = pa.Field(nullable=True, ge=0)
     reason: pl.Utf8
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
+        coerce = True
 
 
 class DuplicatesSchema(pa.DataFrameModel):
@@ -107,8 +108,9 @@ class DuplicatesSchema(pa.DataFrameModel):
     image_id: pl.Int64 = pa.Field(ge=0)
     spans_partitions: pl.Boolean
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
+        coerce = True
 
 
 class SplitsSchema(pa.DataFrameModel):
@@ -116,8 +118,9 @@ class SplitsSchema(pa.DataFrameModel):
     split: pl.Utf8 = pa.Field(isin=SPLITS)
     role: pl.Utf8 = pa.Field(isin=ROLES)
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
+        coerce = True
 
     @pa.dataframe_check
     def role_matches_split(cls, data) -> pl.LazyFrame:
@@ -136,8 +139,9 @@ class CooccurrencePairsSchema(pa.DataFrameModel):
     rate: pl.Float64 = pa.Field(ge=0, le=1)
     selected: pl.Boolean
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
+        coerce = True
 
 
 class CooccurrenceClassesSchema(pa.DataFrameModel):
@@ -146,8 +150,9 @@ class CooccurrenceClassesSchema(pa.DataFrameModel):
     rate: pl.Float64 = pa.Field(ge=0, le=1)
     selected: pl.Boolean  # part of at least one selected pair
 
-    class Config(_Strict):
-        pass
+    class Config:
+        strict = True
+        coerce = True
 
 
 def read_table(path, schema: type[pa.DataFrameModel]) -> pl.DataFrame:

@@ -1,0 +1,309 @@
+"""GPU performance, measured side by side in one run on whatever device is there (issue 9).
+
+Every figure is a ratio against a baseline measured in the same process on the same device:
+- training step: M3-Net's step vs the trunk-only step (images/s, same batch, same precision),
+  at the paper's batch (16 triplets = 48 images) and at 192 images;
+- embedding extraction (every attribute, up to 16 classes per (image, attribute)) vs the
+  trunk-only forward pass;
+- the data loader's images/s (JPEG decode + resize + augment, configured workers) vs the
+  training step's;
+- the metrics at DeepFashion's evaluation size (5,525 x 22,100, 1024-d);
+- optionally `torch.compile` on the step.
+
+Timing rules (PERFORMANCE.md): warm up, synchronize before reading clocks, median of repeats,
+never time on zeros. Only torch, torchvision, numpy and OpenCV are imported: the GPU machine has
+no polars or pandera.
+
+    python -m benchmark.perf --size full --out reports/perf.json      # GPU
+    python -m benchmark.perf --size tiny --out /tmp/perf.json         # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+# Sizes: `full` is the paper's setting (ResNet-50 to layer3, 224 px, DeepFashion's 5 attributes
+# with 156-230 classes); `tiny` only proves that the code path runs (CPU tests).
+SIZES = {
+    "full": dict(backbone="resnet50_layer3", image_size=224, classes=[156, 218, 180, 216, 230],
+                 batches=(48, 192), extract_batch=256, loader_images=2048, loader_side=300,
+                 metrics=(5525, 22100, 1024), repeats=10, warmup=5),
+    "tiny": dict(backbone="resnet18_layer3", image_size=64, classes=[5, 4, 6],
+                 batches=(6,), extract_batch=8, loader_images=32, loader_side=96,
+                 metrics=(64, 256, 32), repeats=2, warmup=1),
+}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn, device, repeats, warmup) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _autocast(device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _images(n, size, device, channels_last):
+    g = torch.Generator(device="cpu").manual_seed(n)
+    x = torch.randn(n, 3, size, size, generator=g).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def synthetic_batch(n_images: int, classes: list[int], size: int, device, channels_last: bool) -> dict:
+    """A training batch in model/base.py's layout: n_images // 3 triplets, random but valid labels."""
+    b = n_images // 3
+    g = torch.Generator(device="cpu").manual_seed(b)
+    n_attr = len(classes)
+    attribute = torch.randint(0, n_attr, (b,), generator=g)
+    cls = torch.tensor(classes)
+    class_id = (torch.rand(b, generator=g) * cls[attribute]).long()
+    offsets = torch.tensor([0] + classes[:-1]).cumsum(0)
+    targets = torch.zeros(3 * b, sum(classes))
+    rows = torch.arange(b)
+    targets[rows, offsets[attribute] + class_id] = 1
+    targets[rows + b, offsets[attribute] + class_id] = 1
+    neg_class = (class_id + 1) % cls[attribute]
+    targets[rows + 2 * b, offsets[attribute] + neg_class] = 1
+    return {
+        "images": _images(3 * b, size, device, channels_last),
+        "attribute": attribute.to(device),
+        "class_id": class_id.to(device),
+        "targets": targets.to(device),
+        "target_mask": torch.ones(3 * b, n_attr, dtype=torch.bool, device=device),
+        "index": torch.arange(3 * b, device=device),
+    }
+
+
+def build_m3net(cfg: dict, device, variant: str = "m3net"):
+    from model import build_model
+
+    try:  # pyyaml may be missing on a bare GPU machine: fall back to the model's defaults
+        from benchmark.params import load_params
+
+        hp = dict(load_params()["models"][variant])
+    except (ImportError, FileNotFoundError):
+        hp = {}
+    hp["w_p"] = 1.0
+    model = build_model(variant, classes_per_attribute=cfg["classes"], backbone=cfg["backbone"],
+                        pretrained=False, **{k: v for k, v in hp.items() if k != "variant"})
+    return model.to(device)
+
+
+def measure_training(cfg, device, channels_last=True, compile_=False) -> dict:
+    from model.backbone import build_trunk
+
+    out = {}
+    model = build_m3net(cfg, device)
+    trunk = build_trunk(cfg["backbone"], pretrained=False).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        trunk = trunk.to(memory_format=torch.channels_last)
+    fused = device.type == "cuda"
+    opt_m = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
+    opt_t = torch.optim.Adam(trunk.parameters(), lr=1e-4, fused=fused)
+    step_model = model
+    step_trunk = trunk
+    if compile_:
+        step_model = torch.compile(model)
+        step_trunk = torch.compile(trunk)
+    for n in cfg["batches"]:
+        batch = synthetic_batch(n, cfg["classes"], cfg["image_size"], device, channels_last)
+        images = batch["images"]
+
+        def trunk_step():
+            opt_t.zero_grad(set_to_none=True)
+            with _autocast(device):
+                loss = step_trunk(images).float().pow(2).mean()
+            loss.backward()
+            opt_t.step()
+
+        def model_step():
+            opt_m.zero_grad(set_to_none=True)
+            with _autocast(device):
+                loss = step_model(batch)["loss"]
+            loss.backward()
+            opt_m.step()
+
+        with _autocast(device):
+            first = model(batch)["loss"]
+        if not torch.isfinite(first):
+            raise RuntimeError(f"M3-Net's loss is not finite on the synthetic batch: {first}")
+        t_trunk = _median_time(trunk_step, device, cfg["repeats"], cfg["warmup"])
+        t_model = _median_time(model_step, device, cfg["repeats"], cfg["warmup"])
+        n_img = images.shape[0]
+        out[f"batch{n_img}"] = {
+            "trunk_images_per_s": n_img / t_trunk,
+            "m3net_images_per_s": n_img / t_model,
+            "ratio": t_trunk / t_model,
+        }
+    return out
+
+
+def measure_extraction(cfg, device, channels_last=True) -> dict:
+    from model.backbone import build_trunk
+
+    model = build_m3net(cfg, device).eval()
+    trunk = build_trunk(cfg["backbone"], pretrained=False).to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        trunk = trunk.to(memory_format=torch.channels_last)
+    n = cfg["extract_batch"]
+    images = _images(n, cfg["image_size"], device, channels_last)
+
+    @torch.no_grad()
+    def trunk_fwd():
+        with _autocast(device):
+            trunk(images)
+
+    @torch.no_grad()
+    def extract():
+        with _autocast(device):
+            # gamma 0: every class passes, so max_classes=16 per (image, attribute) are embedded
+            model.embed(images, gamma=0.0, max_classes=16)
+
+    with torch.no_grad(), _autocast(device):
+        emb = model.embed(images, gamma=0.0, max_classes=16)
+    per_pair = emb.class_index.shape[0] / (n * len(cfg["classes"])) if emb.class_index is not None else 0
+    t_trunk = _median_time(trunk_fwd, device, cfg["repeats"], cfg["warmup"])
+    t_ext = _median_time(extract, device, cfg["repeats"], cfg["warmup"])
+    return {
+        "batch": n,
+        "classes_per_image_attribute": per_pair,
+        "trunk_forward_images_per_s": n / t_trunk,
+        "extraction_images_per_s": n / t_ext,
+        "ratio": t_trunk / t_ext,
+    }
+
+
+def measure_loader(cfg, workers: int) -> dict:
+    """Decode + resize + augment real JPEGs written to a temporary folder, with `workers` processes."""
+    import cv2
+    import numpy as np
+
+    from benchmark.loaders import decode_and_transform
+
+    class _Files(torch.utils.data.Dataset):
+        def __init__(self, paths):
+            self.paths = paths
+
+        def __len__(self):
+            return len(self.paths)
+
+        def __getitem__(self, i):
+            return decode_and_transform(self.paths[i], cfg["image_size"], train=True, seed=i)
+
+    side = cfg["loader_side"]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(min(cfg["loader_images"], 256)):
+            img = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
+            img = cv2.GaussianBlur(img, (9, 9), 3)  # photo-like, compressible content
+            p = os.path.join(tmp, f"{i}.jpg")
+            cv2.imwrite(p, img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            paths.append(p)
+        paths = (paths * (cfg["loader_images"] // len(paths) + 1))[: cfg["loader_images"]]
+        dl = torch.utils.data.DataLoader(_Files(paths), batch_size=64, num_workers=workers,
+                                         persistent_workers=False)
+        t0 = time.perf_counter()
+        n = sum(x.shape[0] for x in dl)
+        dt = time.perf_counter() - t0
+    return {"workers": workers, "images": n, "images_per_s": n / dt}
+
+
+def measure_metrics(cfg, device) -> dict:
+    from benchmark.metrics import retrieval_metrics
+
+    q, c, d = cfg["metrics"]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    qe = torch.nn.functional.normalize(torch.randn(q, d, generator=g), dim=1).to(device)
+    ce = torch.nn.functional.normalize(torch.randn(c, d, generator=g), dim=1).to(device)
+    relevant = (torch.rand(q, c, generator=g) < 0.05).to(device)
+
+    def run():
+        retrieval_metrics(qe @ ce.T, relevant, ks=(100,))
+
+    t = _median_time(run, device, max(3, cfg["repeats"] // 2), 1)
+    return {"queries": q, "candidates": c, "dim": d, "seconds": t}
+
+
+def run_all(size: str, device: torch.device, workers: int, compile_: bool) -> dict:
+    cfg = SIZES[size]
+    torch.manual_seed(0)
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "size": size,
+        "precision": "bf16 autocast, channels_last" if device.type == "cuda" else "float32",
+        "training": measure_training(cfg, device),
+        "extraction": measure_extraction(cfg, device),
+        "metrics": measure_metrics(cfg, device),
+    }
+    result["loader"] = measure_loader(cfg, workers)
+    big = f"batch{max(cfg['batches'])}"
+    step_ips = result["training"][big]["m3net_images_per_s"]
+    result["loader"]["ratio_to_training_step"] = result["loader"]["images_per_s"] / step_ips
+    if compile_:
+        comp = measure_training(cfg, device, compile_=True)
+        result["compile"] = {k: {**v, "speedup_vs_eager": v["m3net_images_per_s"] / result["training"][k]["m3net_images_per_s"]}
+                             for k, v in comp.items()}
+    result["ratios"] = {
+        **{f"train_step_{k}": v["ratio"] for k, v in result["training"].items()},
+        "extraction": result["extraction"]["ratio"],
+        "loader_vs_train_step": result["loader"]["ratio_to_training_step"],
+    }
+    result["goals"] = {"train_step_batch192": 0.85, "extraction": 0.75, "loader_vs_train_step": 1.2}
+    return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", choices=sorted(SIZES), default="full")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=None, help="loader workers (default: train.profiles.paper.workers or CPU count)")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile on the training step")
+    p.add_argument("--out", default="reports/perf.json")
+
+
+def run(args) -> int:
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
+    result = run_all(args.size, device, workers, args.compile)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["ratios"], indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
