@@ -1,0 +1,23 @@
+"""ASEN_v2: the revised attention structure of ASEN (Ma et al., AAAI 2020 code release; ref. [19]).
+
+Differences from ASEN (model/asen.py), as in the authors' ``ASENet_V2``:
+- the attribute enters as a learned 512-d embedding (nn.Embedding) instead of a one-hot vector;
+- spatial branch: tanh(BN(conv1x1(psi))); the attention logit is the scaled dot product
+  sum_i img_i * tanh(FC(a))_i / sqrt(512) (no 1x1 conv to one channel);
+- no final FC: the embedding is the channel-gated c-vector (D = c = 1024 with ResNet-50 layer3,
+  256 with the twin's ResNet-18 layer3), so ``embed_dim`` is ignored.
+Loss: ASEN's triplet on cosine similarities, margin 0.2.
+"""
+
+from __future__ import annotations
+
+from model.asen import ASEN
+from model.registry import register_model
+
+
+@register_model("asen_v2")
+class ASENv2(ASEN):
+    attribute_input = "embedding"
+    attention_score = "scaled_dot"
+    spatial_batch_norm = True
+    final_fc = False
