@@ -1,0 +1,107 @@
+"""Spatial and channel-wise conditional attention (paper Algorithms 1 and 2), factored to be cheap.
+
+Each module holds ``groups`` independent copies (1 for the attribute-conditional SCA-A / CCA-A,
+N for the per-attribute class-conditional SCA-C_n / CCA-C_n) and a label table per copy
+(attributes, or the classes of that attribute padded to the largest M_n).
+
+Why the factoring (docs/PERFORMANCE.md): the spatial attention map is one scalar per position,
+so the attended map alpha * psi is never built; every later use of it is a pooled vector, i.e.
+a (rows x hw) @ (hw x c) batched product against the map it came from. T is a 1x1 conv, hence
+T(alpha * psi) = alpha * (W psi) + b: the conv runs on psi once per image, never per class.
+Label-side transforms (p2, q2) depend on the label only, so they are computed once per step for
+the whole label table and then gathered as vectors; per-pair weight matrices are never gathered.
+
+Shape names: B images, R rows per image (attributes), K classes per row, L = h*w positions,
+G groups, c trunk channels, d = c' inner channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def grouped_linear(
+    x: torch.Tensor, weight_gio: torch.Tensor, bias_go: torch.Tensor, group_br: torch.Tensor | None
+) -> torch.Tensor:
+    """Apply group g's linear map to x (B, R, K, in) -> (B, R, K, out).
+
+    ``group_br`` None means the R axis *is* the group axis (R == G, rows in group order: one
+    einsum, each row pays for its own group only). Otherwise (B, R) group ids: every group is
+    applied and the row's group is selected -- G times the arithmetic on small vectors, cheaper
+    than gathering a weight matrix per row.
+    """
+    G = weight_gio.shape[0]
+    if G == 1:
+        return x @ weight_gio[0] + bias_go[0]
+    if group_br is None:
+        return torch.einsum("brki,rio->brko", x, weight_gio) + bias_go[None, :, None, :]
+    B, R, K, _ = x.shape
+    all_brkgo = torch.einsum("brki,gio->brkgo", x, weight_gio) + bias_go  # (B, R, K, G, out)
+    idx = group_br[:, :, None, None, None].expand(B, R, K, 1, all_brkgo.shape[-1])
+    return all_brkgo.gather(3, idx).squeeze(3)
+
+
+class SpatialConditionalAttention(nn.Module):
+    """Algorithm 1 (SCA): alpha_l = softmax_positions(sum_i [tanh(W1 E1(l)) * tanh(T psi)]_i / sqrt(c'))."""
+
+    def __init__(self, *, in_channels: int, inner_dim: int, num_labels: int, groups: int = 1):
+        super().__init__()
+        self.groups, self.inner_dim = groups, inner_dim
+        # T: one 1x1 conv with G*c' outputs, so all groups' transforms are one matmul per image
+        self.transform = nn.Conv2d(in_channels, groups * inner_dim, kernel_size=1)
+        self.label_embedding = nn.Parameter(torch.randn(groups, num_labels, inner_dim))  # E1
+        self.label_weight = nn.Parameter(torch.empty(groups, inner_dim, inner_dim))  # W1 (in, out)
+        self.label_bias = nn.Parameter(torch.zeros(groups, inner_dim))
+        nn.init.uniform_(self.label_weight, -1 / math.sqrt(inner_dim), 1 / math.sqrt(inner_dim))
+
+    def label_features(self) -> torch.Tensor:
+        """p2 for every label of every group (step 6): (G, labels, d)."""
+        return torch.tanh(torch.bmm(self.label_embedding, self.label_weight) + self.label_bias[:, None, :])
+
+    def transform_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """T as a matrix: W (G, d, c) and b (G, d)."""
+        G, d = self.groups, self.inner_dim
+        return self.transform.weight.view(G, d, -1), self.transform.bias.view(G, d)
+
+    def linear_part(self, feat_bcl: torch.Tensor) -> torch.Tensor:
+        """W psi without the bias, for every group at once: (B, c, L) -> (B, G, d, L)."""
+        B, _, L = feat_bcl.shape
+        weight_gdc, _ = self.transform_weight()
+        return torch.matmul(weight_gdc.reshape(-1, weight_gdc.shape[-1]), feat_bcl).view(B, self.groups, -1, L)
+
+    def attention(self, image_brdl: torch.Tensor, label_brkd: torch.Tensor) -> torch.Tensor:
+        """Step 7 for K labels per row: p1 (B, R, d, L), p2 (B, R, K, d) -> alpha (B, R, K, L)."""
+        logits_brkl = torch.matmul(label_brkd, image_brdl) / math.sqrt(self.inner_dim)
+        return logits_brkl.softmax(dim=-1)
+
+
+class ChannelConditionalAttention(nn.Module):
+    """Algorithm 2 (CCA): beta_l = sigmoid(W4 relu(W3 [q1; relu(W2 E2(l))])); output beta_l * q1."""
+
+    def __init__(self, *, in_channels: int, inner_dim: int, num_labels: int, groups: int = 1):
+        super().__init__()
+        c, d = in_channels, inner_dim
+        self.groups = groups
+        self.label_embedding = nn.Parameter(torch.randn(groups, num_labels, d))  # E2
+        self.w2 = nn.Parameter(torch.empty(groups, d, d))
+        self.b2 = nn.Parameter(torch.zeros(groups, d))
+        self.w3 = nn.Parameter(torch.empty(groups, c + d, d))
+        self.b3 = nn.Parameter(torch.zeros(groups, d))
+        self.w4 = nn.Parameter(torch.empty(groups, d, c))
+        self.b4 = nn.Parameter(torch.zeros(groups, c))
+        for w in (self.w2, self.w3, self.w4):  # nn.Linear's default range, fan_in = w.shape[1]
+            nn.init.uniform_(w, -1 / math.sqrt(w.shape[1]), 1 / math.sqrt(w.shape[1]))
+
+    def label_features(self) -> torch.Tensor:
+        """q2 for every label of every group (step 6): (G, labels, d)."""
+        return F.relu(torch.bmm(self.label_embedding, self.w2) + self.b2[:, None, :])
+
+    def forward(self, q1_brkc: torch.Tensor, q2_brkd: torch.Tensor, group_br: torch.Tensor | None = None):
+        """Step 7 and Eq. 2/5/6: (B, R, K, c) pooled features, (B, R, K, d) label features -> (B, R, K, c)."""
+        hidden_brkd = F.relu(grouped_linear(torch.cat([q1_brkc, q2_brkd], dim=-1), self.w3, self.b3, group_br))
+        beta_brkc = torch.sigmoid(grouped_linear(hidden_brkd, self.w4, self.b4, group_br))
+        return beta_brkc * q1_brkc
