@@ -1,0 +1,339 @@
+"""The evaluate stage on a stand-in model and a tiny dataset written in the stages' real formats.
+
+The metrics are checked against a brute-force computation of SPEC section 2 written here, not
+against the evaluator's own helpers.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import sys
+import types
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import yaml
+
+from datasets.schemas import (
+    CooccurrencePairsSchema, ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, write_table,
+)
+from model.base import Embeddings, RetrievalModel
+from model.registry import _REGISTRY, register_model
+
+torch.set_num_threads(1)
+KEY = "tiny"
+CLASSES = [3, 4]  # two attributes
+SIZE = 16
+
+
+# ------------------------------------------------------------------ brute-force reference (SPEC 2)
+
+def brute_ap(scores: np.ndarray, rel: np.ndarray, k: int | None = None) -> float:
+    order = sorted(range(len(scores)), key=lambda j: (-scores[j], j))
+    r = rel.sum()
+    if r == 0:
+        return float("nan")
+    hits, total = 0, 0.0
+    for i, j in enumerate(order[: (k or len(order))], start=1):
+        if rel[j]:
+            hits += 1
+            total += hits / i
+    return total / min(r, k or len(order))
+
+
+def _install_reference_api(monkeypatch):
+    """Where benchmark.retrieval / benchmark.metrics are not written yet, stand-ins with the agreed API."""
+    try:
+        importlib.import_module("benchmark.metrics")
+        importlib.import_module("benchmark.retrieval")
+        return
+    except ModuleNotFoundError:
+        pass
+    m = types.ModuleType("benchmark.retrieval")
+
+    def retrieval_metrics(similarity, relevant, ks=(100,), valid=None):
+        s, r = similarity.double().cpu().numpy(), relevant.cpu().numpy()
+        out = {"ap_all": [brute_ap(a, b) for a, b in zip(s, r)]}
+        for k in ks:
+            out[f"ap@{k}"] = [brute_ap(a, b, k) for a, b in zip(s, r)]
+            rec = []
+            for a, b in zip(s, r):
+                order = sorted(range(len(a)), key=lambda j: (-a[j], j))[:k]
+                rec.append(b[order].sum() / b.sum() if b.sum() else float("nan"))
+            out[f"recall@{k}"] = rec
+        return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
+
+    def relevance(q, c, mode):
+        q, c = q[:, None, :], c[None, :, :]
+        return ~(q & ~c).any(-1) if mode == "all" else (q & c).any(-1)
+
+    def attribute_similarity(q, c):
+        return torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(c, dim=-1).T
+
+    def class_level_similarity(q_index, q_emb, c_index, c_emb, num_queries, num_candidates, num_classes):
+        sim = torch.full((num_queries, num_candidates), -2.0, dtype=torch.float64)
+        for (qi, qc), qe in zip(q_index.tolist(), q_emb):
+            for (ci, cc), ce in zip(c_index.tolist(), c_emb):
+                if qc == cc:
+                    sim[qi, ci] = max(sim[qi, ci], float(qe @ ce))
+        return sim, sim > -2
+
+    def multi_granularity_scores(attr_sim, class_sim, shared):
+        return torch.where(shared, 3.0 + class_sim, attr_sim.double())
+
+    def aggregate(per_query, query_attribute, attribute_names):
+        qa = np.asarray(query_attribute)
+        out = {}
+        for k, v in per_query.items():
+            v = np.asarray(v, dtype=float)
+            d = {"overall": 100 * np.nanmean(v)}
+            per = {a: 100 * np.nanmean(v[qa == i]) for i, a in enumerate(attribute_names) if (~np.isnan(v[qa == i])).any()}
+            d["macro"] = float(np.mean(list(per.values())))
+            d.update(per)
+            out[k] = d
+        ap = np.asarray(per_query["ap_all"], dtype=float)
+        out["queries"] = {"used": int((~np.isnan(ap)).sum()), "left_out": int(np.isnan(ap).sum())}
+        return out
+
+    def bootstrap_ci(values, n, seed, level):
+        v = np.asarray(values, dtype=float)
+        rng = np.random.default_rng(seed)
+        means = v[rng.integers(0, len(v), (n, len(v)))].mean(1)
+        return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
+
+    for f in (retrieval_metrics, relevance, attribute_similarity, class_level_similarity,
+              multi_granularity_scores, aggregate, bootstrap_ci):
+        setattr(m, f.__name__, f)
+    monkeypatch.setitem(sys.modules, "benchmark.retrieval", m)
+
+
+# ------------------------------------------------------------------ stand-in models
+
+class StandIn(RetrievalModel):
+    """Attribute embeddings = a fixed projection of the mean colour; attention = the red channel."""
+
+    def __init__(self, *, classes_per_attribute, dim=8, seed=0, **kwargs):
+        super().__init__(classes_per_attribute=classes_per_attribute)
+        g = torch.Generator().manual_seed(seed)
+        self.proj = torch.nn.Parameter(torch.randn(self.num_attributes, 3, dim, generator=g))
+        self.cls = torch.nn.Parameter(torch.randn(self.num_classes, dim, generator=g))
+        self.head = torch.nn.Parameter(torch.randn(3, self.num_classes, generator=g))
+
+    def embed(self, images, *, gamma=0.8, max_classes=16):
+        pooled = images.mean((2, 3))  # (B, 3)
+        att = torch.nn.functional.normalize(torch.einsum("bc,ncd->bnd", pooled, self.proj), dim=-1)  # (B, N, D)
+        return Embeddings(att)
+
+    def attention_map(self, images, attribute, class_id=None):
+        return torch.nn.functional.avg_pool2d(images[:, :1], 4)[:, 0]  # (B, S/4, S/4)
+
+
+class StandInClass(StandIn):
+    has_class_level = True
+
+    def embed(self, images, *, gamma=0.8, max_classes=16):
+        e = super().embed(images)
+        probs = torch.sigmoid(images.mean((2, 3)) @ self.head * 3)  # (B, C)
+        rows = []
+        for b in range(len(images)):
+            for n, m in enumerate(self.classes_per_attribute):
+                p = probs[b, self.class_offsets[n]:self.class_offsets[n] + m]
+                sel = [int(c) for c in torch.argsort(p, descending=True) if p[c] > gamma][:max_classes] or [int(p.argmax())]
+                rows += [(b, n, c) for c in sel]
+        idx = torch.tensor(rows, dtype=torch.long)  # (P, 3)
+        g = self.class_offsets[idx[:, 1]] + idx[:, 2]
+        cemb = torch.nn.functional.normalize(e.attribute[idx[:, 0], idx[:, 1]] + 0.5 * self.cls[g], dim=-1)
+        return Embeddings(e.attribute, probs, idx, cemb)
+
+
+def _register():
+    for name, cls in (("standin_eval", StandIn), ("standin_eval_class", StandInClass)):
+        if name not in _REGISTRY:
+            register_model(name)(cls)
+
+
+# ------------------------------------------------------------------ tiny dataset
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    _install_reference_api(monkeypatch)
+    _register()
+    monkeypatch.chdir(tmp_path)
+    import cv2
+
+    rng = np.random.default_rng(0)
+    n_img = 40
+    raw = tmp_path / "data" / KEY / "raw"
+    (raw / "img").mkdir(parents=True)
+    regions = {}
+    for i in range(n_img):
+        img = (rng.random((SIZE, SIZE, 3)) * 60 + rng.random(3) * 150).astype(np.uint8)
+        y, x = divmod(i % 16, 4)
+        img[y * 4:(y + 1) * 4, x * 4:(x + 1) * 4, 2] = 255  # red square (BGR): the attention peak
+        cv2.imwrite(str(raw / "img" / f"{i}.png"), img)
+        # even ids: the box holds the peak; odd ids: it lies elsewhere
+        box = [x * 4, y * 4, x * 4 + 4, y * 4 + 4] if i % 2 == 0 else [(x * 4 + 8) % 16, (y * 4 + 8) % 16, (x * 4 + 8) % 16 + 4, (y * 4 + 8) % 16 + 4]
+        regions[f"img/{i}.png"] = [{"attribute": "colour", "class": "c1", "box": box}]
+    (raw / "regions.json").write_text(json.dumps(regions))
+    vdir = tmp_path / "data" / KEY / "validated"
+    write_table(pl.DataFrame({"image_id": range(n_img), "path": [f"img/{i}.png" for i in range(n_img)],
+                              "width": [SIZE] * n_img, "height": [SIZE] * n_img, "bytes": [1] * n_img,
+                              "sha256": [str(i) for i in range(n_img)]}), vdir / "images.parquet", ImagesSchema)
+    tax = [(0, "colour", c, f"c{c}") for c in range(3)] + [(1, "shape", c, f"s{c}") for c in range(4)]
+    write_table(pl.DataFrame({"attribute_id": [t[0] for t in tax], "attribute": [t[1] for t in tax],
+                              "class_id": [t[2] for t in tax], "class_name": [t[3] for t in tax],
+                              "global_class_id": range(len(tax))}), vdir / "taxonomy.parquet", TaxonomySchema)
+    lab = []
+    for i in range(n_img):
+        for c in rng.choice(3, rng.integers(1, 3), replace=False):  # multi-label in attribute 0
+            lab.append((i, 0, int(c), "positive"))
+        if i % 3:
+            lab.append((i, 1, int(rng.integers(4)), "positive"))
+    lab.append((5, 1, 0, "unknown"))
+    write_table(pl.DataFrame({"image_id": [r[0] for r in lab], "attribute_id": [r[1] for r in lab],
+                              "class_id": [r[2] for r in lab], "state": [r[3] for r in lab]}),
+                vdir / "labels.parquet", LabelsSchema)
+    split = ["train"] * 8 + ["val"] * 12 + ["test"] * 20
+    role = ["train"] * 8 + (["query"] * 3 + ["candidate"] * 9) + (["query"] * 5 + ["candidate"] * 15)
+    write_table(pl.DataFrame({"image_id": range(n_img), "split": split, "role": role}),
+                tmp_path / "data" / KEY / "splits.parquet", SplitsSchema)
+    write_table(pl.DataFrame({"class_a": [0, 1], "class_b": [1, 2], "images": [5, 1], "rate": [0.1, 0.001],
+                              "selected": [True, False]}),
+                tmp_path / "data" / KEY / "cooccurrence" / "pairs.parquet", CooccurrencePairsSchema)
+    params = {
+        "train": {"profile": "twin", "seeds": [0], "profiles": {"twin": {"image_size": SIZE, "workers": 0}}},
+        "validate": {"maybe_policy": "negative"},
+        "evaluate": {"relevance": "all", "gamma": 0.8, "gamma_sweep": [0.3, 0.6, 0.9], "max_classes": 16,
+                     "ks": [100], "bootstrap": 200, "bootstrap_seed": 11, "cooccurrence_min_rate": 0.002,
+                     "batch_size": 7, "examples": 2, "example_top": 4},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def _save_checkpoint(root, name, seed=0, sub=""):
+    model = _REGISTRY[name](classes_per_attribute=CLASSES, seed=seed)
+    d = root / "models" / KEY / name / sub
+    d.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "model_name": name,
+                "model_kwargs": {"classes_per_attribute": CLASSES, "seed": seed}}, d / "checkpoint.pt")
+    return model
+
+
+def _direct_test_map(model, ids_q, ids_c, labels_by_image, attr_slices, pixels_of):
+    """SPEC section 2 by hand: per attribute, brute-force AP of cosine similarity; query-weighted mean."""
+    with torch.no_grad():
+        emb = {i: model.embed(pixels_of([i])).attribute[0] for i in set(ids_q) | set(ids_c)}
+    aps, per_attr = [], {}
+    for n, sl in enumerate(attr_slices):
+        qs = [i for i in ids_q if labels_by_image[i][sl].any()]
+        cs = [i for i in ids_c if labels_by_image[i][sl].any()]
+        for q in qs:
+            s = np.array([float(emb[q][n] @ emb[c][n]) for c in cs])
+            rel = np.array([bool(np.all(labels_by_image[c][sl] >= labels_by_image[q][sl])) for c in cs])
+            ap = brute_ap(s, rel)
+            if not np.isnan(ap):
+                aps.append(ap)
+                per_attr.setdefault(n, []).append(ap)
+    return 100 * np.mean(aps), {n: 100 * np.mean(v) for n, v in per_attr.items()}, len(aps)
+
+
+def _labels_by_image(root):
+    lab = pl.read_parquet(root / "data" / KEY / "validated" / "labels.parquet").filter(pl.col("state") == "positive")
+    offsets = [0, 3]
+    out = {i: np.zeros(7, dtype=bool) for i in range(40)}
+    for i, a, c in lab.select("image_id", "attribute_id", "class_id").iter_rows():
+        out[i][offsets[a] + c] = True
+    return out
+
+
+def test_metrics_match_a_direct_computation(tiny):
+    from benchmark import evaluate
+
+    model = _save_checkpoint(tiny, "standin_eval")
+    assert evaluate.main([KEY, "standin_eval", "--device", "cpu"]) == 0
+    rdir = tiny / "reports" / KEY / "standin_eval"
+    m = json.loads((rdir / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert set(m[split]) >= {"map_all", "map_100", "recall_100", "queries", "cooccurring"}
+        assert set(m[split]["map_all"]) == {"overall", "macro", "colour", "shape"}
+    images = pl.read_parquet(tiny / "data" / KEY / "validated" / "images.parquet")
+    src = evaluate.ImageSource(tiny / "data" / KEY / "raw", images, SIZE)
+    labels = _labels_by_image(tiny)
+    overall, per_attr, used = _direct_test_map(model.eval(), list(range(20, 25)), list(range(25, 40)), labels,
+                                               [slice(0, 3), slice(3, 7)], src.tensor)
+    assert m["test"]["map_all"]["overall"] == pytest.approx(overall, abs=1e-3)
+    assert m["test"]["map_all"]["colour"] == pytest.approx(per_attr[0], abs=1e-3)
+    assert m["test"]["map_all"]["shape"] == pytest.approx(per_attr[1], abs=1e-3)
+    assert m["test"]["queries"]["used"] == used
+    # co-occurring: only the pair (0, 1) has rate >= 0.002
+    assert m["test"]["cooccurring"]["pairs"] == 1 and m["test"]["cooccurring"]["classes"] == 2
+    # pointing game over the val and test query images (8..10, 20..24): even ids' boxes hold the
+    # red square, odd ids' do not -> 5 of 8
+    assert m["pointing_game"]["accuracy"] == pytest.approx(62.5) and m["pointing_game"]["n"] == 8
+    ci = json.loads((rdir / "metrics_ci.json").read_text())
+    c = ci["test"]["map_all"]
+    assert c["low"] <= m["test"]["map_all"]["overall"] <= c["high"] and c["low"] < c["high"]
+    rows = list(csv.DictReader(open(rdir / "gamma.csv")))
+    assert [float(r["gamma"]) for r in rows] == [0.3, 0.6, 0.9]
+    assert [float(r["map_all"]) for r in rows] == [pytest.approx(m["test"]["map_all"]["overall"], abs=1e-3)] * 3
+    assert all(r["excluded_share"] == "" for r in rows)
+    ev = tiny / "data" / KEY / "eval" / "standin_eval"
+    pq = pl.read_parquet(ev / "per_query.parquet")
+    assert pq.filter(pl.col("split") == "test")["map_all"].drop_nans().len() == used
+    r = np.load(ev / "retrieval.npz")
+    assert r["top_image_id"].shape == (2, 4) and set(r["top_image_id"].ravel()) <= set(range(25, 40))
+    assert (ev / "attention.npz").exists()
+
+
+def test_class_level_model_gets_multi_granularity_and_a_gamma_sweep(tiny):
+    from benchmark import evaluate
+
+    _save_checkpoint(tiny, "standin_eval_class")
+    evaluate.main([KEY, "standin_eval_class", "--device", "cpu"])
+    rdir = tiny / "reports" / KEY / "standin_eval_class"
+    m = json.loads((rdir / "metrics.json").read_text())
+    assert "attribute_ranking" in m and m["test"]["map_all"]["overall"] is not None
+    rows = list(csv.DictReader(open(rdir / "gamma.csv")))
+    shares = [float(r["excluded_share"]) for r in rows]
+    assert all(0 <= s <= 1 for s in shares) and shares == sorted(shares) and shares[-1] > shares[0]
+    assert pl.read_parquet(tiny / "data" / KEY / "eval" / "standin_eval_class" / "per_query.parquet")["ranking"][0] == "multi-granularity"
+
+
+def test_gamma_filter_equals_embedding_at_that_gamma(tiny):
+    from benchmark.evaluate import class_keep
+
+    _register()
+    model = StandInClass(classes_per_attribute=CLASSES)
+    x = torch.randn(6, 3, SIZE, SIZE)
+    low = model.embed(x, gamma=0.2)
+    for g in (0.5, 0.8):
+        ref = model.embed(x, gamma=g)
+        kept = low.class_index[class_keep(low, g, CLASSES)]
+        assert sorted(map(tuple, kept.tolist())) == sorted(map(tuple, ref.class_index.tolist()))
+
+
+def test_several_seeds_give_mean_and_std(tiny):
+    from benchmark import evaluate
+
+    p = yaml.safe_load(open("params.yaml"))
+    p["train"]["seeds"] = [0, 1]
+    open("params.yaml", "w").write(yaml.safe_dump(p))
+    for s in (0, 1):
+        _save_checkpoint(tiny, "standin_eval", seed=s, sub=f"seed{s}")
+    evaluate.main([KEY, "standin_eval", "--device", "cpu"])
+    m = json.loads((tiny / "reports" / KEY / "standin_eval" / "metrics.json").read_text())
+    assert m["seeds"]["count"] == 2
+    assert m["std"]["test"]["map_all"]["overall"] > 0  # two different models
+
+
+def test_region_paths_match_with_a_leading_folder():
+    from benchmark.evaluate import match_region_paths
+
+    got = match_region_paths(["Images/a/x.jpg", "img/y.jpg", "z.jpg"],
+                             {0: "fashionAI_attributes_train1/Images/a/x.jpg", 1: "img/y.jpg", 2: "other/zz.jpg"})
+    assert got == {"Images/a/x.jpg": 0, "img/y.jpg": 1}
