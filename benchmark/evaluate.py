@@ -32,6 +32,7 @@ import polars as pl
 import torch
 
 from benchmark.params import load_params, training_profile
+from benchmark.train import checkpoint_path
 from datasets import paths
 from datasets.schemas import (
     CooccurrencePairsSchema,
@@ -76,23 +77,11 @@ def metric_name(key: str) -> str:
 
 # ----------------------------------------------------------------------------- model and images
 
-def checkpoint_path(key: str, model: str, seed: int, seeds: list[int]) -> Path:
-    """One seed: models/<key>/<model>/checkpoint.pt; several: .../seed<seed>/checkpoint.pt."""
-    base = paths.model_dir(key, model)
-    if len(seeds) <= 1:
-        return base / "checkpoint.pt"
-    return base / f"seed{seed}" / "checkpoint.pt"
-
-
 def load_trained_model(path: str | Path, device="cpu") -> RetrievalModel:
-    """Rebuild a model from the trainer's checkpoint: {"model": state_dict, "model_name", "model_kwargs"}."""
-    from model import build_model
+    """The trainer's checkpoint (models/<key>/<model>/seed<k>/checkpoint.pt) as a model in eval mode."""
+    from benchmark.train import load_trained_model as load
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    kwargs = dict(ckpt["model_kwargs"])
-    kwargs["pretrained"] = False  # the weights come from the checkpoint; never fetch ImageNet ones
-    model = build_model(ckpt["model_name"], **kwargs)
-    model.load_state_dict(ckpt["model"])
+    model, _ = load(path, map_location="cpu")
     return model.to(device).eval()
 
 
@@ -464,7 +453,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     per_seed, per_query_tables, gamma_rows = [], [], []
     pointing, examples = None, {}
     for si, seed in enumerate(seeds):
-        model = load_trained_model(checkpoint_path(key, model_name, seed, seeds), device)
+        model = load_trained_model(checkpoint_path(key, model_name, seed), device)
         class_level = bool(model.has_class_level)
         emb = extract_embeddings(model, source, ids, gamma=min(gammas + [ev["gamma"]]),
                                  max_classes=ev["max_classes"], batch_size=int(ev.get("batch_size", 64)),

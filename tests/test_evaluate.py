@@ -215,12 +215,14 @@ def tiny(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _save_checkpoint(root, name, seed=0, sub=""):
+def _save_checkpoint(root, name, seed=0):
+    """A checkpoint in the trainer's format (benchmark.train.load_trained_model reads it)."""
     model = _REGISTRY[name](classes_per_attribute=CLASSES, seed=seed)
-    d = root / "models" / KEY / name / sub
+    d = root / "models" / KEY / name / f"seed{seed}"
     d.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "model_name": name,
-                "model_kwargs": {"classes_per_attribute": CLASSES, "seed": seed}}, d / "checkpoint.pt")
+    torch.save({"model": model.state_dict(),
+                "build": {"model_name": name, "classes_per_attribute": CLASSES, "backbone": "none",
+                          "model_params": {"seed": seed}}}, d / "checkpoint.pt")
     return model
 
 
@@ -324,7 +326,7 @@ def test_several_seeds_give_mean_and_std(tiny):
     p["train"]["seeds"] = [0, 1]
     open("params.yaml", "w").write(yaml.safe_dump(p))
     for s in (0, 1):
-        _save_checkpoint(tiny, "standin_eval", seed=s, sub=f"seed{s}")
+        _save_checkpoint(tiny, "standin_eval", seed=s)
     evaluate.main([KEY, "standin_eval", "--device", "cpu"])
     m = json.loads((tiny / "reports" / KEY / "standin_eval" / "metrics.json").read_text())
     assert m["seeds"]["count"] == 2
