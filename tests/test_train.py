@@ -1,0 +1,337 @@
+"""benchmark.train: learning, resume == uninterrupted (bitwise), no-op re-run, NaN guard, seeds, phases.
+
+Uses a tiny registered model and a tiny synthetic dataset (JPEGs whose colours encode the classes)
+written into a temporary folder that the test chdirs into, so `main([...])` runs as the stage does.
+The helpers here are imported by tests/test_loaders.py and tests/test_ddp.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from model.base import Embeddings, RetrievalModel
+from model.losses import cosine_triplet, weighted_bce
+from model.registry import _REGISTRY, register_model
+
+torch.set_num_threads(1)
+
+KEY = "fashionai"  # a sparse-annotation dataset key: images are annotated only where they have rows
+CPA = [3, 2]  # classes per attribute of the synthetic taxonomy
+
+# --------------------------------------------------------------------------------- tiny models
+
+CRASH_AT: list = [None]  # simulate a kill: raise at this forward call (counted across instances)
+CALLS = [0]
+LAST_MODEL: list = [None]
+
+
+class SimulatedKill(RuntimeError):
+    pass
+
+
+class TinyModel(RetrievalModel):
+    """conv -> BN -> pool -> dropout -> per-attribute embeddings + class logits."""
+
+    def __init__(self, *, classes_per_attribute, embed_dim=8, w_p=1.0, margin=0.2, nan_at_step=None, **kwargs):
+        super().__init__(classes_per_attribute=classes_per_attribute)
+        assert isinstance(w_p, (int, float)), "the trainer must resolve w_p per dataset"
+        self.embed_dim, self.w_p, self.margin, self.nan_at_step = embed_dim, float(w_p), margin, nan_at_step
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1),
+        )
+        self.attr = nn.Linear(8, self.num_attributes * embed_dim)
+        self.cls = nn.Linear(8, self.num_classes)
+        attr_of_class = torch.repeat_interleave(torch.arange(self.num_attributes), torch.tensor(self.classes_per_attribute))
+        self.register_buffer("attr_of_class", attr_of_class, persistent=False)
+        self.steps = 0
+
+    def _features(self, images):
+        feat = self.trunk(images)  # (B, 8)
+        return feat, self.attr(feat).view(len(images), self.num_attributes, self.embed_dim), self.cls(feat)
+
+    def embed(self, images, *, gamma=0.8, max_classes=16):
+        _, emb, logits = self._features(images)
+        return Embeddings(attribute=F.normalize(emb, dim=-1), probs=torch.sigmoid(logits))
+
+    def forward(self, batch):
+        LAST_MODEL[0] = self
+        CALLS[0] += 1
+        if CRASH_AT[0] is not None and CALLS[0] == CRASH_AT[0]:
+            raise SimulatedKill(f"killed at call {CALLS[0]}")
+        self.steps += 1
+        _, emb, logits = self._features(batch["images"])
+        b = batch["attribute"].numel()
+        rows = torch.arange(3 * b)
+        sel = emb[rows, batch["attribute"].repeat(3)]  # (3B, D)
+        a, p, n = sel.split(b)
+        trip = cosine_triplet(a, p, n, self.margin).mean()
+        mask = batch["target_mask"][:, self.attr_of_class]  # (3B, C)
+        bce = weighted_bce(logits, batch["targets"], self.w_p, mask)
+        loss = trip + bce
+        if self.nan_at_step is not None and self.steps == self.nan_at_step:
+            loss = loss * float("nan")
+        return {"loss": loss, "loss_triplet": trip.detach(), "loss_bce": bce.detach()}
+
+
+class TinyTwoPhase(TinyModel):
+    """Two phases like ASEN++: 'global' trains the trunk and embeddings only, 'joint' everything."""
+
+    phases = ("global", "joint")
+
+    def set_phase(self, phase):
+        super().set_phase(phase)
+        for p in self.cls.parameters():
+            p.requires_grad_(phase == "joint")
+
+    def param_groups(self, lr):
+        groups = [{"params": list(self.trunk.parameters()) + list(self.attr.parameters()), "lr": lr}]
+        if self.phase == "joint":
+            groups.append({"params": list(self.cls.parameters()), "lr": lr * 0.5})
+        return groups
+
+
+for _name, _cls in (("tiny_test", TinyModel), ("tiny_test2", TinyTwoPhase)):
+    if _name not in _REGISTRY:
+        register_model(_name)(_cls)
+
+
+# ------------------------------------------------------------------------------ synthetic data
+
+
+def make_dataset(root: Path, key: str = KEY, n: int = 60, seed: int = 0, size=(24, 20)) -> dict:
+    """JPEGs + validated tables + splits under root/data/<key>/. Colour encodes the classes:
+    red = attribute 0's class, green = attribute 1's class (absent in every 5th image)."""
+    import cv2
+
+    from datasets import paths
+    from datasets.schemas import ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, write_table
+
+    rng = np.random.default_rng(seed)
+    raw = root / paths.raw_dir(key)
+    (raw / "img").mkdir(parents=True, exist_ok=True)
+    c0 = rng.integers(0, CPA[0], n)
+    c1 = rng.integers(0, CPA[1], n)
+    has1 = np.arange(n) % 5 != 0
+    img_rows, lab_rows = [], []
+    for i in range(n):
+        rgb = np.empty((size[0], size[1], 3), np.uint8)
+        rgb[..., 0] = 30 + 90 * c0[i]
+        rgb[..., 1] = 40 + 150 * c1[i] if has1[i] else 128
+        rgb[..., 2] = 100
+        rgb = np.clip(rgb.astype(int) + rng.integers(-20, 20, rgb.shape), 0, 255).astype(np.uint8)
+        rel = f"img/{i:04d}.jpg"
+        cv2.imwrite(str(raw / rel), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        img_rows.append({"image_id": i, "path": rel, "width": size[1], "height": size[0], "bytes": 1, "sha256": f"{i:064x}"})
+        lab_rows.append({"image_id": i, "attribute_id": 0, "class_id": int(c0[i]), "state": "positive"})
+        if has1[i]:
+            lab_rows.append({"image_id": i, "attribute_id": 1, "class_id": int(c1[i]), "state": "positive"})
+        if i % 7 == 3:
+            lab_rows.append({"image_id": i, "attribute_id": 0, "class_id": int((c0[i] + 1) % CPA[0]), "state": "maybe"})
+    tax = [{"attribute_id": a, "attribute": f"attr{a}", "class_id": c, "class_name": f"a{a}c{c}",
+            "global_class_id": sum(CPA[:a]) + c} for a in range(len(CPA)) for c in range(CPA[a])]
+    split = np.where(np.arange(n) % 10 < 7, "train", np.where(np.arange(n) % 10 < 8, "val", "test"))
+    role = np.where(split == "train", "train", np.where(np.arange(n) % 2 == 0, "query", "candidate"))
+    vdir = root / paths.validated_dir(key)
+    write_table(pl.DataFrame(img_rows), vdir / "images.parquet", ImagesSchema)
+    write_table(pl.DataFrame(lab_rows), vdir / "labels.parquet", LabelsSchema)
+    write_table(pl.DataFrame(tax), vdir / "taxonomy.parquet", TaxonomySchema)
+    write_table(pl.DataFrame({"image_id": np.arange(n), "split": split, "role": role}),
+                root / paths.splits_path(key), SplitsSchema)
+    return {"c0": c0, "c1": c1, "has1": has1, "split": split}
+
+
+def make_params(root: Path, *, model="tiny_test", epochs=2, triplets=32, batch=8, seeds=(0,), lr=0.01, **model_kw) -> dict:
+    params = {
+        "validate": {"maybe_policy": "negative"},
+        "train": {
+            "profile": "tiny", "seeds": list(seeds), "device": "cpu", "compile": False,
+            "profiles": {"tiny": {"backbone": "none", "pretrained": False, "image_size": 16, "epochs": epochs,
+                                  "triplets_per_epoch": triplets, "batch_size": batch, "workers": 0}},
+        },
+        "models": {model: {"embed_dim": 8, "lr": lr, "lr_decay": 0.9, "margin": 0.2,
+                           "w_p": {"deepfashion": 100, KEY: 2}, **model_kw}},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return params
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    make_dataset(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    CRASH_AT[0], CALLS[0] = None, 0
+    yield tmp_path
+    CRASH_AT[0] = None
+
+
+def _train(model="tiny_test"):
+    from benchmark.train import main
+
+    return main([KEY, model])
+
+
+def _ckpt(model="tiny_test", seed=0):
+    from benchmark.train import checkpoint_path
+
+    return torch.load(checkpoint_path(KEY, model, seed), weights_only=False)
+
+
+def _log(model="tiny_test"):
+    with open(Path("reports") / KEY / model / "train_log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _equal_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------------------- tests
+
+
+def test_resolve_model_params_and_phase_epochs():
+    from benchmark.train import phase_epochs, resolve_model_params
+
+    p = {"models": {"m": {"lr": 1e-4, "w_p": {"deepfashion": 100, "fashionai": 1}, "nested": {"x": 1}}}}
+    assert resolve_model_params(p, "m", "deepfashion") == {"lr": 1e-4, "w_p": 100, "nested": {"x": 1}}
+    assert resolve_model_params(p, "m", "fashionai")["w_p"] == 1
+    assert phase_epochs(("main",), 50, {}) == [50]
+    assert phase_epochs(("global", "joint"), 2, {}) == [1, 1]
+    assert phase_epochs(("global", "joint"), 5, {}) == [2, 3]
+    assert phase_epochs(("global", "joint"), 1, {}) == [1, 1]
+    assert phase_epochs(("global", "joint"), 50, {"phase_epochs": [10, 40]}) == [10, 40]
+    assert phase_epochs(("global", "joint"), 2, {"phase_epochs": {"global": 3, "joint": 4}}) == [3, 4]
+    spec = {"phase_epochs": {"twin": [1, 1], "paper": [50, 20]}}
+    assert phase_epochs(("global", "joint"), 2, spec, "paper") == [50, 20]
+    assert phase_epochs(("global", "joint"), 2, spec, "twin") == [1, 1]
+    with pytest.raises(ValueError):
+        phase_epochs(("global", "joint"), 2, spec, "other")
+
+
+def test_training_loss_falls(workdir):
+    make_params(workdir, epochs=6, triplets=64, batch=16, lr=0.03)
+    assert _train() == 0
+    rows = _log()
+    assert len(rows) == 6 * 4
+    first = np.mean([float(r["loss"]) for r in rows[:4]])
+    last = np.mean([float(r["loss"]) for r in rows[-4:]])
+    assert last < 0.7 * first, (first, last)
+
+
+def test_log_checkpoint_and_done_layout(workdir):
+    from benchmark.train import checkpoint_paths, done_path, load_trained_model
+
+    params = make_params(workdir, epochs=2, triplets=32, batch=8)
+    _train()
+    rows = _log()
+    assert list(rows[0])[:4] == ["step", "epoch", "lr", "loss"]
+    assert {"loss_triplet", "loss_bce"} <= set(rows[0])
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    assert [int(r["epoch"]) for r in rows] == [1] * 4 + [2] * 4
+    # ExponentialLR steps once per epoch
+    assert float(rows[0]["lr"]) == pytest.approx(0.01) and float(rows[-1]["lr"]) == pytest.approx(0.009)
+    ck = _ckpt()
+    assert ck["complete"] and ck["epoch"] == 2 and ck["taxonomy"]["classes_per_attribute"] == CPA
+    assert ck["params"]["model"]["w_p"] == 2
+    assert {"model", "optimizer", "scheduler", "rng", "params"} <= set(ck)
+    done = json.loads(done_path(KEY, "tiny_test").read_text())
+    assert done["seeds"] == [0]
+    (path,) = checkpoint_paths(KEY, "tiny_test", params)
+    model, meta = load_trained_model(path)
+    assert not model.training and _equal_state(model.state_dict(), ck["model"])
+    emb = model.embed(torch.zeros(2, 3, 16, 16))
+    assert emb.attribute.shape == (2, 2, 8)
+
+
+def test_rerun_is_noop_and_param_change_retrains(workdir):
+    make_params(workdir)
+    _train()
+    from benchmark.train import checkpoint_path
+
+    p = checkpoint_path(KEY, "tiny_test", 0)
+    mtime, calls = p.stat().st_mtime_ns, CALLS[0]
+    _train()
+    assert p.stat().st_mtime_ns == mtime and CALLS[0] == calls  # nothing trained
+    make_params(workdir, lr=0.02)
+    _train()
+    assert CALLS[0] == calls + 8 and p.stat().st_mtime_ns != mtime
+    assert _ckpt()["params"]["model"]["lr"] == 0.02
+
+
+@pytest.mark.parametrize("model,crash_at", [("tiny_test", 4 + 3), ("tiny_test2", 4 + 2), ("tiny_test", 3)])
+def test_resume_equals_uninterrupted(workdir, model, crash_at):
+    """2 epochs straight vs a run killed in epoch 2 (or in epoch 1) and resumed: bitwise equal."""
+    from benchmark.train import checkpoint_path
+
+    make_params(workdir, model=model, epochs=2, triplets=32, batch=8)
+    _train(model)
+    straight = _ckpt(model)
+    straight_log = _log(model)
+    # start over: remove outputs, then crash mid-run
+    checkpoint_path(KEY, model, 0).unlink()
+    (Path("models") / KEY / model / "done.json").unlink()
+    CALLS[0], CRASH_AT[0] = 0, crash_at
+    with pytest.raises(SimulatedKill):
+        _train(model)
+    killed_epoch = (crash_at - 1) // 4
+    if killed_epoch:
+        assert _ckpt(model)["epoch"] == killed_epoch and not _ckpt(model)["complete"]
+    else:
+        assert not checkpoint_path(KEY, model, 0).exists()
+    CRASH_AT[0] = None
+    _train(model)
+    resumed = _ckpt(model)
+    assert resumed["complete"] and resumed["phase"] == straight["phase"]
+    assert _equal_state(straight["model"], resumed["model"])
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
+    assert strip(_log(model)) == strip(straight_log)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(workdir):
+    from benchmark.train import NonFiniteLoss
+
+    make_params(workdir, epochs=3, nan_at_step=6)
+    with pytest.raises(NonFiniteLoss, match=r"step 6 \(epoch 2.*loss=nan.*loss_bce=.*loss_triplet="):
+        _train()
+    ck = _ckpt()
+    assert ck["epoch"] == 1 and not ck["complete"]
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert not (Path("models") / KEY / "tiny_test" / "done.json").exists()
+
+
+def test_several_seeds_one_checkpoint_each(workdir):
+    from benchmark.train import checkpoint_paths
+
+    params = make_params(workdir, seeds=(0, 1))
+    _train()
+    paths_ = checkpoint_paths(KEY, "tiny_test", params)
+    assert [p.parent.name for p in paths_] == ["seed0", "seed1"]
+    a, b = (torch.load(p, weights_only=False) for p in paths_)
+    assert a["complete"] and b["complete"] and not _equal_state(a["model"], b["model"])
+    rows = _log()
+    assert [r["seed"] for r in rows] == ["0"] * 8 + ["1"] * 8
+
+
+def test_triplets_come_from_train_split_only(workdir):
+    from benchmark.sampling import sample_triplets
+    from benchmark.train import TrainData
+
+    TrainData.__init__  # noqa: B018
+    data = TrainData(KEY, 16, "negative", cache=False)
+    ids = data.table.image_ids
+    splits = pl.read_parquet(Path("data") / KEY / "splits.parquet")
+    train_ids = set(splits.filter(pl.col("split") == "train")["image_id"].to_list())
+    assert set(ids.tolist()) == train_ids
+    t = sample_triplets(data.index, 500, seed=0, epoch=0)
+    used = ids[np.concatenate([t.anchor, t.positive, t.negative])]
+    assert set(used.tolist()) <= train_ids
