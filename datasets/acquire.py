@@ -1,0 +1,282 @@
+"""Stage `acquire`: the source named in params (acquire.<key>) -> data/<key>/raw + reports/<key>/acquire.json.
+
+    python -m datasets.acquire <key>
+
+Sources (`acquire.<key>.source`):
+- `twin`: the generated folder (`path`). DeepFashion's `Img/img.zip` and FashionAI's zip are
+  extracted safely; DARN's twin is served on 127.0.0.1 and every URL of `urls.txt` is downloaded
+  through the real downloader, so planted 404s and dropped connections become dead links.
+- `local`: a folder or a zip/tar archive (or a list of them) the user downloaded (`path`);
+  archives are extracted safely and their sha256 recorded (and checked against `sha256`).
+- `url`: `url` (one or a list) downloaded with resume and checksum (`sha256`), then as `local`.
+  DARN: `path` (or `url`) gives the ASEN split files and `urls.txt`; the image URLs (relative
+  ones joined to `base_url`) are fetched with bounded concurrency; dead ones are reported.
+- `asen`: ASEN's published split files (`path`, `meta` optional: default meta.json beside or above
+  them) and the images from a local folder (`images`, optional).
+
+Images that could not be obtained are absent from raw/ and listed in acquire.json (and, with the
+reason, in raw/acquire_missing.json for the validate stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import urllib.parse
+from pathlib import Path
+
+from datasets import DATASETS
+from datasets.archive import extract, is_archive, link_or_copy, sha256_file
+from datasets.errors import ChecksumError, DatasetError, NotThisDatasetError
+from datasets.paths import ROOT, raw_dir, reports_dir
+from datasets.validate import MISSING_FILE
+
+ASEN_FILE_PREFIXES = ("filenames_", "label_", "query_", "candidate_")
+
+
+def _link_tree(src: Path, dst: Path, skip=lambda p: False) -> int:
+    n = 0
+    for p in sorted(src.rglob("*")):
+        if p.is_file() and not skip(p):
+            link_or_copy(p, dst / p.relative_to(src))
+            n += 1
+    return n
+
+
+def _record_archive(path: Path, expected, report: dict) -> None:
+    digest = sha256_file(path)
+    want = expected.get(path.name) if isinstance(expected, dict) else expected
+    entry = {"path": str(path), "bytes": path.stat().st_size, "sha256": digest, "expected_sha256": want}
+    report["inputs"].append(entry)
+    if want and want.lower() != digest:
+        raise ChecksumError(path, want, digest)
+
+
+def _hoist(raw: Path, marker) -> None:
+    """When an archive wrapped the release in one top folder, move its contents up into raw/."""
+    if marker(raw):
+        return
+    subs = [p for p in raw.iterdir() if p.is_dir()]
+    for s in subs:
+        if marker(s):
+            for child in list(s.iterdir()):
+                target = raw / child.name
+                if not target.exists():
+                    shutil.move(str(child), str(target))
+            if not any(s.iterdir()):
+                s.rmdir()
+            return
+
+
+def _expand_nested(key: str, raw: Path, max_bytes: int, expected_sha, report: dict) -> None:
+    """Extract the release's inner archives in place (DeepFashion Img/img.zip, FashionAI's zips)."""
+    if key == "deepfashion":
+        for z in sorted((raw / "Img").glob("*.zip")) if (raw / "Img").is_dir() else []:
+            _record_archive(z, expected_sha if isinstance(expected_sha, dict) else None, report)
+            extract(z, raw, max_bytes)
+            z.unlink()
+        if (raw / "Img").is_dir() and not any((raw / "Img").iterdir()):
+            (raw / "Img").rmdir()
+    elif key == "fashionai":
+        for z in sorted(raw.glob("*.zip")) + sorted(raw.glob("*.tar*")):
+            _record_archive(z, expected_sha if isinstance(expected_sha, dict) else None, report)
+            extract(z, raw, max_bytes)
+            z.unlink()
+
+
+def _markers(key: str):
+    if key == "deepfashion":
+        return lambda d: any((d / n / "list_attr_img.txt").is_file() for n in ("Anno", "Anno_coarse", "Anno_fine"))
+    if key == "fashionai":
+        return lambda d: any(d.glob("*/Annotations/label.csv")) or (d / "Annotations" / "label.csv").is_file() or any(d.glob("*.zip"))
+    return lambda d: any((d / f"filenames_{s}.txt").is_file() for s in ("train", "valid", "test"))
+
+
+def _from_local(key: str, inputs: list[Path], raw: Path, cfg: dict, max_bytes: int, report: dict) -> None:
+    for src in inputs:
+        if not src.exists():
+            raise DatasetError(f"acquire.{key}.path: {src} does not exist")
+        if src.is_file() and is_archive(src):
+            _record_archive(src, cfg.get("sha256"), report)
+            extract(src, raw, max_bytes)
+        elif src.is_dir():
+            _link_tree(src, raw)
+        else:
+            raise NotThisDatasetError(f"{src}: neither a folder nor a zip/tar archive")
+    _hoist(raw, _markers(key))
+    _expand_nested(key, raw, max_bytes, cfg.get("sha256"), report)
+
+
+def _copy_asen_files(src: Path, raw: Path, meta: Path | None) -> None:
+    from datasets.parsers.asen import find_meta, is_asen_folder
+
+    if not is_asen_folder(src):
+        raise NotThisDatasetError(f"{src}: no ASEN split files (filenames_train/valid/test.txt)")
+    for p in sorted(src.iterdir()):
+        if p.is_file() and (p.name.startswith(ASEN_FILE_PREFIXES) or p.name in ("urls.txt",)):
+            link_or_copy(p, raw / p.name)
+    meta = meta or find_meta(src)
+    if meta is not None:
+        shutil.copyfile(meta, raw / "meta.json")
+
+
+def _twin_faults(twin: Path, urls: list[tuple[str, str, int]]) -> dict[str, str]:
+    """Network faults the twin planted: faults.json, else the manifest's darn_drop entries."""
+    f = twin / "faults.json"
+    if f.is_file():
+        return json.loads(f.read_text())
+    faults = {}
+    m = twin / "manifest.json"
+    if not m.is_file():
+        return faults
+    by_path = {p: u for p, u, _ in urls}
+    by_line = {ln: u for _, u, ln in urls}
+    for d in json.loads(m.read_text()).get("defects", []):
+        if d.get("kind") != "darn_drop":
+            continue
+        url = d.get("url") or by_path.get(d.get("image") or "") or by_path.get(d.get("file") or "")
+        if url is None and d.get("file") == "urls.txt" and d.get("line"):
+            url = by_line.get(int(d["line"]))
+        if url:
+            faults[urllib.parse.urlsplit(url).path if "://" in url else "/" + url.lstrip("/")] = "drop"
+    return faults
+
+
+def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict) -> dict:
+    from datasets.download import fetch_many
+    from datasets.parsers.darn import parse_urls
+
+    urls = parse_urls(raw / "urls.txt")
+    items = [(p, urllib.parse.urljoin(base_url, u)) for p, u, _ in urls]
+    results = fetch_many(items, raw, concurrency=dl.get("concurrency", 8), retries=dl.get("retries", 3),
+                         backoff_s=dl.get("backoff_s", 0.2), timeout_s=dl.get("timeout_s", 10))
+    dead = {r.path: {"url": r.url, "status": r.status, "error": r.error} for r in results if not r.ok}
+    by_status: dict[str, int] = {}
+    for d in dead.values():
+        by_status[str(d["status"])] = by_status.get(str(d["status"]), 0) + 1
+    report["urls"] = len(items)
+    report["dead_links"] = {"count": len(dead), "by_status": dict(sorted(by_status.items())),
+                            "items": [{"path": k, **v} for k, v in sorted(dead.items())]}
+    for p in raw.rglob("*.part"):
+        p.unlink()
+    return dead
+
+
+def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path: Path | None = None) -> dict:
+    """Populate raw/ from the configured source; returns (and writes) the acquire report."""
+    raw = Path(raw or raw_dir(key))
+    source = cfg.get("source", "twin")
+    max_bytes = int(acq.get("max_member_bytes", 200 << 20))
+    dl = acq.get("download", {}) or {}
+    if raw.exists():
+        shutil.rmtree(raw)
+    raw.mkdir(parents=True)
+    report: dict = {"dataset": key, "source": source, "inputs": []}
+    dead: dict = {}
+    path = Path(cfg["path"]) if cfg.get("path") else None
+
+    if source == "twin":
+        if path is None or not path.is_dir():
+            raise DatasetError(f"acquire.{key}.path: twin folder {path} not found: run `python -m datasets.twins {key}`")
+        if key == "darn":
+            from datasets.loopback import serve
+            from datasets.parsers.darn import parse_urls
+
+            _copy_asen_files(path, raw, path / "meta.json" if (path / "meta.json").is_file() else None)
+            faults = _twin_faults(path, parse_urls(path / "urls.txt"))
+            with serve(path, faults) as srv:
+                dead = _fetch_darn(raw, srv.base_url, dl, report)
+            report["served_faults"] = len(faults)
+        else:
+            skip = lambda p: p.name in ("manifest.json", "regions.json") and p.parent == path  # noqa: E731
+            _link_tree(path, raw, skip)
+            _hoist(raw, _markers(key))
+            _expand_nested(key, raw, max_bytes, cfg.get("sha256"), report)
+    elif source == "local":
+        if path is None:
+            raise DatasetError(f"acquire.{key}.path is required for source: local")
+        paths = [Path(p) for p in cfg["path"]] if isinstance(cfg["path"], list) else [path]
+        if key == "darn":
+            _copy_asen_files(paths[0], raw, Path(cfg["meta"]) if cfg.get("meta") else None)
+            if (paths[0] / "pic").is_dir():
+                _link_tree(paths[0] / "pic", raw / "pic")
+        else:
+            _from_local(key, paths, raw, cfg, max_bytes, report)
+    elif source == "url":
+        from datasets.download import download
+
+        urls = cfg.get("url")
+        urls = [urls] if isinstance(urls, str) else list(urls or [])
+        downloads = raw.parent / "downloads"
+        if key == "darn":
+            if path is None:
+                raise DatasetError("acquire.darn.path must name the folder with ASEN's files and urls.txt")
+            _copy_asen_files(path, raw, Path(cfg["meta"]) if cfg.get("meta") else None)
+            base = cfg.get("base_url") or ""
+            dead = _fetch_darn(raw, base, dl, report)
+        else:
+            if not urls:
+                raise DatasetError(f"acquire.{key}.url is required for source: url")
+            files = []
+            for u in urls:
+                name = Path(urllib.parse.urlsplit(u).path).name or "download"
+                want = cfg.get("sha256").get(name) if isinstance(cfg.get("sha256"), dict) else cfg.get("sha256")
+                files.append(download(u, downloads / name, sha256=want, retries=dl.get("retries", 3),
+                                      backoff_s=dl.get("backoff_s", 0.2), timeout_s=dl.get("timeout_s", 30)))
+            _from_local(key, files, raw, cfg, max_bytes, report)
+    elif source == "asen":
+        if path is None:
+            raise DatasetError(f"acquire.{key}.path must name the folder with ASEN's split files")
+        _copy_asen_files(path, raw, Path(cfg["meta"]) if cfg.get("meta") else None)
+        images = Path(cfg["images"]) if cfg.get("images") else None
+        if images is not None:
+            from datasets.parsers.asen import parse_filenames
+
+            for f in sorted(raw.glob("filenames_*.txt")):
+                for name, _ in parse_filenames(f):
+                    if name and (images / name).is_file():
+                        link_or_copy(images / name, raw / name)
+    else:
+        raise DatasetError(f"acquire.{key}.source must be twin, local, url or asen, got {source!r}")
+
+    # what the annotations name and what arrived
+    from datasets.parse import parse_raw
+
+    res = parse_raw(key, raw, "asen" if source == "asen" else None)
+    missing = [p for p in res.paths if not (raw / p).is_file()]
+    info = {p: dead.get(p, {"status": None, "error": "not in the source"}) for p in missing}
+    (raw / MISSING_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    report["images_named"] = len(res.paths)
+    report["images_obtained"] = len(res.paths) - len(missing)
+    report["missing"] = sorted(missing)
+    report.setdefault("dead_links", {"count": 0, "by_status": {}, "items": []})
+    report["files"] = sum(1 for p in raw.rglob("*") if p.is_file())
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmark.params import load_params
+
+    ap = argparse.ArgumentParser(prog="python -m datasets.acquire", description=__doc__)
+    ap.add_argument("key", choices=DATASETS)
+    args = ap.parse_args(argv)
+    acq = load_params()["acquire"]
+    try:
+        rep = acquire(args.key, acq[args.key], acq, raw_dir(args.key), reports_dir(args.key) / "acquire.json")
+    except DatasetError as e:
+        print(f"acquire {args.key}: {e}", file=sys.stderr)
+        return 1
+    print(f"acquire {args.key}: {rep['images_obtained']}/{rep['images_named']} images obtained, "
+          f"{rep['dead_links']['count']} dead links, {len(rep['missing'])} missing")
+    return 0
+
+
+_ = ROOT
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""A loopback HTTP server: serves a folder on 127.0.0.1 (port 0) with Range support.
+
+Used by the acquire stage to download the DARN twin through the real downloader, and by tests.
+Faults make the network's failures reproducible: `faults={"/a.jpg": "drop"}` sends the headers
+and half the body, then closes the connection, on every request; "drop_once" only on the first;
+"404" answers Not Found although the file exists.
+
+The DARN twin names its planted faults in `faults.json` beside `urls.txt`
+(`{"<url path>": "drop" | "404"}`); a URL with no file behind it is a 404 anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "LoopbackServer"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_HEAD(self):
+        self._serve(body=False)
+
+    def do_GET(self):
+        self._serve(body=True)
+
+    def _serve(self, body: bool):
+        srv = self.server
+        url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        with srv.lock:
+            srv.requests.append((url_path, self.headers.get("Range")))
+            fault = srv.faults.get(url_path)
+            if fault == "drop_once":
+                if url_path in srv.dropped:
+                    fault = None
+                else:
+                    srv.dropped.add(url_path)
+        rel = url_path.lstrip("/")
+        target = (srv.root / rel).resolve()
+        if fault == "404" or not rel or srv.root not in target.parents or not target.is_file():
+            self.send_error(404, "Not Found")
+            return
+        data = target.read_bytes()
+        start, end, status = 0, len(data) - 1, 200
+        rng = self.headers.get("Range")
+        if rng and rng.startswith("bytes="):
+            a, _, b = rng[6:].partition("-")
+            try:
+                start = int(a) if a else 0
+                end = min(int(b), len(data) - 1) if b else len(data) - 1
+            except ValueError:
+                start, end = 0, len(data) - 1
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status = 206
+        chunk = data[start : end + 1]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(chunk)))
+        self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        if fault in ("drop", "drop_once"):
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if not body:
+            return
+        if fault in ("drop", "drop_once"):
+            self.wfile.write(chunk[: len(chunk) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                import socket
+
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(chunk)
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path, faults: dict[str, str] | None = None):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = Path(root).resolve()
+        self.faults = {("/" + k.lstrip("/")): v for k, v in (faults or {}).items()}
+        self.dropped: set[str] = set()
+        self.requests: list[tuple[str, str | None]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
+
+
+@contextlib.contextmanager
+def serve(root: str | Path, faults: dict[str, str] | None = None):
+    """Serve `root` on 127.0.0.1 in a background thread; yields the server (`.base_url`)."""
+    srv = LoopbackServer(Path(root), faults)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(timeout=5)

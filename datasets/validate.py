@@ -1,0 +1,351 @@
+"""Stage `validate`: data/<key>/{raw,tables} -> data/<key>/validated/ + reports/<key>/validation.json.
+
+    python -m datasets.validate <key>
+
+Checks: pandera schemas; every image decodes with OpenCV, is a complete JPEG, has 3 channels and
+a shortest side >= validate.min_side; exact (sha256) and near (64-bit dHash, Hamming distance <=
+validate.near_duplicate_hamming) duplicate groups (reported and kept); labels inside the taxonomy;
+FashionAI exactly one `y` per row and the `m` policy (validate.maybe_policy); lines the parser
+quarantined. Quarantined images take their label, partition and role rows with them.
+Rows in = rows kept + rows quarantined for every table. The stage fails only when the quarantined
+share of images exceeds validate.max_bad_fraction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from datasets import DATASETS
+from datasets.errors import DatasetError, ValidationFailed
+from datasets.paths import raw_dir, reports_dir, tables_dir, validated_dir
+from datasets.schemas import DuplicatesSchema, QuarantineSchema, read_table, write_table
+
+MISSING_FILE = "acquire_missing.json"  # written into raw/ by the acquire stage: why an image is absent
+MAX_LISTED = 500
+
+
+def dhash(gray: np.ndarray) -> int:
+    """64-bit difference hash of a grayscale image."""
+    import cv2
+
+    small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return int(sum(1 << i for i, b in enumerate(bits) if b))
+
+
+def near_pairs(hashes: dict[int, int], max_dist: int) -> list[tuple[int, int]]:
+    """Pairs of ids whose hashes differ in <= max_dist bits (pigeonhole: split into max_dist+1 bands,
+    a close pair agrees on at least one band, so only bucket mates are compared)."""
+    nb = max_dist + 1
+    width = [64 // nb + (1 if i < 64 % nb else 0) for i in range(nb)]
+    pairs = set()
+    ids = list(hashes)
+    for b in range(nb):
+        shift = sum(width[:b])
+        mask = (1 << width[b]) - 1
+        buckets = defaultdict(list)
+        for i in ids:
+            buckets[(hashes[i] >> shift) & mask].append(i)
+        for members in buckets.values():
+            for x in range(len(members)):
+                for y in range(x + 1, len(members)):
+                    a, c = members[x], members[y]
+                    if (hashes[a] ^ hashes[c]).bit_count() <= max_dist:
+                        pairs.add((min(a, c), max(a, c)))
+    return sorted(pairs)
+
+
+def _groups(pairs, ids):
+    parent = {i: i for i in ids}
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    out = defaultdict(list)
+    for i in ids:
+        out[find(i)].append(i)
+    return [sorted(m) for m in out.values() if len(m) > 1]
+
+
+def is_truncated(data: bytes) -> bool:
+    """A JPEG without its end-of-image marker (padding after it is tolerated)."""
+    if data[:2] != b"\xff\xd8":
+        return False
+    return not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+
+
+def check_image(path: Path, min_side: int) -> tuple[str | None, str, int | None, str | None]:
+    """(failed check or None, reason, dhash, sha256) of one image file."""
+    import hashlib
+
+    import cv2
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "missing_file", "file not found", None, None
+    except OSError as e:
+        return "missing_file", f"unreadable: {e}", None, None
+    sha = hashlib.sha256(data).hexdigest()
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if is_truncated(data):
+        return "truncated_jpeg", "JPEG ends before its end-of-image marker", None, sha
+    if img is None:
+        return "corrupt_jpeg", "OpenCV cannot decode it", None, sha
+    if img.ndim != 3 or img.shape[2] != 3:
+        ch = 1 if img.ndim == 2 else img.shape[2]
+        return "not_3_channels", f"{ch} channel(s)", None, sha
+    if min(img.shape[:2]) < min_side:
+        return "too_small", f"{img.shape[1]}x{img.shape[0]} < {min_side} px", None, sha
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return None, "", dhash(gray), sha
+
+
+def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None, params: dict,
+                    labels_only: bool = False) -> tuple[dict[str, pl.DataFrame], dict]:
+    """Validate parsed tables; returns (validated tables incl. quarantine and duplicates, report)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    min_side = int(params.get("min_side", 32))
+    hamming = int(params.get("near_duplicate_hamming", 4))
+    policy = params.get("maybe_policy", "negative")
+    if policy not in ("negative", "positive", "drop"):
+        raise ValidationFailed(f"validate.maybe_policy must be negative, positive or drop, got {policy!r}")
+    max_bad = float(params.get("max_bad_fraction", 0.05))
+
+    images = tables["images"]
+    labels = tables["labels"]
+    taxonomy = tables["taxonomy"]
+    partition = tables.get("partition")
+    roles = tables.get("asen_roles")
+    sources = tables.get("sources")
+    pq = tables.get("parse_quarantine")
+    src = {}
+    if sources is not None:
+        src = {r[0]: (r[1], r[2]) for r in sources.select("image_id", "file", "line").iter_rows()}
+
+    q: list[dict] = []  # quarantine rows
+    findings: Counter = Counter()
+    bad_images: dict[int, str] = {}
+
+    def quarantine(kind, check, file, line, image_id, reason):
+        q.append({"kind": kind, "check": check, "file": file, "line": line, "image_id": image_id, "reason": reason})
+        findings[check] += 1
+        if image_id is not None:
+            bad_images.setdefault(image_id, check)
+
+    if pq is not None:
+        for r in pq.iter_rows(named=True):
+            quarantine("row", r["check"], r["file"], r["line"], None, r["reason"])
+
+    # --- images
+    paths = dict(images.select("image_id", "path").iter_rows())
+    hashes: dict[int, int] = {}
+    shas: dict[int, str] = {}
+    dead = {}
+    if raw is not None and (Path(raw) / MISSING_FILE).is_file():
+        dead = json.loads((Path(raw) / MISSING_FILE).read_text())
+    dead_counts: Counter = Counter()
+    if not labels_only:
+        for image_id, path in paths.items():
+            check, reason, h, sha = check_image(Path(raw) / path, min_side)
+            if check == "missing_file" and path in dead:
+                info = dead[path]
+                status = info.get("status")
+                check = "dead_link"
+                reason = f"download failed: {'HTTP ' + str(status) if isinstance(status, int) else status} ({info.get('error', '')})"
+                dead_counts[str(status)] += 1
+            if check:
+                quarantine("file", check, path, None, image_id, reason)
+            else:
+                hashes[image_id] = h
+                shas[image_id] = sha
+
+    # --- labels
+    known = set(paths)
+    tax = set(taxonomy.select("attribute_id", "class_id").iter_rows())
+
+    def where(i):
+        return src.get(i, (paths.get(i, "?"), None))
+
+    lab = labels.with_row_index("_row")
+    bad_label_rows: set[int] = set()
+    for row, img, a, c, state in lab.select("_row", "image_id", "attribute_id", "class_id", "state").iter_rows():
+        if img not in known:
+            bad_label_rows.add(row)
+            quarantine("row", "unknown_image", "labels", None, None, f"label of image {img} which is not in images")
+        elif (a, c) not in tax:
+            bad_label_rows.add(row)
+            f, ln = where(img)
+            quarantine("row", "class_outside_taxonomy", f, ln, img, f"attribute {a} class {c} is not in the taxonomy")
+        elif key == "deepfashion" and state not in ("positive", "unknown"):
+            bad_label_rows.add(row)
+            f, ln = where(img)
+            quarantine("row", "bad_state", f, ln, img, f"DeepFashion labels are 1/-1/0, got state {state}")
+
+    maybe_images: set[int] = set()
+    if key == "fashionai":
+        pos = Counter(img for img, s in labels.select("image_id", "state").iter_rows() if s == "positive")
+        maybe_images = set(labels.filter(pl.col("state") == "maybe")["image_id"].to_list())
+        for img in sorted(known):
+            f, ln = where(img)
+            if pos[img] == 0:
+                quarantine("row", "fashionai_no_yes", f, ln, img, "no 'y' in the label")
+            elif pos[img] > 1:
+                quarantine("row", "fashionai_multiple_yes", f, ln, img, f"{pos[img]} 'y' in the label")
+        for img in sorted(maybe_images):
+            if policy == "drop":
+                f, ln = where(img)
+                quarantine("row", "fashionai_maybe", f, ln, img, "an 'm' in the label (maybe_policy: drop)")
+            else:
+                findings["fashionai_maybe"] += 1
+
+    # --- cascade and keep
+    bad_ids = set(bad_images)
+    kept_images = images.filter(~pl.col("image_id").is_in(list(bad_ids)))
+    keep_lab = lab.filter(~pl.col("_row").is_in(list(bad_label_rows)) & ~pl.col("image_id").is_in(list(bad_ids)))
+    keep_lab = keep_lab.drop("_row")
+    if key == "fashionai" and policy != "drop":
+        keep_lab = keep_lab.with_columns(
+            pl.when(pl.col("state") == "maybe").then(pl.lit(policy)).otherwise(pl.col("state")).alias("state"))
+    out = {"images": kept_images, "labels": keep_lab, "taxonomy": taxonomy}
+    if partition is not None:
+        out["partition"] = partition.filter(pl.col("image_id").is_in(kept_images["image_id"].to_list()))
+    if roles is not None:
+        out["asen_roles"] = roles.filter(pl.col("image_id").is_in(kept_images["image_id"].to_list()))
+
+    # --- duplicates among kept images
+    kept_ids = set(kept_images["image_id"].to_list())
+    part_of = dict(partition.iter_rows()) if partition is not None else {}
+    dup_rows = []
+    by_sha = defaultdict(list)
+    for i in sorted(kept_ids & set(shas)):
+        by_sha[shas[i]].append(i)
+    exact = [m for m in by_sha.values() if len(m) > 1]
+    reps = {m[0]: hashes[m[0]] for m in by_sha.values()}
+    near = _groups(near_pairs(reps, hamming), list(reps)) if reps else []
+    groups_report = []
+    for kind, groups in (("exact", exact), ("near", near)):
+        for members in sorted(groups):
+            gid = len(groups_report)
+            spans = len({part_of[i] for i in members if i in part_of}) > 1
+            groups_report.append({"group_id": gid, "kind": kind, "paths": [paths[i] for i in members],
+                                  "spans_partitions": spans})
+            for i in members:
+                dup_rows.append({"group_id": gid, "kind": kind, "image_id": i, "spans_partitions": spans})
+    duplicates = pl.DataFrame(dup_rows, schema={"group_id": pl.Int64, "kind": pl.Utf8, "image_id": pl.Int64,
+                                                "spans_partitions": pl.Boolean})
+    quarantine_df = pl.DataFrame(q, schema={"kind": pl.Utf8, "check": pl.Utf8, "file": pl.Utf8, "line": pl.Int64,
+                                            "image_id": pl.Int64, "reason": pl.Utf8})
+    out["quarantine"] = QuarantineSchema.validate(quarantine_df)
+    out["duplicates"] = DuplicatesSchema.validate(duplicates)
+
+    counts = {}
+    for name in ("images", "labels", "partition", "asen_roles"):
+        src_t = {"images": images, "labels": labels, "partition": partition, "asen_roles": roles}[name]
+        if src_t is None:
+            continue
+        rows_in, kept = src_t.height, out[name].height
+        counts[name] = {"rows_in": rows_in, "kept": kept, "quarantined": rows_in - kept}
+        assert counts[name]["rows_in"] == counts[name]["kept"] + counts[name]["quarantined"]
+        assert kept <= rows_in, f"{name}: more rows kept than read"
+    parse_lines = pq.height if pq is not None else 0
+    counts["annotation_lines_quarantined_at_parse"] = parse_lines
+    units = images.height + parse_lines
+    bad_units = len(bad_ids & known) + parse_lines
+    frac = bad_units / units if units else 0.0
+    listed = defaultdict(list)
+    for r in q:
+        if len(listed[r["check"]]) < MAX_LISTED:
+            listed[r["check"]].append(r["file"] if r["line"] is None else f"{r['file']}:{r['line']}")
+    if key == "fashionai" and policy != "drop":
+        listed["fashionai_maybe"] = [f"{f}:{ln}" if ln else f for f, ln in (where(i) for i in sorted(maybe_images))][:MAX_LISTED]
+    report = {
+        "dataset": key,
+        "labels_only": labels_only,
+        "params": {"min_side": min_side, "near_duplicate_hamming": hamming, "maybe_policy": policy,
+                   "max_bad_fraction": max_bad},
+        "checks": dict(sorted(findings.items())),
+        "quarantined": dict(sorted(Counter(r["check"] for r in q).items())),
+        "tables": counts,
+        "dead_links": dict(sorted(dead_counts.items())),
+        "duplicate_groups": {"exact": len(exact), "near": len(near),
+                             "spans_partitions": sum(g["spans_partitions"] for g in groups_report),
+                             "groups": groups_report[:MAX_LISTED]},
+        "findings": {k: v for k, v in sorted(listed.items())},
+        "bad_fraction": round(frac, 6),
+        "passed": frac <= max_bad,
+    }
+    return out, report
+
+
+def load_tables(folder: Path) -> dict[str, pl.DataFrame]:
+    from datasets.parse import TABLES
+
+    out = {}
+    for name, schema in TABLES.items():
+        p = Path(folder) / f"{name}.parquet"
+        if p.exists():
+            out[name] = read_table(p, schema)
+        elif name in ("images", "labels", "taxonomy"):
+            raise DatasetError(f"{p} is missing: run the parse stage first")
+    return out
+
+
+def write_validated(out: dict[str, pl.DataFrame], folder: Path) -> None:
+    from datasets.parse import TABLES
+
+    schemas = dict(TABLES, quarantine=QuarantineSchema, duplicates=DuplicatesSchema)
+    folder = Path(folder)
+    for name in ("partition", "asen_roles"):
+        if name not in out and (folder / f"{name}.parquet").exists():
+            (folder / f"{name}.parquet").unlink()
+    for name, df in out.items():
+        write_table(df, folder / f"{name}.parquet", schemas[name])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmark.params import load_params
+
+    ap = argparse.ArgumentParser(prog="python -m datasets.validate", description=__doc__)
+    ap.add_argument("key", choices=DATASETS)
+    args = ap.parse_args(argv)
+    params = load_params()["validate"]
+    try:
+        tables = load_tables(tables_dir(args.key))
+        out, report = validate_tables(args.key, tables, raw_dir(args.key), params)
+    except DatasetError as e:
+        print(f"validate {args.key}: {e}", file=sys.stderr)
+        return 1
+    write_validated(out, validated_dir(args.key))
+    rd = reports_dir(args.key)
+    rd.mkdir(parents=True, exist_ok=True)
+    (rd / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"validate {args.key}: checks {report['checks']}; images "
+          f"{report['tables']['images']['kept']}/{report['tables']['images']['rows_in']} kept; "
+          f"duplicate groups {report['duplicate_groups']['exact']} exact, {report['duplicate_groups']['near']} near")
+    if not report["passed"]:
+        print(f"validate {args.key}: FAILED: {report['bad_fraction']:.1%} of the images/lines quarantined, "
+              f"more than validate.max_bad_fraction = {params['max_bad_fraction']:.1%}; see "
+              f"{rd / 'validation.json'} and {validated_dir(args.key) / 'quarantine.parquet'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
