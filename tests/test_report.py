@@ -1,0 +1,119 @@
+"""The report's tables are read back and checked against the metrics files they came from."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from benchmark import report
+
+ATTRS = ["skirt_length", "sleeve_length", "coat_length", "pant_length", "collar_design", "lapel_design",
+         "neckline_design", "neck_design"]
+
+
+def _metrics(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    sec = lambda: {"overall": float(rng.uniform(10, 90)), "macro": float(rng.uniform(10, 90)),  # noqa: E731
+                   **{a: float(rng.uniform(10, 90)) for a in ATTRS}}
+    split = lambda: {"map_all": sec(), "map_100": sec(), "recall_100": sec(),  # noqa: E731
+                     "queries": {"used": 120, "left_out": 3},
+                     "cooccurring": {"map_all": 50.0, "queries": 40, "classes": 6, "pairs": 4}}
+    return {"test": split(), "val": split(), "pointing_game": {"accuracy": 37.5, "n": 16}}
+
+
+def _write_examples(root, model):
+    d = root / "data" / "fashionai" / "eval" / model
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.savez_compressed(d / "attention.npz", image_id=np.arange(3), pixels=rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8),
+                        attribute_id=np.array([0, 1, 2]), class_id=np.array([1, 2, 0]),
+                        attribute_map=rng.random((3, 4, 4)), class_map=rng.random((3, 4, 4)))
+    np.savez_compressed(d / "retrieval.npz", query_image_id=np.array([1, 2]), attribute_id=np.array([0, 3]),
+                        top_image_id=np.array([[3, 4, 5], [5, 6, -1]]), top_relevant=np.array([[1, 0, 1], [0, 1, 0]], bool),
+                        ap_all=np.array([0.5, 0.4]), shown_image_id=np.arange(1, 7),
+                        pixels=rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8))
+    (d / "names.json").write_text(json.dumps({"attributes": ATTRS, "classes": {"0/1": "Short Length"}}))
+
+
+@pytest.fixture
+def reports_tree(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    written = {}
+    for i, model in enumerate(["asen", "m3net"]):
+        d = tmp_path / "reports" / "fashionai" / model
+        d.mkdir(parents=True)
+        m = _metrics(i)
+        (d / "metrics.json").write_text(json.dumps(m))
+        ci = {"test": {k: {"overall": m["test"][k]["overall"], "low": m["test"][k]["overall"] - 1,
+                           "high": m["test"][k]["overall"] + 2} for k in ("map_all", "map_100", "recall_100")}}
+        (d / "metrics_ci.json").write_text(json.dumps(ci))
+        written[model] = (m, ci)
+    for model in ("m3net", "modc"):
+        _write_examples(tmp_path, model)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"report": {"examples": 2},
+                                                          "acquire": {"fashionai": {"source": "twin"},
+                                                                      "darn": {"source": "local"}}}))
+    return tmp_path, written
+
+
+def _split_cell(c: str):
+    m = re.fullmatch(r"([\d.]+|–)(?: \(([\d.]+)\))?", c)
+    assert m, c
+    return (None if m[1] == "–" else float(m[1])), (float(m[2]) if m[2] else None)
+
+
+def test_tables_match_metrics_and_paper(reports_tree):
+    root, written = reports_tree
+    assert report.main([]) == 0
+    md = (root / "reports" / "fashionai.md").read_text()
+    paper = json.loads(report.PAPER_RESULTS.read_text())["datasets"]["fashionai"]["models"]
+    header, rows = report.parse_table(md, "MAP@all per attribute")
+    assert header[1:9] == ATTRS and header[9:] == ["MAP@all", "MAP@100", "Recall@100"]
+    by_label = {r[0]: r for r in rows}
+    assert list(by_label) == list(report.MODELS.values())
+    for model in ("asen", "m3net"):
+        m = written[model][0]["test"]
+        row = by_label[report.MODELS[model]]
+        for a, c in zip(ATTRS, row[1:9]):
+            got, pap = _split_cell(c)
+            assert got == round(m["map_all"][a], 2)
+            assert pap == paper[model]["map_all"][report.norm(a)]
+        for (k, _), c in zip(report.OVERALL, row[9:]):
+            got, pap = _split_cell(c)
+            assert got == round(m[k]["overall"], 2) and pap == paper[model][k]["overall"]
+    # a model not evaluated: dashes beside the paper's numbers
+    assert _split_cell(by_label["MODC"][-1]) == (None, paper["modc"]["recall_100"]["overall"])
+    _, ci_rows = report.parse_table(md, "95% bootstrap")
+    ci_row = {r[0]: r for r in ci_rows}["M3-Net"]
+    lo, hi = (float(x) for x in ci_row[1].split(" – "))
+    assert (lo, hi) == (round(written["m3net"][1]["test"]["map_all"]["low"], 2),
+                        round(written["m3net"][1]["test"]["map_all"]["high"], 2))
+    _, pg = report.parse_table(md, "Pointing game")
+    assert {r[0]: r for r in pg}["ASEN"][1:] == ["37.50", "16"]
+    assert "not comparable with the paper" in md
+    assert "not comparable" not in (root / "reports" / "darn.md").read_text()  # real data: no twin mark
+
+
+def test_figures_written(reports_tree):
+    root, _ = reports_tree
+    report.main([])
+    for name in ("fashionai_attention.png", "fashionai_retrieval.png"):
+        p = root / "reports" / "figures" / name
+        assert p.exists() and p.stat().st_size > 5000
+        assert f"figures/{name}" in (root / "reports" / "fashionai.md").read_text()
+    assert not (root / "reports" / "figures" / "darn_attention.png").exists()
+
+
+def test_paper_results_overall_match_spec_section_5():
+    d = json.loads(report.PAPER_RESULTS.read_text())["datasets"]
+    # SPEC section 5, three spot checks per dataset
+    assert d["deepfashion"]["models"]["m3net"]["map_100"]["overall"] == 35.08
+    assert d["fashionai"]["models"]["modc"]["recall_100"]["overall"] == 30.26
+    assert d["darn"]["models"]["asenpp"]["map_all"]["overall"] == 55.78
+    for key, t in d.items():
+        for m in report.MODELS:
+            assert set(t["models"][m]["map_all"]) == set(t["attributes"]) | {"overall"}, (key, m)
