@@ -77,6 +77,16 @@ def attention_crop_boxes(attn_bhw: torch.Tensor, height: int, width: int, thresh
     return boxes_b4
 
 
+def crop_and_resize(images: torch.Tensor, rows_p: torch.Tensor, boxes_p4: torch.Tensor, side: int) -> torch.Tensor:
+    """Crop box p of image rows_p[p] and resize it to side x side: (P, 3, side, side), one batched call.
+
+    Boxes are [x0, y0, x1, y1] in pixels, pixel i spanning [i, i + 1) (roi_align's aligned=True);
+    adaptive sampling averages each output cell's area, which anti-aliases the downscale.
+    """
+    rois_p5 = torch.cat([rows_p[:, None].to(boxes_p4.dtype), boxes_p4], dim=1).to(images.dtype)  # (P, 5)
+    return roi_align(images, rois_p5, output_size=(side, side), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
 @register_model("asenpp")
 class ASENpp(RetrievalModel):
     phases = ("global", "joint")
@@ -115,11 +125,8 @@ class ASENpp(RetrievalModel):
         height, width = images.shape[-2:]
         side = max(1, round(self.crop_fraction * height))
         boxes_p4 = attention_crop_boxes(attn_bkhw.flatten(0, 1), height, width, self.threshold)  # (B*K, 4)
-        rows_p1 = torch.arange(b, device=images.device).repeat_interleave(k)[:, None].to(boxes_p4.dtype)
-        rois_p5 = torch.cat([rows_p1, boxes_p4], dim=1).to(images.dtype)  # (B*K, 5): image row, box
-        # aligned=True: pixel i spans [i, i+1); adaptive sampling averages each output cell's area
-        return roi_align(images, rois_p5, output_size=(side, side), spatial_scale=1.0,
-                         sampling_ratio=-1, aligned=True)
+        rows_p = torch.arange(b, device=images.device).repeat_interleave(k)  # (B*K,) image of each box
+        return crop_and_resize(images, rows_p, boxes_p4, side)
 
     def local_branch(self, images: torch.Tensor, attn_bkhw: torch.Tensor, attr_bk: torch.Tensor):
         """-> l (B, K, D) not normalised, from the crops chosen by the global attention."""
