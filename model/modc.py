@@ -21,8 +21,8 @@ Choices where SPEC is silent:
   the batch in the triplet's attribute (all three images, every positive class in the multi-hot
   targets), so a multi-label image pulls each of its class prototypes;
 - a prototype that has never been updated (still its random start) is left out of L_proto;
-- ``probs`` is the hard assignment (1 at the nearest prototype of each attribute, else 0), so any
-  gamma selects exactly the nearest-prototype class, as MODC's inference does.
+- ``probs`` is None: MODC has no classifier, its class level is the hard nearest-prototype
+  assignment, which no gamma changes (the evaluator keeps every class_index row).
 """
 
 from __future__ import annotations
@@ -107,9 +107,7 @@ class MODC(RetrievalModel):
         class_bn = self.nearest_prototype(x_bnd)  # (B, N)
         rows_bn = torch.arange(b, device=images.device)[:, None].expand_as(class_bn)
         class_index_p3 = torch.stack([rows_bn, attr_bn, class_bn], dim=-1).reshape(-1, 3)  # (B*N, 3)
-        probs_bc = torch.zeros(b, self.num_classes, dtype=x_bnd.dtype, device=images.device)
-        probs_bc.scatter_(1, class_bn + self.class_offsets[None, :], 1.0)  # hard assignment
-        return Embeddings(attribute=x_bnd, probs=probs_bc, class_index=class_index_p3,
+        return Embeddings(attribute=x_bnd, probs=None, class_index=class_index_p3,
                           class_emb=x_bnd.reshape(-1, x_bnd.shape[-1]))
 
     def attention_map(self, images: torch.Tensor, attribute: torch.Tensor, class_id=None):
