@@ -13,7 +13,7 @@ from tqdm import tqdm
 from . import darn as DA
 from . import deepfashion as DF
 from . import fashionai as FA
-from .common import (EXPECT, corrupt, encode_jpeg, hex_name, image_rng, key_rng, n_defects,
+from .common import (EXPECT, _hashes, corrupt, encode_jpeg, hex_name, image_rng, key_rng, n_defects,
                      plan_image_defects, resized, truncate, write_json, write_text, write_zip)
 from .draw import render
 
@@ -91,14 +91,27 @@ def build(key: str, params: dict, out_dir: Path | None = None, progress: bool = 
 
     # render
     images, pixels = {}, {}
+    H, nh = np.zeros((n, 128), bool), 0
     bar = tqdm(recs, desc=f"twins {key}", disable=None if progress else True, file=None, leave=False)
     for r in bar:
         i = r["index"]
         if "dup_of" in r:
             continue
-        img, boxes = render(r["spec"], S, image_rng(seed, key, i))
+        # redraw (new background/jitter, same labels) until no earlier clean image is within
+        # 5 bits of dHash or aHash, so only planted duplicates are perceptual near-duplicates
+        for attempt in range(20):
+            img, boxes = render(r["spec"], S, image_rng(seed, key, i) if attempt == 0 else key_rng(seed, key, 9, i, attempt))
+            data = encode_jpeg(img)
+            h = _hashes(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+            if nh == 0:
+                break
+            diff = H[:nh] != h
+            if diff[:, :64].sum(1).min() > 5 and diff[:, 64:].sum(1).min() > 5:
+                break
+        H[nh] = h
+        nh += 1
         pixels[i] = img
-        images[i] = encode_jpeg(img)
+        images[i] = data
         r["boxes"] = boxes
     for dup, src in sorted(plan["sources"].items()):
         if dup in plan["exact_duplicate"]:

@@ -234,11 +234,14 @@ def render(spec, size, rng):
     img = np.clip(bg + grad, 0, 255).astype(np.uint8)
     for _ in range(int(rng.integers(1, 4))):
         c = tuple(int(v) for v in rng.integers(0, S, 2))
-        cv2.circle(img, c, int(rng.integers(S // 8, S // 3)), _jit(rng, tuple(int(v) for v in bg), 50), -1, cv2.LINE_AA)
+        cv2.circle(img, c, int(rng.integers(S // 8, S // 3)), _jit(rng, tuple(int(v) for v in bg), 90), -1, cv2.LINE_AA)
+    if rng.random() < 0.6:  # floor / wall panel at a random height
+        y = int(rng.integers(S // 2, S))
+        img[y:] = _jit(rng, tuple(int(v) for v in bg), 100)
 
     zoom = spec.get("zoom", 1.0)
     k = rng.uniform(0.9, 1.04) * zoom
-    cx = 0.5 + rng.uniform(-0.05, 0.05)
+    cx = 0.5 + rng.uniform(-0.09, 0.09)
     top = rng.uniform(0.16, 0.21) if zoom == 1.0 else rng.uniform(0.02, 0.08) + spec.get("zoom_top", 0.0)
     cv = Canvas(S, cx, top, k)
     skin = _jit(rng, SKIN[int(rng.integers(len(SKIN)))], 10)
