@@ -53,6 +53,13 @@ def load(key: str, path: Path, labels_only: bool, tmp: Path):
         _hoist(tmp, _markers(key))
         _expand_nested(key, tmp, 1 << 40, None, {"inputs": []})
         path = tmp
+    if path.is_dir() and not labels_only and (any(path.glob("Img/*.zip")) if key == "deepfashion" else
+                                               key == "fashionai" and any(path.glob("*.zip"))):
+        from datasets.acquire import _expand_nested, _link_tree
+
+        _link_tree(path, tmp)  # hard links where possible; the release's inner archives are then extracted
+        _expand_nested(key, tmp, 1 << 40, None, {"inputs": []})
+        path = tmp
     if path.is_file():
         if key != "fashionai":
             raise NotThisDatasetError(f"{path}: a single file is only accepted for FashionAI (label.csv)")

@@ -4,7 +4,7 @@
 
 Checks: pandera schemas; every image decodes with OpenCV, is a complete JPEG, has 3 channels and
 a shortest side >= validate.min_side; exact (sha256) and near (64-bit dHash, Hamming distance <=
-validate.near_duplicate_hamming) duplicate groups (reported and kept); labels inside the taxonomy;
+validate.near_duplicate_hamming, confirmed by 32x32 thumbnails) duplicate groups (reported and kept); labels inside the taxonomy;
 FashionAI exactly one `y` per row and the `m` policy (validate.maybe_policy); lines the parser
 quarantined. Quarantined images take their label, partition and role rows with them.
 Rows in = rows kept + rows quarantined for every table. The stage fails only when the quarantined
@@ -29,6 +29,7 @@ from datasets.schemas import DuplicatesSchema, QuarantineSchema, read_table, wri
 
 MISSING_FILE = "acquire_missing.json"  # written into raw/ by the acquire stage: why an image is absent
 MAX_LISTED = 500
+NEAR_MAX_MAD = 8.0  # grey levels: confirmation of a dHash near pair (validate.near_duplicate_max_mad)
 
 
 def dhash(gray: np.ndarray) -> int:
@@ -60,6 +61,27 @@ def near_pairs(hashes: dict[int, int], max_dist: int) -> list[tuple[int, int]]:
                     if (hashes[a] ^ hashes[c]).bit_count() <= max_dist:
                         pairs.add((min(a, c), max(a, c)))
     return sorted(pairs)
+
+
+def thumb(path: Path) -> np.ndarray | None:
+    import cv2
+
+    g = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    return None if g is None else cv2.resize(g, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def confirm_near(pairs, path_of, max_mad: float) -> list[tuple[int, int]]:
+    """Keep the dHash candidate pairs whose 32x32 grayscale thumbnails also agree (mean absolute
+    difference <= max_mad grey levels): dHash alone pairs unrelated images with flat backgrounds."""
+    cache: dict[int, np.ndarray | None] = {}
+    out = []
+    for a, b in pairs:
+        for i in (a, b):
+            if i not in cache:
+                cache[i] = thumb(path_of(i))
+        if cache[a] is not None and cache[b] is not None and float(np.abs(cache[a] - cache[b]).mean()) <= max_mad:
+            out.append((a, b))
+    return out
 
 
 def _groups(pairs, ids):
@@ -127,6 +149,7 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
     if policy not in ("negative", "positive", "drop"):
         raise ValidationFailed(f"validate.maybe_policy must be negative, positive or drop, got {policy!r}")
     max_bad = float(params.get("max_bad_fraction", 0.05))
+    max_mad = float(params.get("near_duplicate_max_mad", NEAR_MAX_MAD))
 
     images = tables["images"]
     labels = tables["labels"]
@@ -164,7 +187,7 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
     if not labels_only:
         for image_id, path in paths.items():
             check, reason, h, sha = check_image(Path(raw) / path, min_side)
-            if check == "missing_file" and path in dead:
+            if check == "missing_file" and dead.get(path, {}).get("status") is not None:
                 info = dead[path]
                 status = info.get("status")
                 check = "dead_link"
@@ -208,6 +231,8 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
                 quarantine("row", "fashionai_no_yes", f, ln, img, "no 'y' in the label")
             elif pos[img] > 1:
                 quarantine("row", "fashionai_multiple_yes", f, ln, img, f"{pos[img]} 'y' in the label")
+        # an 'm' on a row already set aside for its 'y' count is not counted twice
+        maybe_images -= {i for i, c in bad_images.items() if c in ("fashionai_no_yes", "fashionai_multiple_yes")}
         for img in sorted(maybe_images):
             if policy == "drop":
                 f, ln = where(img)
@@ -238,7 +263,8 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
         by_sha[shas[i]].append(i)
     exact = [m for m in by_sha.values() if len(m) > 1]
     reps = {m[0]: hashes[m[0]] for m in by_sha.values()}
-    near = _groups(near_pairs(reps, hamming), list(reps)) if reps else []
+    cand = near_pairs(reps, hamming) if reps else []
+    near = _groups(confirm_near(cand, lambda i: Path(raw) / paths[i], max_mad), list(reps)) if cand else []
     groups_report = []
     for kind, groups in (("exact", exact), ("near", near)):
         for members in sorted(groups):
@@ -278,7 +304,7 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
     report = {
         "dataset": key,
         "labels_only": labels_only,
-        "params": {"min_side": min_side, "near_duplicate_hamming": hamming, "maybe_policy": policy,
+        "params": {"min_side": min_side, "near_duplicate_hamming": hamming, "near_duplicate_max_mad": max_mad, "maybe_policy": policy,
                    "max_bad_fraction": max_bad},
         "checks": dict(sorted(findings.items())),
         "quarantined": dict(sorted(Counter(r["check"] for r in q).items())),

@@ -1,0 +1,121 @@
+import copy
+import json
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from benchmark.params import load_params
+from datasets.acquire import acquire
+from datasets.errors import ValidationFailed
+from datasets.parse import build_tables, parse_raw, write_tables
+from datasets.validate import load_tables, main as validate_main, validate_tables, write_validated
+from tests.fixtures_data import write_deepfashion
+
+PARAMS = {"max_bad_fraction": 0.6, "min_side": 32, "maybe_policy": "negative", "near_duplicate_hamming": 6,
+          "near_duplicate_max_mad": 8.0}
+
+
+def _run(key, src, tmp, cfg=None, vparams=PARAMS):
+    acq = load_params()["acquire"]
+    cfg = cfg or {"source": "twin", "path": str(src), "sha256": None}
+    raw = tmp / "raw"
+    rep = acquire(key, cfg, acq, raw, tmp / "acquire.json")
+    tables = build_tables(parse_raw(key, raw, cfg["source"]), raw)
+    write_tables(tables, tmp / "tables")
+    out, report = validate_tables(key, load_tables(tmp / "tables"), raw, vparams)
+    write_validated(out, tmp / "validated")
+    return rep, out, report
+
+
+def test_fixture_defects_found_and_rows_add_up(tmp_path):
+    info = write_deepfashion(tmp_path / "src", n=12)
+    rep, out, report = _run("deepfashion", tmp_path / "src", tmp_path)
+    names = info["names"]
+    assert report["checks"] == {"bad_columns": 1, "corrupt_jpeg": 1, "missing_file": 1, "truncated_jpeg": 1}
+    assert report["findings"]["corrupt_jpeg"] == [names[3]] and report["findings"]["truncated_jpeg"] == [names[4]]
+    assert report["findings"]["bad_columns"] == [f"Anno/list_attr_img.txt:{info['bad_line']}"]
+    assert rep["missing"] == [names[5]]
+    groups = {g["kind"]: g for g in report["duplicate_groups"]["groups"]}
+    assert groups["exact"]["paths"] == [names[0], names[6]] and not groups["exact"]["spans_partitions"]  # both train
+    assert groups["near"]["paths"] == [names[1], names[7]]
+    for t in report["tables"].values():
+        if isinstance(t, dict):
+            assert t["rows_in"] == t["kept"] + t["quarantined"]
+    assert report["tables"]["images"] == {"rows_in": 12, "kept": 9, "quarantined": 3}
+    assert set(out["labels"]["image_id"]) <= set(out["images"]["image_id"])
+    q = pl.read_parquet(tmp_path / "validated" / "quarantine.parquet")
+    assert q.height == 4 and set(q["kind"]) == {"row", "file"}
+    d = pl.read_parquet(tmp_path / "validated" / "duplicates.parquet")
+    assert d.height == 4  # kept, reported: two groups of two
+
+
+def test_too_many_bad_fails_with_clear_message(tmp_path, monkeypatch, capsys):
+    write_deepfashion(tmp_path / "src", n=12)
+    _run("deepfashion", tmp_path / "src", tmp_path)
+    # 3 bad images + 1 bad line of 13 > 5%: the stage fails
+    _, report = validate_tables("deepfashion", load_tables(tmp_path / "tables"), tmp_path / "raw", dict(PARAMS, max_bad_fraction=0.05))
+    assert not report["passed"] and report["bad_fraction"] == pytest.approx(4 / 13, abs=1e-4)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "deepfashion").mkdir(parents=True)
+    (tmp_path / "tables").rename(tmp_path / "data" / "deepfashion" / "tables")
+    (tmp_path / "raw").rename(tmp_path / "data" / "deepfashion" / "raw")
+    (tmp_path / "params.yaml").write_text("validate:\n  max_bad_fraction: 0.05\n  min_side: 32\n  maybe_policy: negative\n"
+                                          "  near_duplicate_hamming: 6\n")
+    assert validate_main(["deepfashion"]) == 1
+    assert "more than validate.max_bad_fraction" in capsys.readouterr().err
+    v = json.loads((tmp_path / "reports" / "deepfashion" / "validation.json").read_text())
+    assert v["tables"]["images"]["rows_in"] == 12
+
+
+def test_bad_policy_rejected():
+    with pytest.raises(ValidationFailed):
+        validate_tables("fashionai", {}, None, dict(PARAMS, maybe_policy="sometimes"))
+
+
+KIND_TO_CHECK = {"corrupt_jpeg": "corrupt_jpeg", "truncated_jpeg": "truncated_jpeg", "missing_file": "missing_file",
+                 "fashionai_no_yes": "fashionai_no_yes", "fashionai_maybe": "fashionai_maybe",
+                 "deepfashion_bad_columns": "bad_columns"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["deepfashion", "fashionai", "darn"])
+def test_twin_validation_finds_exactly_the_planted_defects(tmp_path, key):
+    from datasets.twins.build import build
+
+    tp = copy.deepcopy(load_params()["twins"])
+    tp[key]["images"] = 250
+    tp["defects"].update(corrupt_jpeg=2, truncated_jpeg=2, exact_duplicate=2, resized_duplicate=2, fashionai_maybe=5,
+                         fashionai_no_yes=2, darn_404=3, darn_drop=2)
+    build(key, tp, tmp_path / "twin", progress=False)
+    manifest = json.loads((tmp_path / "twin" / "manifest.json").read_text())
+    rep, out, report = _run(key, tmp_path / "twin", tmp_path / "run", vparams=dict(PARAMS, max_bad_fraction=0.2))
+    planted = Counter(d["kind"] for d in manifest["defects"])
+    prefix = "fashionAI_attributes_train1/" if key == "fashionai" else ""
+
+    # image-level checks: counts and the images named
+    for kind in ("corrupt_jpeg", "truncated_jpeg", "missing_file"):
+        want = sorted(prefix + d["image"] for d in manifest["defects"] if d["kind"] == kind)
+        assert sorted(report["findings"].get(kind, [])) == want, kind
+    for kind in ("fashionai_no_yes", "fashionai_maybe", "deepfashion_bad_columns"):
+        want = sorted(f"{d['file']}:{d['line']}" for d in manifest["defects"] if d["kind"] == kind)
+        assert sorted(report["findings"].get(KIND_TO_CHECK[kind], [])) == want, kind
+    # DARN dead links: 404s and dropped connections, by status
+    dead = {d["path"]: d["status"] for d in rep["dead_links"]["items"]}
+    assert sorted(p for p, s in dead.items() if s == 404) == sorted(d["image"] for d in manifest["defects"] if d["kind"] == "darn_404")
+    assert sorted(p for p, s in dead.items() if s == "dropped") == sorted(d["image"] for d in manifest["defects"] if d["kind"] == "darn_drop")
+    assert report["checks"].get("dead_link", 0) == planted["darn_404"] + planted["darn_drop"]
+    # duplicates: one group per planted pair, no other group
+    for kind, gkind in (("exact_duplicate", "exact"), ("resized_duplicate", "near")):
+        want = sorted(sorted([prefix + d["image"], prefix + d["duplicate_of"]]) for d in manifest["defects"] if d["kind"] == kind)
+        got = sorted(sorted(g["paths"]) for g in report["duplicate_groups"]["groups"] if g["kind"] == gkind)
+        assert got == want, kind
+    # nothing else was found
+    expected_checks = {KIND_TO_CHECK[k]: v for k, v in planted.items() if k in KIND_TO_CHECK}
+    if planted["darn_404"] + planted["darn_drop"]:
+        expected_checks["dead_link"] = planted["darn_404"] + planted["darn_drop"]
+    assert report["checks"] == expected_checks
+    for t in report["tables"].values():
+        if isinstance(t, dict):
+            assert t["rows_in"] == t["kept"] + t["quarantined"]
