@@ -50,7 +50,6 @@ def attention_crop_boxes(attn_bhw: torch.Tensor, height: int, width: int, thresh
     bounding box of the pixels above the threshold, square it on its longer side around its centre
     (integer centre as the authors'), keep it inside the image. Batched: no loop over images.
     """
-    b = attn_bhw.shape[0]
     attn_bhw = attn_bhw.detach().float()
     up_bhw = F.interpolate(attn_bhw[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
     lo_b = up_bhw.flatten(1).amin(1)[:, None, None]
@@ -72,9 +71,7 @@ def attention_crop_boxes(attn_bhw: torch.Tensor, height: int, width: int, thresh
     half = side_b // 2
     x = torch.where(xc + half > width, width - side_b, (xc - half).clamp_min(0))
     y = torch.where(yc + half > height, height - side_b, (yc - half).clamp_min(0))
-    boxes_b4 = torch.stack([x, y, x + side_b, y + side_b], dim=1).to(attn_bhw.dtype)  # (B, 4)
-    assert boxes_b4.shape == (b, 4)
-    return boxes_b4
+    return torch.stack([x, y, x + side_b, y + side_b], dim=1).to(attn_bhw.dtype)  # (B, 4)
 
 
 def crop_and_resize(images: torch.Tensor, rows_p: torch.Tensor, boxes_p4: torch.Tensor, side: int) -> torch.Tensor:
