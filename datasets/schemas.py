@@ -143,6 +143,10 @@ class CooccurrencePairsSchema(pa.DataFrameModel):
         strict = True
         coerce = True
 
+    @pa.dataframe_check
+    def unordered_pair_stored_once(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select((pl.col("class_a") < pl.col("class_b")).alias("ok"))
+
 
 class CooccurrenceClassesSchema(pa.DataFrameModel):
     global_class_id: pl.Int32 = pa.Field(ge=0, unique=True)
