@@ -426,6 +426,8 @@ def run(dataset: str, model_name: str, params: dict) -> int:
     seeds = [int(s) for s in prof["seeds"]]
     done = done_path(dataset, model_name)
     prints = [run_fingerprint(dataset, model_name, params, s) for s in seeds]
+    if prof.get("threads"):  # intra-op threads (CPU); 0/absent: torch's default
+        torch.set_num_threads(int(prof["threads"]))
     if done.exists():
         d = json.loads(done.read_text())
         if d.get("fingerprints") == prints and all(checkpoint_path(dataset, model_name, s).exists() for s in seeds):
