@@ -16,10 +16,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+if TYPE_CHECKING:  # polars only where tables are read: the GPU perf run imports this module without it
+    import polars as pl
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,6 +44,8 @@ def dense_annotation(dataset_key: str) -> bool:
 
 def classes_per_attribute(taxonomy: pl.DataFrame) -> list[int]:
     """Number of classes M_n of each attribute, in attribute_id order."""
+    import polars as pl
+
     counts = taxonomy.group_by("attribute_id").agg(pl.len().alias("m")).sort("attribute_id")
     ids = counts["attribute_id"].to_list()
     if ids != list(range(len(ids))):
@@ -64,6 +70,8 @@ def label_matrix(
     ``dense``: every image is annotated in every attribute (see :func:`dense_annotation`).
     Labels of images not in ``image_ids`` are ignored.
     """
+    import polars as pl
+
     if maybe_policy not in MAYBE_POLICIES:
         raise ValueError(f"maybe_policy must be one of {MAYBE_POLICIES}, got {maybe_policy!r}")
     ids = np.asarray(image_ids, dtype=np.int64)
@@ -140,6 +148,12 @@ def to_tensor(img: np.ndarray, *, flip: bool = False) -> torch.Tensor:
     if flip:
         t = t.flip(-1)
     return t.sub_(_MEAN).div_(_STD)
+
+
+def decode_and_transform(path: str | Path, image_size: int, *, train: bool = False, seed: int = 0) -> torch.Tensor:
+    """One file -> (3, S, S) normalised; ``train`` mirrors it with probability 1/2, seeded by ``seed``."""
+    flip = train and bool(np.random.default_rng([int(seed)]).random() < 0.5)
+    return to_tensor(resize_square(read_image(path), image_size), flip=flip)
 
 
 class ImageFolderTable(Dataset):

@@ -105,6 +105,26 @@ def test_image_table_decodes_rgb_resizes_and_normalises(tmp_path):
         table_bad[0]
 
 
+def test_loaders_import_without_polars_and_decode_one_file(tmp_path):
+    """The GPU perf run imports benchmark.loaders on a machine without polars."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    code = "import sys, benchmark.loaders; assert 'polars' not in sys.modules, 'polars imported'"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    from benchmark.loaders import decode_and_transform
+
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[:, :15, 2] = 255  # left half blue
+    cv2.imwrite(str(tmp_path / "x.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    plain = decode_and_transform(tmp_path / "x.jpg", 8)
+    assert plain.shape == (3, 8, 8) and plain[2, :, 0].mean() > plain[2, :, -1].mean()
+    flips = [torch.equal(decode_and_transform(tmp_path / "x.jpg", 8, train=True, seed=s), plain.flip(-1)) for s in range(40)]
+    assert 5 < sum(flips) < 35
+
+
 # ---------------------------------------------------------------------------------- sampling
 
 
