@@ -432,6 +432,10 @@ def run(dataset: str, model_name: str, params: dict) -> int:
         d = json.loads(done.read_text())
         if d.get("fingerprints") == prints and all(checkpoint_path(dataset, model_name, s).exists() for s in seeds):
             if dist.main:
+                # DVC deletes the (unpersisted) log before running the stage: write it back from the checkpoints
+                rows = [r for s in seeds for r in torch.load(checkpoint_path(dataset, model_name, s),
+                                                             map_location="cpu", weights_only=False)["log"]]
+                write_log(rows, log_path(dataset, model_name))
                 print(f"[train] {dataset}/{model_name}: up to date ({done})", file=sys.stderr)
             return 0
     if dist.world > 1:

@@ -260,8 +260,12 @@ def test_rerun_is_noop_and_param_change_retrains(workdir):
 
     p = checkpoint_path(KEY, "tiny_test", 0)
     mtime, calls = p.stat().st_mtime_ns, CALLS[0]
+    log = Path("reports") / KEY / "tiny_test" / "train_log.csv"
+    before = log.read_text()
+    log.unlink()  # dvc removes unpersisted outputs before it runs a stage
     _train()
     assert p.stat().st_mtime_ns == mtime and CALLS[0] == calls  # nothing trained
+    assert log.read_text() == before
     make_params(workdir, lr=0.02)
     _train()
     assert CALLS[0] == calls + 8 and p.stat().st_mtime_ns != mtime
