@@ -75,6 +75,13 @@ def resolve_model_params(params: dict, model: str, dataset: str) -> dict[str, An
         if isinstance(v, dict) and dataset in v:
             v = v[dataset]
         out[k] = v
+    # A profile may shrink the models for its hardware (the twin profile's CPU budget); only keys
+    # the model already has are overridden, so a profile cannot add hyperparameters by accident.
+    train = params.get("train", {})
+    prof = train.get("profiles", {}).get(train.get("profile"), {})
+    for k, v in (prof.get("model_overrides") or {}).items():
+        if k in out:
+            out[k] = v
     return out
 
 

@@ -339,3 +339,14 @@ def test_triplets_come_from_train_split_only(workdir):
     t = sample_triplets(data.index, 500, seed=0, epoch=0)
     used = ids[np.concatenate([t.anchor, t.positive, t.negative])]
     assert set(used.tolist()) <= train_ids
+
+
+def test_profile_model_overrides_replace_only_existing_keys():
+    from benchmark.train import resolve_model_params
+
+    p = {"models": {"m": {"embed_dim": 1024, "lr": 1e-4}},
+         "train": {"profile": "twin", "profiles": {"twin": {"model_overrides": {"embed_dim": 256, "inner_dim": 128}}}}}
+    assert resolve_model_params(p, "m", "darn") == {"embed_dim": 256, "lr": 1e-4}
+    p["train"]["profile"] = "paper"
+    p["train"]["profiles"]["paper"] = {}
+    assert resolve_model_params(p, "m", "darn")["embed_dim"] == 1024
