@@ -251,32 +251,40 @@ def measure_metrics(cfg, device) -> dict:
     return {"queries": q, "candidates": c, "dim": d, "seconds": t}
 
 
-def run_all(size: str, device: torch.device, workers: int, compile_: bool) -> dict:
+def run_all(size: str, device: torch.device, workers: int, compile_: bool, save=None) -> dict:
+    """Every measurement, in order of importance; ``save(result)`` after each, so a run cut short
+    by a time limit still leaves what it measured."""
     cfg = SIZES[size]
     torch.manual_seed(0)
+    save = save or (lambda r: None)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
         "torch": torch.__version__,
         "size": size,
         "precision": "bf16 autocast, channels_last" if device.type == "cuda" else "float32",
-        "training": measure_training(cfg, device),
-        "extraction": measure_extraction(cfg, device),
-        "metrics": measure_metrics(cfg, device),
+        "goals": {"train_step_batch192": 0.85, "extraction": 0.75, "loader_vs_train_step": 1.2},
+        "ratios": {},
     }
+    result["training"] = measure_training(cfg, device)
+    result["ratios"].update({f"train_step_{k}": v["ratio"] for k, v in result["training"].items()})
+    save(result)
+    result["extraction"] = measure_extraction(cfg, device)
+    result["ratios"]["extraction"] = result["extraction"]["ratio"]
+    save(result)
+    result["metrics"] = measure_metrics(cfg, device)
+    save(result)
     result["loader"] = measure_loader(cfg, workers)
     big = f"batch{max(cfg['batches'])}"
     step_ips = result["training"][big]["m3net_images_per_s"]
     result["loader"]["ratio_to_training_step"] = result["loader"]["images_per_s"] / step_ips
+    result["ratios"]["loader_vs_train_step"] = result["loader"]["ratio_to_training_step"]
+    save(result)
     if compile_:
         comp = measure_training(cfg, device, compile_=True)
         result["compile"] = {k: {**v, "speedup_vs_eager": v["m3net_images_per_s"] / result["training"][k]["m3net_images_per_s"]}
                              for k, v in comp.items()}
-    result["ratios"] = {
-        **{f"train_step_{k}": v["ratio"] for k, v in result["training"].items()},
-        "extraction": result["extraction"]["ratio"],
-        "loader_vs_train_step": result["loader"]["ratio_to_training_step"],
-    }
-    result["goals"] = {"train_step_batch192": 0.85, "extraction": 0.75, "loader_vs_train_step": 1.2}
+        result["ratios"].update({f"compiled_train_step_{k}": v["ratio"] for k, v in comp.items()})
+        save(result)
     return result
 
 
@@ -292,9 +300,15 @@ def run(args) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
-    result = run_all(args.size, device, workers, args.compile)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(result):
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, out)
+
+    result = run_all(args.size, device, workers, args.compile, save=save)
     print(json.dumps(result["ratios"], indent=2))
     return 0
 

@@ -284,3 +284,29 @@ def test_few_steps_reduce_the_loss(variant):
         opt.step()
         losses.append(out["loss"].item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fast_path_on_each_device_matches_the_cpu_reference(variant, device):
+    """The same factored code on every device there is (CUDA on the GPU machine), in float64,
+    against the paper-order loop on the CPU."""
+    m = tiny_model(variant).eval()
+    batch = make_batch()
+    images = batch["images"][:3]
+    psi = m.trunk(images)
+    md = tiny_model(variant).eval().to(device)
+    e = md.embed(images.to(device), gamma=0.0, max_classes=4).to("cpu")
+    out = md({k: v.to(device) for k, v in batch.items()})
+    ref_out = m(batch)
+    for k in ref_out:
+        assert torch.allclose(out[k].cpu(), ref_out[k], **TOL), k
+    for i in range(3):
+        for n in range(len(CPA)):
+            _, rx, _ = ref_attribute(m, psi[i], n)
+            assert torch.allclose(e.attribute[i, n], F.normalize(rx, dim=0), **TOL)
+    for (i, n, j), emb in zip(e.class_index.tolist(), e.class_emb):
+        assert torch.allclose(emb, F.normalize(ref_class(m, psi[i], n, j)[1], dim=0), **TOL)

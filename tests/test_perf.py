@@ -1,0 +1,44 @@
+"""The perf script's CPU path at a tiny size: every measurement runs and the ratios are sane."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+
+def test_perf_runs_on_the_cpu_at_a_tiny_size(tmp_path):
+    from benchmark.cli import main
+
+    torch.set_num_threads(1)
+    out = tmp_path / "perf.json"
+    assert main(["perf", "--size", "tiny", "--device", "cpu", "--workers", "0", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["device"].startswith("cpu")
+    assert set(res["ratios"]) == {"train_step_batch6", "extraction", "loader_vs_train_step"}
+    for name, r in res["ratios"].items():
+        assert math.isfinite(r) and r > 0, name
+    tr = res["training"]["batch6"]
+    # the ratio is the two measured throughputs' quotient, not an independent number
+    assert math.isclose(tr["ratio"], tr["m3net_images_per_s"] / tr["trunk_images_per_s"], rel_tol=1e-9)
+    # gamma 0 selects every class up to 16 per (image, attribute): the tiny taxonomy has 5, 4 and 6
+    assert res["extraction"]["classes_per_image_attribute"] == (5 + 4 + 6) / 3
+    assert res["loader"]["images"] == 32
+    assert res["metrics"]["queries"] == 64
+
+
+def test_synthetic_batch_follows_the_model_batch_layout():
+    from benchmark.perf import synthetic_batch
+
+    classes = [3, 5]
+    b = synthetic_batch(12, classes, 32, torch.device("cpu"), channels_last=False)
+    n = 4
+    assert b["images"].shape == (12, 3, 32, 32)
+    offsets = torch.tensor([0, 3])
+    gid = offsets[b["attribute"]] + b["class_id"]
+    rows = torch.arange(n)
+    assert (b["class_id"] < torch.tensor(classes)[b["attribute"]]).all()
+    # anchors and positives carry the sampled class, negatives do not
+    assert b["targets"][rows, gid].eq(1).all() and b["targets"][rows + n, gid].eq(1).all()
+    assert b["targets"][rows + 2 * n, gid].eq(0).all()
