@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from datasets.schemas import (
     SplitsSchema,
     TaxonomySchema,
     read_table,
+    write_json,
 )
 from model.base import Embeddings, RetrievalModel
 
@@ -414,10 +414,7 @@ def _mean_std(sections: list[dict]) -> tuple[dict, dict]:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
 def run(key: str, model_name: str, params: dict, device=None) -> dict:

@@ -37,6 +37,7 @@ import torch
 
 from benchmark.params import load_params, training_profile
 from datasets import paths
+from datasets.schemas import write_json
 
 CHECKPOINT_FORMAT = 1
 _CODE_FILES = ("benchmark/train.py", "benchmark/loaders.py", "benchmark/sampling.py")
@@ -233,10 +234,7 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def _write_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json(path, obj, sort_keys=True)
 
 
 def write_log(rows: list[dict], path: Path) -> None:

@@ -31,6 +31,7 @@ from datasets import DATASETS
 from datasets.archive import extract, is_archive, link_or_copy, sha256_file
 from datasets.errors import ChecksumError, DatasetError, NotThisDatasetError
 from datasets.paths import ROOT, raw_dir, reports_dir
+from datasets.schemas import write_json
 from datasets.validate import MISSING_FILE
 
 ASEN_FILE_PREFIXES = ("filenames_", "label_", "query_", "candidate_")
@@ -254,8 +255,7 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
     report.setdefault("dead_links", {"count": 0, "by_status": {}, "items": []})
     report["files"] = sum(1 for p in raw.rglob("*") if p.is_file())
     if report_path is not None:
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report_path, report)
     return report
 
 

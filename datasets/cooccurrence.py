@@ -14,7 +14,6 @@ number of co-occurring (image, pair) rows: ~3M for the full DeepFashion (3.5 lab
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from datasets.schemas import (
     TaxonomySchema,
     read_table,
     write_table,
+    write_json,
 )
 
 
@@ -154,8 +154,7 @@ def run(key: str, params: dict) -> dict:
     write_table(classes, out / "classes.parquet", CooccurrenceClassesSchema)
     report = summary(pairs, classes, n_images, min_rate)
     rdir = paths.reports_dir(key)
-    rdir.mkdir(parents=True, exist_ok=True)
-    (rdir / "cooccurrence.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(rdir / "cooccurrence.json", report)
     heatmap(pairs, classes, taxonomy, k, rdir / "cooccurrence.png",
             f"{key}: class co-occurrence, {min(k, classes.height)} most frequent classes")
     return report

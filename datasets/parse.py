@@ -17,6 +17,7 @@ import polars as pl
 from datasets import DATASETS
 from datasets.errors import DatasetError
 from datasets.parsers import ParseResult, SourcesSchema, image_stats
+from datasets import schemas
 from datasets.paths import raw_dir, tables_dir
 from datasets.schemas import (
     AsenRolesSchema,
@@ -25,7 +26,6 @@ from datasets.schemas import (
     PartitionSchema,
     QuarantineSchema,
     TaxonomySchema,
-    write_table,
 )
 
 TABLES = {
@@ -111,13 +111,7 @@ def build_tables(res: ParseResult, raw: Path | None, stats: bool = True, progres
 
 
 def write_tables(tables: dict[str, pl.DataFrame], out: Path) -> None:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("partition", "asen_roles"):  # stale optional tables from an earlier source
-        if name not in tables and (out / f"{name}.parquet").exists():
-            (out / f"{name}.parquet").unlink()
-    for name, df in tables.items():
-        write_table(df, out / f"{name}.parquet", TABLES[name])
+    schemas.write_tables(tables, out, TABLES)
 
 
 def main(argv: list[str] | None = None) -> int:

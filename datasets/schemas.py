@@ -176,3 +176,31 @@ def write_table(df: pl.DataFrame, path, schema: type[pa.DataFrameModel]) -> pl.D
     df.write_parquet(tmp)
     os.replace(tmp, path)
     return df
+
+
+def write_tables(tables: dict[str, pl.DataFrame], folder, schemas: dict[str, type[pa.DataFrameModel]],
+                 optional: tuple[str, ...] = ("partition", "asen_roles")) -> None:
+    """Write a stage's tables into ``folder``; an optional table this run did not produce (the source
+    changed) is removed, so a later stage never reads a stale one."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in optional:
+        if name not in tables and (folder / f"{name}.parquet").exists():
+            (folder / f"{name}.parquet").unlink()
+    for name, df in tables.items():
+        write_table(df, folder / f"{name}.parquet", schemas[name])
+
+
+def write_json(path, obj, *, sort_keys: bool = False) -> None:
+    """A report or metrics file, written atomically (tmp + rename), indented, newline-terminated."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
+    os.replace(tmp, path)

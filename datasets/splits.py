@@ -30,7 +30,6 @@ What is guaranteed (and tested in ``tests/test_splits.py``):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from datasets.schemas import (
     TaxonomySchema,
     read_table,
     write_table,
+    write_json,
 )
 from datasets.stratify import iterative_stratification
 
@@ -341,9 +341,7 @@ def run(key: str, params: dict) -> dict:
     )
     write_table(splits, paths.splits_path(key), SplitsSchema)
     report = split_report(splits, labels, taxonomy, info, ratios)
-    out = paths.reports_dir(key) / "splits.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(paths.reports_dir(key) / "splits.json", report)
     return report
 
 

@@ -25,7 +25,7 @@ import polars as pl
 from datasets import DATASETS
 from datasets.errors import DatasetError, ValidationFailed
 from datasets.paths import raw_dir, reports_dir, tables_dir, validated_dir
-from datasets.schemas import DuplicatesSchema, QuarantineSchema, read_table, write_table
+from datasets.schemas import DuplicatesSchema, QuarantineSchema, read_table, write_json, write_tables
 
 MISSING_FILE = "acquire_missing.json"  # written into raw/ by the acquire stage: why an image is absent
 MAX_LISTED = 500
@@ -336,13 +336,7 @@ def load_tables(folder: Path) -> dict[str, pl.DataFrame]:
 def write_validated(out: dict[str, pl.DataFrame], folder: Path) -> None:
     from datasets.parse import TABLES
 
-    schemas = dict(TABLES, quarantine=QuarantineSchema, duplicates=DuplicatesSchema)
-    folder = Path(folder)
-    for name in ("partition", "asen_roles"):
-        if name not in out and (folder / f"{name}.parquet").exists():
-            (folder / f"{name}.parquet").unlink()
-    for name, df in out.items():
-        write_table(df, folder / f"{name}.parquet", schemas[name])
+    write_tables(out, folder, dict(TABLES, quarantine=QuarantineSchema, duplicates=DuplicatesSchema))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_validated(out, validated_dir(args.key))
     rd = reports_dir(args.key)
-    rd.mkdir(parents=True, exist_ok=True)
-    (rd / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(rd / "validation.json", report)
     print(f"validate {args.key}: checks {report['checks']}; images "
           f"{report['tables']['images']['kept']}/{report['tables']['images']['rows_in']} kept; "
           f"duplicate groups {report['duplicate_groups']['exact']} exact, {report['duplicate_groups']['near']} near")

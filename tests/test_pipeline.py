@@ -1,0 +1,59 @@
+"""The real DVC pipeline, as a user runs it: `dvc repro` of one dataset's chain, on a tiny twin,
+in a temporary copy of the repository; then `dvc status` says everything is up to date."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _run(args, cwd):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_dvc_repro_one_chain_end_to_end(tmp_path):
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    work = tmp_path / "repo"
+    for f in files:
+        if f.startswith(("reports/", "dvc.lock")):
+            continue  # a fresh checkout without results, as before a first run
+        (work / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, work / f)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["twins"]["fashionai"]["images"] = 400
+    params["train"]["profiles"]["twin"].update(epochs=1, triplets_per_epoch=48, image_size=32)
+    params["evaluate"]["bootstrap"] = 50
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _run(["git", "init", "-q"], work).returncode == 0
+
+    stage = "evaluate@fashionai-m3net"
+    out = _run(["dvc", "repro", stage], work)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for name in ("twins@fashionai", "acquire@fashionai", "parse@fashionai", "validate@fashionai",
+                 "splits@fashionai", "cooccurrence@fashionai", "train@fashionai-m3net", stage):
+        assert f"Running stage '{name}'" in out.stdout, name
+
+    metrics = json.loads((work / "reports/fashionai/m3net/metrics.json").read_text())
+    for split in ("test", "val"):
+        m = metrics[split]
+        assert m["queries"]["used"] > 0, m["queries"]
+        assert 0 <= m["map_all"]["overall"] <= 100
+    shown = _run(["dvc", "metrics", "show", "--json"], work)
+    assert shown.returncode == 0 and "map_all" in shown.stdout
+
+    status = _run(["dvc", "status", stage], work)
+    assert status.returncode == 0 and "changed" not in status.stdout, status.stdout
+    again = _run(["dvc", "repro", stage], work)
+    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
