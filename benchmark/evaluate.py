@@ -318,9 +318,14 @@ def pointing_game(model: RetrievalModel, source: ImageSource, regions: dict, ima
     falls inside the ground-truth box."""
     id_of = match_region_paths(regions, dict(zip(images["image_id"].to_list(), images["path"].to_list())))
     size_of = {i: (w, h) for i, w, h in zip(images["image_id"].to_list(), images["width"].to_list(), images["height"].to_list())}
-    attr_id = {a: i for i, a in zip(taxonomy["attribute_id"].to_list(), taxonomy["attribute"].to_list())}
-    cls_id = {(a, c): (i, j) for a, c, i, j in zip(taxonomy["attribute"].to_list(), taxonomy["class_name"].to_list(),
-                                                   taxonomy["attribute_id"].to_list(), taxonomy["class_id"].to_list())}
+    # regions name attributes as the twin draws them ("part"); a parser may name them as ASEN does
+    # ("part-related"): compare names without that suffix
+    def norm(a: str) -> str:
+        return a.removesuffix("-related")
+
+    attr_id = {norm(a): i for i, a in zip(taxonomy["attribute_id"].to_list(), taxonomy["attribute"].to_list())}
+    cls_id = {(norm(a), c): (i, j) for a, c, i, j in zip(taxonomy["attribute"].to_list(), taxonomy["class_name"].to_list(),
+                                                         taxonomy["attribute_id"].to_list(), taxonomy["class_id"].to_list())}
     items = []  # (image id, attribute id, class id, box)
     for k, regs in regions.items():
         i = id_of.get(k)
@@ -328,6 +333,7 @@ def pointing_game(model: RetrievalModel, source: ImageSource, regions: dict, ima
             continue
         for r in regs:
             a, c = r["attribute"], r["class"]
+            a = norm(a) if isinstance(a, str) else a
             if isinstance(a, int) and isinstance(c, int):
                 ac = (a, c)
             else:
@@ -336,21 +342,26 @@ def pointing_game(model: RetrievalModel, source: ImageSource, regions: dict, ima
                 items.append((i, ac[0], ac[1], r["box"]))
     if not items:
         return None
-    hits = 0
+    hits, area = 0, 0.0
     for s in range(0, len(items), batch_size):
         chunk = items[s:s + batch_size]
         x = source.tensor([it[0] for it in chunk]).to(device)
-        attn = model.attention_map(x, torch.tensor([it[1] for it in chunk], device=device),
-                                   torch.tensor([it[2] for it in chunk], device=device))
+        attribute = torch.tensor([it[1] for it in chunk], device=device)
+        attn = model.attention_map(x, attribute, torch.tensor([it[2] for it in chunk], device=device))
+        if attn is None:  # no class-conditional map (M3-Net_a, the ASEN family): the attribute's map
+            attn = model.attention_map(x, attribute)
         if attn is None:
             return None
         for it, a in zip(chunk, attn.float().cpu()):
             w, h = size_of[it[0]]
+            area += (it[3][2] - it[3][0]) * (it[3][3] - it[3][1]) / (w * h)
             up = torch.nn.functional.interpolate(a[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
             y, x_ = divmod(int(up.argmax()), w)
             x0, y0, x1, y1 = it[3]
             hits += int(x0 <= x_ + 0.5 <= x1 and y0 <= y + 0.5 <= y1)
-    return {"accuracy": round(100.0 * hits / len(items), 4), "n": len(items)}
+    # chance: the mean share of the image that the boxes cover (a uniformly random peak's hit rate)
+    return {"accuracy": round(100.0 * hits / len(items), 4), "n": len(items),
+            "chance": round(100.0 * area / len(items), 4)}
 
 
 # ----------------------------------------------------------------------------- examples for the report

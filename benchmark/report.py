@@ -126,11 +126,14 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
 
     out += ["## Pointing game (attention peak inside the ground-truth box)", "",
             "Query images with known regions of localised classes (the twin's `regions.json`); a hit when the "
-            "peak of the model's attention map, upsampled to the stored image, lies inside the box.", "",
-            "| model | accuracy (%) | (image, class) pairs |", "|---|---|---|"]
+            "peak of the model's attention map, upsampled to the stored image, lies inside the box; chance is the "
+            "mean share of the image the boxes cover. Models without a class-conditional map are scored with "
+            "their attribute-level map.", "",
+            "| model | accuracy (%) | chance (%) | (image, class) pairs |", "|---|---|---|---|"]
     for model, label in MODELS.items():
         pg = (metrics.get(model) or {}).get("pointing_game")
-        out.append(f"| {label} | {fmt(pg['accuracy']) if pg else DASH} | {pg['n'] if pg else DASH} |")
+        out.append(f"| {label} | {fmt(pg['accuracy']) if pg else DASH} | {fmt(pg.get('chance')) if pg else DASH} "
+                   f"| {pg['n'] if pg else DASH} |")
     out += ["", "A dash: no attention map (the model has none) or no regions for this dataset.", ""]
 
     out += ["## Gamma sensitivity and training curves", "",

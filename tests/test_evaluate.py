@@ -277,6 +277,8 @@ def test_metrics_match_a_direct_computation(tiny):
     # pointing game over the val and test query images (8..10, 20..24): even ids' boxes hold the
     # red square, odd ids' do not -> 5 of 8
     assert m["pointing_game"]["accuracy"] == pytest.approx(62.5) and m["pointing_game"]["n"] == 8
+    # chance: every box covers 4 x 4 of the 16 x 16 image
+    assert m["pointing_game"]["chance"] == pytest.approx(100 * 16 / 256)
     ci = json.loads((rdir / "metrics_ci.json").read_text())
     c = ci["test"]["map_all"]
     assert c["low"] <= m["test"]["map_all"]["overall"] <= c["high"] and c["low"] < c["high"]

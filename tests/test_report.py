@@ -22,7 +22,7 @@ def _metrics(seed: int) -> dict:
     split = lambda: {"map_all": sec(), "map_100": sec(), "recall_100": sec(),  # noqa: E731
                      "queries": {"used": 120, "left_out": 3},
                      "cooccurring": {"map_all": 50.0, "queries": 40, "classes": 6, "pairs": 4}}
-    return {"test": split(), "val": split(), "pointing_game": {"accuracy": 37.5, "n": 16}}
+    return {"test": split(), "val": split(), "pointing_game": {"accuracy": 37.5, "n": 16, "chance": 5.125}}
 
 
 def _write_examples(root, model):
@@ -93,7 +93,7 @@ def test_tables_match_metrics_and_paper(reports_tree):
     assert (lo, hi) == (round(written["m3net"][1]["test"]["map_all"]["low"], 2),
                         round(written["m3net"][1]["test"]["map_all"]["high"], 2))
     _, pg = report.parse_table(md, "Pointing game")
-    assert {r[0]: r for r in pg}["ASEN"][1:] == ["37.50", "16"]
+    assert {r[0]: r for r in pg}["ASEN"][1:] == ["37.50", "5.12", "16"]
     assert "not comparable with the paper" in md
     assert "not comparable" not in (root / "reports" / "darn.md").read_text()  # real data: no twin mark
 
