@@ -41,6 +41,8 @@ from datasets.schemas import (
     TaxonomySchema,
     read_table,
     write_json,
+    PerQuerySchema,
+    write_table,
 )
 from model.base import Embeddings, RetrievalModel
 
@@ -510,7 +512,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
         result["pointing_game"] = pointing
 
     per_query = pl.concat(per_query_tables)
-    per_query.write_parquet(out_dir / "per_query.parquet")
+    write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)
     ci = _confidence_intervals(per_query, ev)
     _save_examples(out_dir, examples, source, names, taxonomy)
     (out_dir / "info.json").write_text(json.dumps({"dataset": key, "model": model_name, "ranking": per_query["ranking"][0],

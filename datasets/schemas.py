@@ -159,6 +159,30 @@ class CooccurrenceClassesSchema(pa.DataFrameModel):
         coerce = True
 
 
+class PerQuerySchema(pa.DataFrameModel):
+    """The evaluate stage's per-query metrics (data/<key>/eval/<model>/per_query.parquet): one row per
+    (seed, split, ranking, query image, attribute); one float column per metric (map_all, and
+    map_<k>/recall_<k> per evaluate.ks), in [0, 1] or NaN for a query without a relevant candidate."""
+
+    seed: pl.Int64
+    split: pl.Utf8 = pa.Field(isin=["val", "test"])
+    ranking: pl.Utf8 = pa.Field(isin=["attribute", "multi-granularity"])
+    image_id: pl.Int64 = pa.Field(ge=0)
+    attribute_id: pl.Int64 = pa.Field(ge=0)
+    cooccurring: pl.Boolean
+    map_all: pl.Float64 = pa.Field(nullable=True)
+
+    class Config:
+        strict = False  # the map_<k> / recall_<k> columns follow evaluate.ks
+        coerce = True
+
+    @pa.dataframe_check
+    def metrics_are_fractions(cls, data) -> pl.LazyFrame:
+        cols = [c for c in data.lazyframe.collect_schema().names() if c.startswith(("map_", "recall_"))]
+        return data.lazyframe.select(
+            pl.all_horizontal([pl.col(c).is_nan() | pl.col(c).is_between(0, 1) for c in cols]).alias("ok"))
+
+
 def read_table(path, schema: type[pa.DataFrameModel]) -> pl.DataFrame:
     """Read a parquet file and validate it against its schema (the boundary check of every stage)."""
     return schema.validate(pl.read_parquet(path))

@@ -145,3 +145,16 @@ def test_registry_refuses_unknown_models():
 
     with pytest.raises(KeyError, match="unknown model"):
         build_model("no_such_model", classes_per_attribute=[2])
+
+
+def test_per_query_schema_accepts_nan_and_rejects_metrics_outside_0_1():
+    from pandera.errors import SchemaError
+
+    from datasets.schemas import PerQuerySchema
+
+    df = pl.DataFrame({"seed": [0, 0], "split": ["test", "val"], "ranking": ["attribute", "multi-granularity"],
+                       "image_id": [3, 4], "attribute_id": [0, 1], "cooccurring": [True, False],
+                       "map_all": [0.5, float("nan")], "map_100": [0.5, float("nan")], "recall_100": [1.0, float("nan")]})
+    assert PerQuerySchema.validate(df).height == 2
+    with pytest.raises(SchemaError):
+        PerQuerySchema.validate(df.with_columns(pl.Series("recall_100", [1.5, 0.2])))
