@@ -145,7 +145,10 @@ def _twin_faults(twin: Path, urls: list[tuple[str, str, int]]) -> dict[str, str]
     return faults
 
 
-def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict) -> dict:
+def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict, shown_base: str | None = None) -> dict:
+    """Fetch every URL of urls.txt into raw/. ``shown_base`` replaces ``base_url`` in what is
+    recorded (the twin's loopback server listens on a new port each run; recording it would change
+    raw/ and every stage downstream on each run)."""
     from datasets.download import fetch_many
     from datasets.parsers.darn import parse_urls
 
@@ -153,7 +156,9 @@ def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict) -> dict:
     items = [(p, urllib.parse.urljoin(base_url, u)) for p, u, _ in urls]
     results = fetch_many(items, raw, concurrency=dl.get("concurrency", 8), retries=dl.get("retries", 3),
                          backoff_s=dl.get("backoff_s", 0.2), timeout_s=dl.get("timeout_s", 10))
-    dead = {r.path: {"url": r.url, "status": r.status, "error": r.error} for r in results if not r.ok}
+    show = (lambda t: t.replace(base_url, shown_base)) if shown_base else (lambda t: t)  # noqa: E731
+    dead = {r.path: {"url": show(r.url), "status": r.status, "error": show(r.error or "") or None}
+            for r in results if not r.ok}
     by_status: dict[str, int] = {}
     for d in dead.values():
         by_status[str(d["status"])] = by_status.get(str(d["status"]), 0) + 1
@@ -188,7 +193,7 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
             _copy_asen_files(path, raw, path / "meta.json" if (path / "meta.json").is_file() else None)
             faults = _twin_faults(path, parse_urls(path / "urls.txt"))
             with serve(path, faults) as srv:
-                dead = _fetch_darn(raw, srv.base_url, dl, report)
+                dead = _fetch_darn(raw, srv.base_url, dl, report, shown_base="http://loopback.twin/")
             report["served_faults"] = len(faults)
         else:
             skip = lambda p: p.name in ("manifest.json", "regions.json") and p.parent == path  # noqa: E731

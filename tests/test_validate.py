@@ -1,10 +1,11 @@
 import copy
 import json
 from collections import Counter
-from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmark.params import load_params
 from datasets.acquire import acquire
@@ -119,3 +120,41 @@ def test_twin_validation_finds_exactly_the_planted_defects(tmp_path, key):
     for t in report["tables"].values():
         if isinstance(t, dict):
             assert t["rows_in"] == t["kept"] + t["quarantined"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), min_size=0, max_size=60), st.integers(0, 8), st.data())
+def test_near_pairs_equal_a_brute_force_pair_loop(base, max_dist, data):
+    from datasets.validate import near_pairs
+
+    # plant close relatives of some hashes so that pairs exist at every distance up to max_dist + 1
+    hashes = list(base)
+    for h in base[:10]:
+        flips = data.draw(st.lists(st.integers(0, 63), max_size=max_dist + 1, unique=True))
+        hashes.append(h ^ sum(1 << f for f in flips))
+    by_id = {i * 3 + 1: h for i, h in enumerate(hashes)}  # ids need not be 0..n-1
+    want = sorted((a, c) for a in by_id for c in by_id
+                  if a < c and (by_id[a] ^ by_id[c]).bit_count() <= max_dist)
+    assert near_pairs(by_id, max_dist) == want
+
+
+def test_darn_twin_acquired_twice_gives_identical_raw_files(tmp_path):
+    """The loopback server listens on a new port each run; nothing recorded in raw/ may depend on
+    it, or every stage downstream of acquire would re-run on each `dvc repro`."""
+    from datasets.twins.build import build
+
+    tp = copy.deepcopy(load_params()["twins"])
+    tp["darn"]["images"] = 60
+    tp["defects"].update(darn_404=2, darn_drop=1)
+    build("darn", tp, tmp_path / "twin", progress=False)
+    acq = load_params()["acquire"]
+    cfg = {"source": "twin", "path": str(tmp_path / "twin"), "sha256": None}
+    for run in ("a", "b"):
+        acquire("darn", cfg, acq, tmp_path / run / "raw", tmp_path / run / "acquire.json")
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b
+    for f in files_a:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    missing = json.loads((tmp_path / "a" / "raw" / "acquire_missing.json").read_text())
+    assert sum(1 for v in missing.values() if v["status"] in (404, "dropped")) == 3
