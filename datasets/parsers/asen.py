@@ -113,6 +113,18 @@ def parse_pairs_file(path: Path, pairs_per_line: str) -> tuple[list[tuple[int, i
     return good, bad
 
 
+def _in_range(res: ParseResult, file: str, line: int, a: int, v: int, n_attributes: int) -> bool:
+    """An (attribute, class) pair that fits the taxonomy's attribute count and an Int16 class id;
+    the line is quarantined with the reason otherwise."""
+    if a >= n_attributes:
+        res.bad(file, line, "unknown_attribute", f"attribute {a} >= {n_attributes}")
+        return False
+    if v > INT16_MAX:
+        res.bad(file, line, "bad_value", f"class {v} out of range")
+        return False
+    return True
+
+
 def parse(raw: Path, key: str, meta_path: Path | None = None) -> ParseResult:
     raw = Path(raw)
     if not is_asen_folder(raw):
@@ -196,11 +208,7 @@ def parse(raw: Path, key: str, meta_path: Path | None = None) -> ParseResult:
                         res.bad(f.name, line, "unknown_class", f"type {a} / global id {v} is not in the taxonomy")
                         continue
                     a, v = rank[v]
-                elif a >= len(attrs):
-                    res.bad(f.name, line, "unknown_attribute", f"attribute {a} >= {len(attrs)}")
-                    continue
-                if v > INT16_MAX:
-                    res.bad(f.name, line, "bad_value", f"class {v} out of range")
+                elif not _in_range(res, f.name, line, a, v, len(attrs)):
                     continue
                 labels.add((img, a, v, "positive"))
                 if split_name == "train":
@@ -217,11 +225,7 @@ def parse(raw: Path, key: str, meta_path: Path | None = None) -> ParseResult:
                 img = resolve(f.name, split_name, line, fidx)
                 if img is None:
                     continue
-                if a >= len(attrs):
-                    res.bad(f.name, line, "unknown_attribute", f"attribute {a} >= {len(attrs)}")
-                    continue
-                if v > INT16_MAX:
-                    res.bad(f.name, line, "bad_value", f"class {v} out of range")
+                if not _in_range(res, f.name, line, a, v, len(attrs)):
                     continue
                 labels.add((img, a, v, "positive"))
                 roles.add((img, SPLIT_FILES[split_name], role, a))

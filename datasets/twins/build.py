@@ -227,15 +227,20 @@ def _write_deepfashion(recs, images, plan, params, untouched, rng, names, out):
     return defects, len(members), _finish_counts(counts, defects)
 
 
+def _take(untouched, count: int) -> set[int]:
+    """The next ``count`` images not yet given a defect, removed from ``untouched``."""
+    chosen = set(int(i) for i in untouched[:count])
+    untouched[:] = untouched[count:]
+    return chosen
+
+
 def _write_fashionai(recs, images, plan, params, untouched, rng, names, out):
     d = params.get("defects", {})
     n = len(recs)
     n_no = n_defects(d.get("fashionai_no_yes"), n)
-    no_yes = set(int(i) for i in untouched[:n_no])
-    untouched[:] = untouched[n_no:]
+    no_yes = _take(untouched, n_no)
     n_m = n_defects(d.get("fashionai_maybe"), n)
-    maybe = set(int(i) for i in untouched[:n_m])
-    untouched[:] = untouched[n_m:]
+    maybe = _take(untouched, n_m)
     rows, defects = [], []
     for r in recs:
         k = len(FA.VALUES[r["attribute"]])
@@ -269,11 +274,9 @@ def _write_darn(recs, images, plan, params, untouched, rng, names, out):
     d = params.get("defects", {})
     n = len(recs)
     n404 = n_defects(d.get("darn_404"), n)
-    e404 = set(int(i) for i in untouched[:n404])
-    untouched[:] = untouched[n404:]
+    e404 = _take(untouched, n404)
     ndrop = n_defects(d.get("darn_drop"), n)
-    drop = set(int(i) for i in untouched[:ndrop])
-    untouched[:] = untouched[ndrop:]
+    drop = _take(untouched, ndrop)
     # file order: train in record order; valid/test candidates first, then queries (as ASEN's files)
     files, where = {}, {}
     role = {}
