@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 # Runs the whole pipeline on the embedded default (the generated twins), on the CPU.
+# The stages run `python -m ...`: the venv's bin comes first on PATH so that is the venv's python.
+# STAGES narrows it, e.g. `make repro STAGES=evaluate@fashionai-m3net`.
+STAGES ?=
 repro: $(STAMP)
 	test -d .dvc || $(BIN)/dvc init -q
 	$(BIN)/dvc config core.analytics false
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $(STAGES)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
