@@ -63,6 +63,10 @@ def attention_figure(eval_dir: Path, out: Path, max_rows: int = 4) -> Path | Non
         _overlay(axes[r, 2], img, d["class_map"][r])
         axes[r, 2].set_title(f"class: {names['classes'].get(f'{a}/{c}', c)}", fontsize=8)
     fig.suptitle("Attribute-level vs class-level attention (cf. the paper's Figure 3)", fontsize=9)
+    return _save(fig, out)
+
+
+def _save(fig, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -107,8 +111,4 @@ def retrieval_figure(eval_dirs: dict[str, Path], out: Path, max_queries: int = 4
                         s.set_linewidth(3)
             r += 1
     fig.suptitle("Retrieval: green = relevant, red = not (cf. the paper's Figure 4)", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)

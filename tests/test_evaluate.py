@@ -7,10 +7,7 @@ against the evaluator's own helpers.
 from __future__ import annotations
 
 import csv
-import importlib
 import json
-import sys
-import types
 
 import numpy as np
 import polars as pl
@@ -43,72 +40,6 @@ def brute_ap(scores: np.ndarray, rel: np.ndarray, k: int | None = None) -> float
             hits += 1
             total += hits / i
     return total / min(r, k or len(order))
-
-
-def _install_reference_api(monkeypatch):
-    """Where benchmark.retrieval / benchmark.metrics are not written yet, stand-ins with the agreed API."""
-    try:
-        importlib.import_module("benchmark.metrics")
-        importlib.import_module("benchmark.retrieval")
-        return
-    except ModuleNotFoundError:
-        pass
-    m = types.ModuleType("benchmark.retrieval")
-
-    def retrieval_metrics(similarity, relevant, ks=(100,), valid=None):
-        s, r = similarity.double().cpu().numpy(), relevant.cpu().numpy()
-        out = {"ap_all": [brute_ap(a, b) for a, b in zip(s, r)]}
-        for k in ks:
-            out[f"ap@{k}"] = [brute_ap(a, b, k) for a, b in zip(s, r)]
-            rec = []
-            for a, b in zip(s, r):
-                order = sorted(range(len(a)), key=lambda j: (-a[j], j))[:k]
-                rec.append(b[order].sum() / b.sum() if b.sum() else float("nan"))
-            out[f"recall@{k}"] = rec
-        return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
-
-    def relevance(q, c, mode):
-        q, c = q[:, None, :], c[None, :, :]
-        return ~(q & ~c).any(-1) if mode == "all" else (q & c).any(-1)
-
-    def attribute_similarity(q, c):
-        return torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(c, dim=-1).T
-
-    def class_level_similarity(q_index, q_emb, c_index, c_emb, num_queries, num_candidates, num_classes):
-        sim = torch.full((num_queries, num_candidates), -2.0, dtype=torch.float64)
-        for (qi, qc), qe in zip(q_index.tolist(), q_emb):
-            for (ci, cc), ce in zip(c_index.tolist(), c_emb):
-                if qc == cc:
-                    sim[qi, ci] = max(sim[qi, ci], float(qe @ ce))
-        return sim, sim > -2
-
-    def multi_granularity_scores(attr_sim, class_sim, shared):
-        return torch.where(shared, 3.0 + class_sim, attr_sim.double())
-
-    def aggregate(per_query, query_attribute, attribute_names):
-        qa = np.asarray(query_attribute)
-        out = {}
-        for k, v in per_query.items():
-            v = np.asarray(v, dtype=float)
-            d = {"overall": 100 * np.nanmean(v)}
-            per = {a: 100 * np.nanmean(v[qa == i]) for i, a in enumerate(attribute_names) if (~np.isnan(v[qa == i])).any()}
-            d["macro"] = float(np.mean(list(per.values())))
-            d.update(per)
-            out[k] = d
-        ap = np.asarray(per_query["ap_all"], dtype=float)
-        out["queries"] = {"used": int((~np.isnan(ap)).sum()), "left_out": int(np.isnan(ap).sum())}
-        return out
-
-    def bootstrap_ci(values, n, seed, level):
-        v = np.asarray(values, dtype=float)
-        rng = np.random.default_rng(seed)
-        means = v[rng.integers(0, len(v), (n, len(v)))].mean(1)
-        return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
-
-    for f in (retrieval_metrics, relevance, attribute_similarity, class_level_similarity,
-              multi_granularity_scores, aggregate, bootstrap_ci):
-        setattr(m, f.__name__, f)
-    monkeypatch.setitem(sys.modules, "benchmark.retrieval", m)
 
 
 # ------------------------------------------------------------------ stand-in models
@@ -160,7 +91,6 @@ def _register():
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
-    _install_reference_api(monkeypatch)
     _register()
     monkeypatch.chdir(tmp_path)
     import cv2

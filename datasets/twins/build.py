@@ -193,8 +193,7 @@ def _write_deepfashion(recs, images, plan, params, untouched, rng, names, out):
     classes = [(c, t + 1) for t, cl in enumerate(DF.CLASSES) for c in cl]
     width = max(len(c) for c, _ in classes) + 4
     cloth = [str(len(classes)), "attribute_name  attribute_type"] + [f"{c:<{width}}{t}" for c, t in classes]
-    bad = sorted(int(i) for i in untouched[: n_defects(params.get("defects", {}).get("deepfashion_bad_columns"), len(recs))])
-    untouched[:] = untouched[len(bad):]
+    bad = sorted(_take(untouched, params.get("defects", {}).get("deepfashion_bad_columns"), len(recs)))
     unknown = set(int(i) for i in untouched[: max(1, len(recs) // 100)])
     pw = max(len(r["path"]) for r in recs) + 8
     rows = [str(len(recs)), "image_name  attribute_labels"]
@@ -227,8 +226,10 @@ def _write_deepfashion(recs, images, plan, params, untouched, rng, names, out):
     return defects, len(members), _finish_counts(counts, defects)
 
 
-def _take(untouched, count: int) -> set[int]:
-    """The next ``count`` images not yet given a defect, removed from ``untouched``."""
+def _take(untouched, rate, n: int) -> set[int]:
+    """The next images not yet given a defect, as many as ``rate`` asks of ``n`` (n_defects),
+    removed from ``untouched``."""
+    count = n_defects(rate, n)
     chosen = set(int(i) for i in untouched[:count])
     untouched[:] = untouched[count:]
     return chosen
@@ -237,10 +238,8 @@ def _take(untouched, count: int) -> set[int]:
 def _write_fashionai(recs, images, plan, params, untouched, rng, names, out):
     d = params.get("defects", {})
     n = len(recs)
-    n_no = n_defects(d.get("fashionai_no_yes"), n)
-    no_yes = _take(untouched, n_no)
-    n_m = n_defects(d.get("fashionai_maybe"), n)
-    maybe = _take(untouched, n_m)
+    no_yes = _take(untouched, d.get("fashionai_no_yes"), n)
+    maybe = _take(untouched, d.get("fashionai_maybe"), n)
     rows, defects = [], []
     for r in recs:
         k = len(FA.VALUES[r["attribute"]])
@@ -273,10 +272,8 @@ def _write_fashionai(recs, images, plan, params, untouched, rng, names, out):
 def _write_darn(recs, images, plan, params, untouched, rng, names, out):
     d = params.get("defects", {})
     n = len(recs)
-    n404 = n_defects(d.get("darn_404"), n)
-    e404 = _take(untouched, n404)
-    ndrop = n_defects(d.get("darn_drop"), n)
-    drop = _take(untouched, ndrop)
+    e404 = _take(untouched, d.get("darn_404"), n)
+    drop = _take(untouched, d.get("darn_drop"), n)
     # file order: train in record order; valid/test candidates first, then queries (as ASEN's files)
     files, where = {}, {}
     role = {}
