@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from benchmark.loaders import normalize
 from benchmark.params import load_params, training_profile
 from benchmark.train import checkpoint_path
 from datasets import paths
@@ -102,12 +103,12 @@ class ImageSource:
         """(B, S, S, 3) uint8 RGB."""
         return np.stack([self.table.pixels(self.row_of[int(i)]) for i in ids])
 
-    def tensor(self, ids) -> torch.Tensor:
-        """(B, 3, S, S) normalised."""
-        return torch.stack([self.table.load(self.row_of[int(i)]) for i in ids])
+    def tensor(self, ids, device="cpu") -> torch.Tensor:
+        """(B, 3, S, S) normalised, on ``device``."""
+        return normalize(torch.stack([self.table.load(self.row_of[int(i)]) for i in ids]).to(device))
 
     def batches(self, ids, batch_size: int):
-        """(images (B, 3, S, S), image_ids (B,)) in the order of ``ids``."""
+        """(images (B, 3, S, S) uint8, image_ids (B,)) in the order of ``ids``."""
         from benchmark.loaders import ImageFolderTable, image_loader
 
         sub = ImageFolderTable(pl.DataFrame({"image_id": self.table.image_ids, "path": self.table.paths}),
@@ -122,7 +123,7 @@ def extract_embeddings(model: RetrievalModel, source: ImageSource, ids: np.ndarr
     att, probs, cidx, cemb = [], [], [], []
     start = 0
     for x, _ in source.batches(ids, batch_size):
-        e = model.embed(x.to(device), gamma=gamma, max_classes=max_classes).to("cpu")
+        e = model.embed(normalize(x.to(device, non_blocking=True)), gamma=gamma, max_classes=max_classes).to("cpu")
         att.append(e.attribute.float())
         if e.probs is not None:
             probs.append(e.probs.float())
@@ -347,7 +348,7 @@ def pointing_game(model: RetrievalModel, source: ImageSource, regions: dict, ima
     hits, area = 0, 0.0
     for s in range(0, len(items), batch_size):
         chunk = items[s:s + batch_size]
-        x = source.tensor([it[0] for it in chunk]).to(device)
+        x = source.tensor([it[0] for it in chunk], device)
         attribute = torch.tensor([it[1] for it in chunk], device=device)
         attn = model.attention_map(x, attribute, torch.tensor([it[2] for it in chunk], device=device))
         if attn is None:  # no class-conditional map (M3-Net_a, the ASEN family): the attribute's map
@@ -399,7 +400,7 @@ def attention_examples(model, source, ids, labels_rows, classes_per_attribute, d
     attrs = torch.tensor([p[1] for p in pick], device=device)
     classes = torch.tensor([int(np.flatnonzero(labels_rows[r, offsets[a]:offsets[a + 1]])[0]) for r, a in pick], device=device)
     pix = source.pixels(ids[rows])
-    x = source.tensor(ids[rows]).to(device)
+    x = source.tensor(ids[rows], device)
     a_map = model.attention_map(x, attrs)
     c_map = model.attention_map(x, attrs, classes)
     if a_map is None:

@@ -4,12 +4,17 @@ Public (the evaluate stage uses these):
 - :func:`classes_per_attribute` (taxonomy) -> list[int]
 - :func:`label_matrix` (labels, taxonomy, image_ids, maybe_policy, dense=) -> (multi_hot (n, C) bool,
   annotated (n, N) bool), torch tensors, rows in the order of ``image_ids``
-- :class:`ImageFolderTable`: Dataset of (image (3, H, W) float normalised, image_id)
+- :class:`ImageFolderTable`: Dataset of (image (3, H, W) uint8, image_id)
 - :func:`image_loader`: a DataLoader over an ImageFolderTable for embedding extraction
+- :func:`normalize`: a uint8 batch -> the network's float input, on whatever device it is
 - :func:`dense_annotation` (dataset key) -> bool
 
 Training: :class:`TripletDataset` + :func:`collate_triplets` produce exactly the batch of
-``model/base.py``; :func:`triplet_loader` wraps them, with a DistributedSampler under torchrun.
+``model/base.py`` (images still uint8); :func:`triplet_loader` wraps them, with a
+DistributedSampler under torchrun; :func:`batch_to_device` moves a batch and normalises it.
+
+Images cross the worker -> main process -> device path as uint8 and are normalised on the device:
+a quarter of the bytes of float32, and no per-image float arithmetic in the workers.
 """
 
 from __future__ import annotations
@@ -119,41 +124,57 @@ def label_matrix(
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """JPEG -> (H, W, 3) uint8 RGB (OpenCV decodes BGR)."""
+    """JPEG -> (H, W, 3) uint8 RGB, decoded by OpenCV (libjpeg-turbo) straight to RGB."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10; older ones decode BGR
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR if rgb is None else rgb)
     if img is None:
         raise OSError(f"{path}: cannot read or decode the image (validation should have quarantined it)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img if rgb is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize to size x size (the paper resizes, no crop); area filter when shrinking."""
-    import cv2
+    """(H, W, 3) uint8 -> (size, size, 3) uint8: the paper resizes, no crop.
 
+    Bilinear with antialiasing, torchvision's ``Resize(antialias=True)`` (what the PIL pipeline of
+    the ASEN/M3-Net code computes), on the uint8 pixels: 3.4x faster than OpenCV's INTER_AREA at
+    300 -> 224 px, and the same filter whether shrinking or enlarging.
+    """
     if img.shape[0] == size and img.shape[1] == size:
         return img
-    interp = cv2.INTER_AREA if min(img.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
+    from torchvision.transforms.v2.functional import resize
+
+    chw = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)  # a view: uint8 channels-last fast path
+    return resize(chw, [size, size], antialias=True).permute(1, 2, 0).numpy()
+
+
+def to_chw(img: np.ndarray, *, flip: bool = False) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) uint8, optionally mirrored left-right.
+
+    Workers hand over uint8 (a quarter of float32's bytes through shared memory and the PCIe
+    copy); :func:`normalize` turns a batch into the network's input on its device.
+    """
+    if flip:
+        img = img[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
 
 
 _MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 _STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
-def to_tensor(img: np.ndarray, *, flip: bool = False) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32, ImageNet-normalised, optionally mirrored."""
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
-    if flip:
-        t = t.flip(-1)
-    return t.sub_(_MEAN).div_(_STD)
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3, H, W) on any device -> float32 ImageNet-normalised, same device and layout."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize expects uint8 images, got {images.dtype}")
+    mean, std = _MEAN.to(images.device), _STD.to(images.device)
+    return images.float().div_(255.0).sub_(mean).div_(std)
 
 
-def decode_and_transform(path: str | Path, image_size: int, *, train: bool = False, seed: int = 0) -> torch.Tensor:
-    """One file -> (3, S, S) normalised; ``train`` mirrors it with probability 1/2, seeded by ``seed``."""
-    flip = train and bool(np.random.default_rng([int(seed)]).random() < 0.5)
-    return to_tensor(resize_square(read_image(path), image_size), flip=flip)
+def _column(table, name: str) -> list:
+    col = table[name]
+    return col.to_list() if hasattr(col, "to_list") else list(col)  # polars/pandas, or a plain sequence
 
 
 class ImageFolderTable(Dataset):
@@ -171,9 +192,9 @@ class ImageFolderTable(Dataset):
         self.raw_root = Path(raw_root)
         self.image_size = int(image_size)
         if image_ids is None:
-            image_ids = images["image_id"].to_numpy()
+            image_ids = images["image_id"]
         self.image_ids = np.asarray(image_ids, dtype=np.int64)
-        lookup = dict(zip(images["image_id"].to_list(), images["path"].to_list()))
+        lookup = dict(zip(_column(images, "image_id"), _column(images, "path")))
         missing = [i for i in self.image_ids.tolist() if i not in lookup]
         if missing:
             raise KeyError(f"{len(missing)} image ids are not in the images table, e.g. {missing[:5]}")
@@ -197,7 +218,8 @@ class ImageFolderTable(Dataset):
         return img
 
     def load(self, i: int, *, flip: bool = False) -> torch.Tensor:
-        return to_tensor(self.pixels(i), flip=flip)
+        """Row i as (3, S, S) uint8, mirrored if ``flip``."""
+        return to_chw(self.pixels(i), flip=flip)
 
     def __getitem__(self, i: int):
         flip = False
@@ -207,7 +229,7 @@ class ImageFolderTable(Dataset):
 
 
 def image_loader(table: ImageFolderTable, *, batch_size: int, workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """Batches of (images (B, 3, S, S), image_ids (B,)) in table order, for embedding extraction."""
+    """Batches of (images (B, 3, S, S) uint8, image_ids (B,)) in table order, for embedding extraction."""
     return DataLoader(
         table,
         batch_size=batch_size,
@@ -244,9 +266,9 @@ class TripletDataset(Dataset):
     def __getitem__(self, t: int) -> dict:
         tr = self.triplets
         rows = (int(tr.anchor[t]), int(tr.positive[t]), int(tr.negative[t]))
-        images = [self.table.load(r, flip=bool(tr.flip[t, k])) for k, r in enumerate(rows)]
+        images = tuple(self.table.load(r, flip=bool(tr.flip[t, k])) for k, r in enumerate(rows))
         return {
-            "images": torch.stack(images),  # (3, 3, S, S): anchor, positive, negative
+            "images": images,  # three (3, S, S) uint8: anchor, positive, negative
             "rows": torch.tensor(rows, dtype=torch.long),
             "attribute": int(tr.attribute[t]),
             "class_id": int(tr.class_id[t]),
@@ -266,10 +288,11 @@ class _Collate:
 
 def collate_triplets(items: list[dict], targets: torch.Tensor, annotated: torch.Tensor, image_ids) -> dict:
     """B triplet items -> the batch of model/base.py (rows [0:B] anchors, [B:2B] positives, [2B:3B] negatives)."""
-    images_b3 = torch.stack([it["images"] for it in items])  # (B, 3, 3, S, S)
-    rows_b3 = torch.stack([it["rows"] for it in items])  # (B, 3)
-    images = images_b3.transpose(0, 1).reshape(-1, *images_b3.shape[2:])  # (3B, 3, S, S)
-    rows = rows_b3.t().reshape(-1)  # (3B,)
+    from torch.utils.data import default_collate
+
+    # one copy, straight into shared memory when in a worker (default_collate's allocation)
+    images = default_collate([it["images"][slot] for slot in range(3) for it in items])  # (3B, 3, S, S) uint8
+    rows = torch.stack([it["rows"] for it in items]).t().reshape(-1)  # (3B,)
     return {
         "images": images,
         "attribute": torch.tensor([it["attribute"] for it in items], dtype=torch.long),
@@ -278,6 +301,17 @@ def collate_triplets(items: list[dict], targets: torch.Tensor, annotated: torch.
         "target_mask": annotated[rows],  # (3B, N)
         "index": torch.as_tensor(image_ids)[rows],  # (3B,)
     }
+
+
+def batch_to_device(batch: dict, device, *, channels_last: bool = False) -> dict:
+    """A loader's batch on ``device`` (asynchronously from pinned memory), its uint8 images
+    normalised there into the network's float input."""
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    images = out["images"]
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)  # on uint8: a quarter of the bytes
+    out["images"] = normalize(images)
+    return out
 
 
 def triplet_loader(dataset: TripletDataset, *, batch_size: int, workers: int = 0, rank: int = 0,

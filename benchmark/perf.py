@@ -5,8 +5,8 @@ Every figure is a ratio against a baseline measured in the same process on the s
   at the paper's batch (16 triplets = 48 images) and at 192 images;
 - embedding extraction (every attribute, up to 16 classes per (image, attribute)) vs the
   trunk-only forward pass;
-- the data loader's images/s (JPEG decode + resize + augment, configured workers) vs the
-  training step's;
+- the training data loader's images/s (JPEG decode + resize + mirror + collate + copy to the
+  device, configured workers) vs the training step's;
 - the metrics at DeepFashion's evaluation size (5,525 x 22,100, 1024-d);
 - optionally `torch.compile` on the step.
 
@@ -35,7 +35,7 @@ import torch
 # with 156-230 classes); `tiny` only proves that the code path runs (CPU tests).
 SIZES = {
     "full": dict(backbone="resnet50_layer3", image_size=224, classes=[156, 218, 180, 216, 230],
-                 batches=(48, 192), extract_batch=256, loader_images=2048, loader_side=300,
+                 batches=(48, 192), extract_batch=256, loader_images=12288, loader_side=300,
                  metrics=(5525, 22100, 1024), repeats=10, warmup=5),
     "tiny": dict(backbone="resnet18_layer3", image_size=64, classes=[5, 4, 6],
                  batches=(6,), extract_batch=8, loader_images=32, loader_side=96,
@@ -114,7 +114,9 @@ def build_m3net(cfg: dict, device, variant: str = "m3net"):
 
 
 def measure_training(cfg, device, channels_last=True, compile_=False) -> dict:
+    """Trunk-only vs M3-Net training steps; ``compile_``: train.compile's setting for both."""
     from model.backbone import build_trunk
+    from model.base import compiled
 
     out = {}
     model = build_m3net(cfg, device)
@@ -125,11 +127,8 @@ def measure_training(cfg, device, channels_last=True, compile_=False) -> dict:
     fused = device.type == "cuda"
     opt_m = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
     opt_t = torch.optim.Adam(trunk.parameters(), lr=1e-4, fused=fused)
-    step_model = model
-    step_trunk = trunk
-    if compile_:
-        step_model = torch.compile(model)
-        step_trunk = torch.compile(trunk)
+    step_model = compiled(model, compile_)
+    step_trunk = compiled(trunk, compile_)
     for n in cfg["batches"]:
         batch = synthetic_batch(n, cfg["classes"], cfg["image_size"], device, channels_last)
         images = batch["images"]
@@ -199,43 +198,51 @@ def measure_extraction(cfg, device, channels_last=True) -> dict:
     }
 
 
-def measure_loader(cfg, workers: int) -> dict:
-    """Decode + resize + augment real JPEGs written to a temporary folder, with `workers` processes."""
+def measure_loader(cfg, workers: int, device=None) -> dict:
+    """The training loader itself on real JPEGs written to a temporary folder: TripletDataset +
+    triplet_loader (decode, resize, mirror, collate, pinned memory on CUDA) with ``workers``
+    processes, and batch_to_device (the copy and normalisation the step waits for). Steady state:
+    the clock starts when the first batch (the workers' start-up) has arrived."""
     import cv2
     import numpy as np
 
-    from benchmark.loaders import decode_and_transform
+    from benchmark.loaders import ImageFolderTable, TripletDataset, batch_to_device, triplet_loader
+    from benchmark.sampling import Triplets
 
-    class _Files(torch.utils.data.Dataset):
-        def __init__(self, paths):
-            self.paths = paths
-
-        def __len__(self):
-            return len(self.paths)
-
-        def __getitem__(self, i):
-            return decode_and_transform(self.paths[i], cfg["image_size"], train=True, seed=i)
-
-    side = cfg["loader_side"]
+    device = torch.device("cpu") if device is None else device
+    cuda = device.type == "cuda"
+    side, n_img = cfg["loader_side"], cfg["loader_images"]
+    batch = max(cfg["batches"]) // 3  # triplets per step at the largest measured batch
+    n_files = min(n_img, 512)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i in range(min(cfg["loader_images"], 256)):
+        names = []
+        for i in range(n_files):
             img = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
             img = cv2.GaussianBlur(img, (9, 9), 3)  # photo-like, compressible content
-            p = os.path.join(tmp, f"{i}.jpg")
-            cv2.imwrite(p, img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            paths.append(p)
-        paths = (paths * (cfg["loader_images"] // len(paths) + 1))[: cfg["loader_images"]]
-        dl = torch.utils.data.DataLoader(_Files(paths), batch_size=64, num_workers=workers,
-                                         persistent_workers=workers > 0)
-        # the first pass pays the workers' start-up (importing torch in each); time the second,
-        # the steady state a long training run sees
-        sum(x.shape[0] for x in dl)
-        t0 = time.perf_counter()
-        n = sum(x.shape[0] for x in dl)
+            names.append(f"{i}.jpg")
+            cv2.imwrite(os.path.join(tmp, names[-1]), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        table = ImageFolderTable({"image_id": list(range(n_files)), "path": names}, tmp, cfg["image_size"])
+        n_cls, n_attr = sum(cfg["classes"]), len(cfg["classes"])
+        t = n_img // 3 + batch  # one batch more than counted: the first one pays for start-up
+        rows = rng.integers(0, n_files, (3, t))
+        trip = Triplets(anchor=rows[0], positive=rows[1], negative=rows[2],
+                        attribute=rng.integers(0, n_attr, t), class_id=np.zeros(t, np.int64),
+                        flip=rng.random((t, 3)) < 0.5)
+        ds = TripletDataset(table, torch.from_numpy(rng.random((n_files, n_cls)) < 0.05),
+                            torch.ones(n_files, n_attr, dtype=torch.bool), trip)
+        loader = triplet_loader(ds, batch_size=batch, workers=workers, pin_memory=cuda)
+        it = iter(loader)
+        first = batch_to_device(next(it), device, channels_last=cuda)
+        assert first["images"].dtype == torch.float32 and first["images"].std() > 0.1  # never time on zeros
+        _sync(device)
+        n, t0 = 0, time.perf_counter()
+        for b in it:
+            n += batch_to_device(b, device, channels_last=cuda)["images"].shape[0]
+        _sync(device)
         dt = time.perf_counter() - t0
-    return {"workers": workers, "images": n, "images_per_s": n / dt}
+    return {"workers": workers, "batch_triplets": batch, "images": n, "image_side": side,
+            "pin_memory": cuda, "images_per_s": n / dt}
 
 
 def measure_metrics(cfg, device) -> dict:
@@ -254,7 +261,7 @@ def measure_metrics(cfg, device) -> dict:
     return {"queries": q, "candidates": c, "dim": d, "seconds": t}
 
 
-def run_all(size: str, device: torch.device, workers: int, compile_: bool, save=None) -> dict:
+def run_all(size: str, device: torch.device, workers: int, compile_modes=(), save=None) -> dict:
     """Every measurement, in order of importance; ``save(result)`` after each, so a run cut short
     by a time limit still leaves what it measured."""
     cfg = SIZES[size]
@@ -276,17 +283,18 @@ def run_all(size: str, device: torch.device, workers: int, compile_: bool, save=
     save(result)
     result["metrics"] = measure_metrics(cfg, device)
     save(result)
-    result["loader"] = measure_loader(cfg, workers)
+    result["loader"] = measure_loader(cfg, workers, device)
     big = f"batch{max(cfg['batches'])}"
     step_ips = result["training"][big]["m3net_images_per_s"]
     result["loader"]["ratio_to_training_step"] = result["loader"]["images_per_s"] / step_ips
     result["ratios"]["loader_vs_train_step"] = result["loader"]["ratio_to_training_step"]
     save(result)
-    if compile_:
-        comp = measure_training(cfg, device, compile_=True)
-        result["compile"] = {k: {**v, "speedup_vs_eager": v["m3net_images_per_s"] / result["training"][k]["m3net_images_per_s"]}
-                             for k, v in comp.items()}
-        result["ratios"].update({f"compiled_train_step_{k}": v["ratio"] for k, v in comp.items()})
+    for mode in compile_modes:  # each mode compiles fresh modules: a separate measurement
+        comp = measure_training(cfg, device, compile_=mode)
+        result.setdefault("compile", {})[mode] = {
+            k: {**v, "speedup_vs_eager": v["m3net_images_per_s"] / result["training"][k]["m3net_images_per_s"]}
+            for k, v in comp.items()}
+        result["ratios"].update({f"compiled_{mode}_train_step_{k}": v["ratio"] for k, v in comp.items()})
         save(result)
     return result
 
@@ -295,7 +303,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", choices=sorted(SIZES), default="full")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None, help="loader workers (default: train.profiles.paper.workers or CPU count)")
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile on the training step")
+    p.add_argument("--compile", default="", metavar="MODES",
+                   help="also measure torch.compile on the training step, in these comma-separated modes "
+                        "(default, reduce-overhead, max-autotune)")
     p.add_argument("--out", default="reports/perf.json")
     p.add_argument("--only-loader", action="store_true", help="measure the data loader alone")
 
@@ -313,11 +323,17 @@ def run(args) -> int:
         os.replace(tmp, out)
 
     if args.only_loader:
-        result = {"device": str(device), "loader": measure_loader(SIZES[args.size], workers)}
+        result = {"device": str(device), "loader": measure_loader(SIZES[args.size], workers, device)}
         save(result)
         print(json.dumps(result, indent=2))
         return 0
-    result = run_all(args.size, device, workers, args.compile, save=save)
+    modes = [m for m in args.compile.split(",") if m]
+    from model.base import COMPILE_MODES
+
+    bad = [m for m in modes if m not in COMPILE_MODES]
+    if bad:
+        raise SystemExit(f"--compile: unknown mode(s) {bad}; choose from {COMPILE_MODES}")
+    result = run_all(args.size, device, workers, modes, save=save)
     print(json.dumps(result["ratios"], indent=2))
     return 0
 

@@ -255,22 +255,16 @@ class NonFiniteLoss(FloatingPointError):
     pass
 
 
-def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
-    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    if channels_last:
-        out["images"] = out["images"].contiguous(memory_format=torch.channels_last)
-    return out
-
-
 def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: TrainData, dist: _Dist,
                log_rows_before: list[dict]) -> list[dict]:
     """Train (or resume, or skip) one seed; returns its log rows."""
     from torch.optim import Adam
     from torch.optim.lr_scheduler import ExponentialLR
 
-    from benchmark.loaders import TripletDataset, triplet_loader
+    from benchmark.loaders import TripletDataset, batch_to_device, triplet_loader
     from benchmark.sampling import sample_triplets
     from model import build_model
+    from model.base import compiled
 
     prof = training_profile(params)
     mp = resolve_model_params(params, model_name, dataset)
@@ -352,7 +346,7 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             net = DDP(model, device_ids=[device.index] if cuda else None, find_unused_parameters=True)
-        fwd = torch.compile(net) if prof.get("compile") else net
+        fwd = compiled(net, prof.get("compile"))
 
         for epoch in epochs:
             if epoch < start_epoch:
@@ -368,7 +362,7 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
             pending: list[tuple[int, torch.Tensor, list[str], float, float]] = []
             t_last = time.perf_counter()
             for batch in loader:
-                batch = _to_device(batch, device, cuda)
+                batch = batch_to_device(batch, device, channels_last=cuda)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                     out = fwd(batch)
                 loss = out["loss"]

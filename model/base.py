@@ -65,3 +65,19 @@ class RetrievalModel(nn.Module):
     def attention_map(self, images: torch.Tensor, attribute: torch.Tensor, class_id: torch.Tensor | None = None):
         """(B, h, w) spatial attention for (image, attribute[, class]); None for models without one."""
         return None
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def compiled(module: nn.Module, setting) -> nn.Module:
+    """params' ``train.compile`` applied: ``false``/``null`` -> the module itself (eager); ``true`` ->
+    ``torch.compile`` in its default mode; a mode name -> that mode. ``reduce-overhead`` captures
+    CUDA graphs: at the paper's 16 triplets a step is bound by kernel launches, not arithmetic.
+    torch.compile is lazy: nothing is compiled (and no C++ compiler needed) until the first call."""
+    if setting is None or setting is False:
+        return module
+    mode = "default" if setting is True else setting
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"train.compile must be false, true or one of {COMPILE_MODES}, got {setting!r}")
+    return torch.compile(module, mode=mode, dynamic=False)  # a training run has one batch shape

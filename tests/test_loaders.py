@@ -16,9 +16,12 @@ from benchmark.loaders import (
     IMAGENET_STD,
     ImageFolderTable,
     TripletDataset,
+    batch_to_device,
     classes_per_attribute,
     image_loader,
     label_matrix,
+    normalize,
+    resize_square,
     triplet_loader,
 )
 from benchmark.sampling import Triplets, build_triplet_index, sample_triplets
@@ -81,23 +84,27 @@ def test_image_table_decodes_rgb_resizes_and_normalises(tmp_path):
     cv2.imwrite(str(tmp_path / "b.jpg"), np.full((20, 20, 3), 128, np.uint8))
     images = pl.DataFrame({"image_id": [5, 7], "path": ["b.jpg", "a.jpg"]})
     table = ImageFolderTable(images, tmp_path, 16, image_ids=[7, 5])
-    x, i = table[0]
-    assert i == 7 and x.shape == (3, 16, 16) and x.dtype == torch.float32
+    u, i = table[0]
+    assert i == 7 and u.shape == (3, 16, 16) and u.dtype == torch.uint8
+    x = normalize(u)
+    assert x.dtype == torch.float32 and x.shape == (3, 16, 16)
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
     left = x[:, :, :4].mean(dim=(1, 2)) * std + mean  # back to [0, 1]: red
     right = x[:, :, -4:].mean(dim=(1, 2)) * std + mean  # yellow
     assert left.tolist() == pytest.approx([1.0, 0.0, 0.0], abs=0.05)
     assert right.tolist() == pytest.approx([1.0, 1.0, 0.0], abs=0.05)
-    assert torch.equal(table.load(0, flip=True), x.flip(-1))
-    grey = table[1][0] * std.view(3, 1, 1) + mean.view(3, 1, 1)
+    assert torch.equal(table.load(0, flip=True), u.flip(-1))
+    grey = normalize(table[1][0]) * std.view(3, 1, 1) + mean.view(3, 1, 1)
     assert grey.mean().item() == pytest.approx(128 / 255, abs=0.02)
+    with pytest.raises(TypeError, match="uint8"):
+        normalize(x)
     # augmentation: a function of (seed, epoch, index), so repeatable and not always the same
     aug = ImageFolderTable(images, tmp_path, 16, image_ids=[7] * 64, augment=True, seed=3)
-    flips = [torch.equal(aug[k][0], x.flip(-1)) for k in range(64)]
+    flips = [torch.equal(aug[k][0], u.flip(-1)) for k in range(64)]
     assert 10 < sum(flips) < 54
-    assert flips == [torch.equal(aug[k][0], x.flip(-1)) for k in range(64)]
+    assert flips == [torch.equal(aug[k][0], u.flip(-1)) for k in range(64)]
     batch, ids = next(iter(image_loader(table, batch_size=2)))
-    assert batch.shape == (2, 3, 16, 16) and ids.tolist() == [7, 5]
+    assert batch.shape == (2, 3, 16, 16) and batch.dtype == torch.uint8 and ids.tolist() == [7, 5]
     with pytest.raises(KeyError):
         ImageFolderTable(images, tmp_path, 16, image_ids=[1])
     table_bad = ImageFolderTable(pl.DataFrame({"image_id": [1], "path": ["missing.jpg"]}), tmp_path, 16)
@@ -105,8 +112,41 @@ def test_image_table_decodes_rgb_resizes_and_normalises(tmp_path):
         table_bad[0]
 
 
+def test_normalize_is_the_per_pixel_imagenet_formula():
+    """The vectorised normalisation against the obvious per-pixel loop, and the same on every layout."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8, generator=g)
+    x = normalize(u)
+    for b in range(2):
+        for c in range(3):
+            for h in range(4):
+                for w in range(5):
+                    want = (u[b, c, h, w].item() / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+                    assert x[b, c, h, w].item() == pytest.approx(want, abs=1e-6)
+    cl = normalize(u.contiguous(memory_format=torch.channels_last))
+    assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, x)
+
+
+def test_resize_is_antialiased_bilinear_and_keeps_flat_colour():
+    """torchvision's antialiased bilinear on uint8, equal on a flat image and close to an area average."""
+    import cv2
+
+    flat = np.full((300, 300, 3), (12, 130, 250), np.uint8)
+    assert (resize_square(flat, 224) == np.array([12, 130, 250], np.uint8)).all()
+    rng = np.random.default_rng(1)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8), (9, 9), 3)
+    out = resize_square(img, 224)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    area = cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA)
+    assert np.abs(out.astype(int) - area.astype(int)).mean() < 1.0
+    assert resize_square(out, 224) is out  # already the size: untouched
+    up = resize_square(img[:20, :20], 64)  # enlarging works too
+    assert up.shape == (64, 64, 3)
+
+
 def test_loaders_import_without_polars_and_decode_one_file(tmp_path):
-    """The GPU perf run imports benchmark.loaders on a machine without polars."""
+    """The GPU perf run imports benchmark.loaders on a machine without polars, and gives the image
+    table a plain dict."""
     import subprocess
     import sys
 
@@ -114,15 +154,13 @@ def test_loaders_import_without_polars_and_decode_one_file(tmp_path):
 
     code = "import sys, benchmark.loaders; assert 'polars' not in sys.modules, 'polars imported'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
-    from benchmark.loaders import decode_and_transform
-
     rgb = np.zeros((20, 30, 3), np.uint8)
     rgb[:, :15, 2] = 255  # left half blue
     cv2.imwrite(str(tmp_path / "x.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])
-    plain = decode_and_transform(tmp_path / "x.jpg", 8)
-    assert plain.shape == (3, 8, 8) and plain[2, :, 0].mean() > plain[2, :, -1].mean()
-    flips = [torch.equal(decode_and_transform(tmp_path / "x.jpg", 8, train=True, seed=s), plain.flip(-1)) for s in range(40)]
-    assert 5 < sum(flips) < 35
+    table = ImageFolderTable({"image_id": [3], "path": ["x.jpg"]}, tmp_path, 8)
+    plain = table.load(0)
+    assert plain.shape == (3, 8, 8) and plain[2, :, 0].float().mean() > plain[2, :, -1].float().mean()
+    assert torch.equal(table.load(0, flip=True), plain.flip(-1))
 
 
 # ---------------------------------------------------------------------------------- sampling
@@ -249,7 +287,7 @@ def test_collate_matches_the_model_batch_layout(synthetic):
     batch = next(iter(triplet_loader(ds, batch_size=5)))
     b = 5
     assert set(batch) == {"images", "attribute", "class_id", "targets", "target_mask", "index"}
-    assert batch["images"].shape == (3 * b, 3, 16, 16) and batch["images"].dtype == torch.float32
+    assert batch["images"].shape == (3 * b, 3, 16, 16) and batch["images"].dtype == torch.uint8
     assert batch["attribute"].shape == (b,) and batch["attribute"].dtype == torch.long
     assert batch["class_id"].dtype == torch.long
     assert batch["targets"].shape == (3 * b, 5) and batch["targets"].dtype == torch.float32
@@ -270,6 +308,11 @@ def test_collate_matches_the_model_batch_layout(synthetic):
     # the class encoded in the image colour (red channel <-> attribute 0's class) matches the labels
     ids = batch["index"][:b][batch["attribute"] == 0]
     assert (torch.tensor(info["c0"])[ids] == batch["class_id"][batch["attribute"] == 0]).all()
+    # on the device: the same batch, images normalised there, channels_last when asked
+    dev = batch_to_device(batch, torch.device("cpu"), channels_last=True)
+    assert dev["images"].dtype == torch.float32 and dev["images"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(dev["images"], normalize(batch["images"]))
+    assert all(torch.equal(dev[k], batch[k]) for k in batch if k != "images")
 
 
 def test_distributed_loader_splits_the_epoch(synthetic):

@@ -24,7 +24,8 @@ def test_perf_runs_on_the_cpu_at_a_tiny_size(tmp_path):
     assert math.isclose(tr["ratio"], tr["m3net_images_per_s"] / tr["trunk_images_per_s"], rel_tol=1e-9)
     # gamma 0 selects every class up to 16 per (image, attribute): the tiny taxonomy has 5, 4 and 6
     assert res["extraction"]["classes_per_image_attribute"] == (5 + 4 + 6) / 3
-    assert res["loader"]["images"] == 32
+    # the training loader itself: 32 images -> 10 triplets, batches of 2 after the start-up batch
+    assert res["loader"]["images"] == 30 and res["loader"]["batch_triplets"] == 2
     assert res["metrics"]["queries"] == 64
 
 
@@ -42,3 +43,20 @@ def test_synthetic_batch_follows_the_model_batch_layout():
     # anchors and positives carry the sampled class, negatives do not
     assert b["targets"][rows, gid].eq(1).all() and b["targets"][rows + n, gid].eq(1).all()
     assert b["targets"][rows + 2 * n, gid].eq(0).all()
+
+
+def test_compile_setting_of_params_maps_to_torch_compile():
+    import pytest
+
+    from benchmark.cli import main
+    from model.base import compiled
+
+    m = torch.nn.Linear(2, 2)
+    assert compiled(m, False) is m and compiled(m, None) is m
+    for setting in (True, "default", "reduce-overhead"):
+        c = compiled(m, setting)  # lazy: nothing compiles until called
+        assert c is not m and c._orig_mod is m
+    with pytest.raises(ValueError, match="train.compile"):
+        compiled(m, "fast")
+    with pytest.raises(SystemExit, match="unknown mode"):
+        main(["perf", "--size", "tiny", "--device", "cpu", "--compile", "default,fast"])
