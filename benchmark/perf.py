@@ -162,7 +162,8 @@ def measure_training(cfg, device, channels_last=True, compile_=False) -> dict:
     return out
 
 
-def measure_extraction(cfg, device, channels_last=True) -> dict:
+def _extraction_setup(cfg, device, channels_last=True):
+    """(trunk forward, M3-Net extraction, M3-Net, images): the two timed functions on one batch."""
     from model.backbone import build_trunk
 
     model = build_m3net(cfg, device).eval()
@@ -170,8 +171,7 @@ def measure_extraction(cfg, device, channels_last=True) -> dict:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         trunk = trunk.to(memory_format=torch.channels_last)
-    n = cfg["extract_batch"]
-    images = _images(n, cfg["image_size"], device, channels_last)
+    images = _images(cfg["extract_batch"], cfg["image_size"], device, channels_last)
 
     @torch.no_grad()
     def trunk_fwd():
@@ -183,6 +183,31 @@ def measure_extraction(cfg, device, channels_last=True) -> dict:
         with _autocast(device):
             # gamma 0: every class passes, so max_classes=16 per (image, attribute) are embedded
             model.embed(images, gamma=0.0, max_classes=16)
+
+    return trunk_fwd, extract, model, images
+
+
+def profile_extraction(cfg, device, path: Path, channels_last=True) -> None:
+    """torch.profiler's table of one extraction batch's operators (three batches, after warm-up),
+    heaviest first: where the time beyond the trunk goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _, extract, _, _ = _extraction_setup(cfg, device, channels_last)
+    for _ in range(2):
+        extract()
+    _sync(device)
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(3):
+            extract()
+        _sync(device)
+    sort = "cuda_time_total" if cuda else "cpu_time_total"
+    path.write_text(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=60) + "\n")
+
+
+def measure_extraction(cfg, device, channels_last=True) -> dict:
+    trunk_fwd, extract, model, images = _extraction_setup(cfg, device, channels_last)
+    n = images.shape[0]
 
     with torch.no_grad(), _autocast(device):
         emb = model.embed(images, gamma=0.0, max_classes=16)
@@ -261,7 +286,7 @@ def measure_metrics(cfg, device) -> dict:
     return {"queries": q, "candidates": c, "dim": d, "seconds": t}
 
 
-def run_all(size: str, device: torch.device, workers: int, compile_modes=(), save=None) -> dict:
+def run_all(size: str, device: torch.device, workers: int, compile_modes=(), save=None, profile_to=None) -> dict:
     """Every measurement, in order of importance; ``save(result)`` after each, so a run cut short
     by a time limit still leaves what it measured."""
     cfg = SIZES[size]
@@ -281,6 +306,8 @@ def run_all(size: str, device: torch.device, workers: int, compile_modes=(), sav
     result["extraction"] = measure_extraction(cfg, device)
     result["ratios"]["extraction"] = result["extraction"]["ratio"]
     save(result)
+    if profile_to is not None:
+        profile_extraction(cfg, device, Path(profile_to))
     result["metrics"] = measure_metrics(cfg, device)
     save(result)
     result["loader"] = measure_loader(cfg, workers, device)
@@ -308,6 +335,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default, reduce-overhead, max-autotune)")
     p.add_argument("--out", default="reports/perf.json")
     p.add_argument("--only-loader", action="store_true", help="measure the data loader alone")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="also write torch.profiler's operator table of embedding extraction to FILE")
 
 
 def run(args) -> int:
@@ -333,7 +362,7 @@ def run(args) -> int:
     bad = [m for m in modes if m not in COMPILE_MODES]
     if bad:
         raise SystemExit(f"--compile: unknown mode(s) {bad}; choose from {COMPILE_MODES}")
-    result = run_all(args.size, device, workers, modes, save=save)
+    result = run_all(args.size, device, workers, modes, save=save, profile_to=args.profile)
     print(json.dumps(result["ratios"], indent=2))
     return 0
 

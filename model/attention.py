@@ -25,9 +25,9 @@ from torch import nn
 
 
 def grouped_linear(
-    x: torch.Tensor, weight_gio: torch.Tensor, bias_go: torch.Tensor, group_br: torch.Tensor | None
+    x: torch.Tensor, weight_gio: torch.Tensor, bias_go: torch.Tensor | None, group_br: torch.Tensor | None
 ) -> torch.Tensor:
-    """Apply group g's linear map to x (B, R, K, in) -> (B, R, K, out).
+    """Apply group g's linear map to x (B, R, K, in) -> (B, R, K, out); ``bias_go`` may be None.
 
     ``group_br`` None means the R axis *is* the group axis (R == G, rows in group order: one
     einsum, each row pays for its own group only). Otherwise (B, R) group ids: every group is
@@ -36,11 +36,15 @@ def grouped_linear(
     """
     G = weight_gio.shape[0]
     if G == 1:
-        return x @ weight_gio[0] + bias_go[0]
+        out = x @ weight_gio[0]
+        return out if bias_go is None else out + bias_go[0]
     if group_br is None:
-        return torch.einsum("brki,rio->brko", x, weight_gio) + bias_go[None, :, None, :]
+        out = torch.einsum("brki,rio->brko", x, weight_gio)
+        return out if bias_go is None else out + bias_go[None, :, None, :]
     B, R, K, _ = x.shape
-    all_brkgo = torch.einsum("brki,gio->brkgo", x, weight_gio) + bias_go  # (B, R, K, G, out)
+    all_brkgo = torch.einsum("brki,gio->brkgo", x, weight_gio)  # (B, R, K, G, out)
+    if bias_go is not None:
+        all_brkgo = all_brkgo + bias_go
     idx = group_br[:, :, None, None, None].expand(B, R, K, 1, all_brkgo.shape[-1])
     return all_brkgo.gather(3, idx).squeeze(3)
 
@@ -68,10 +72,15 @@ class SpatialConditionalAttention(nn.Module):
         return self.transform.weight.view(G, d, -1), self.transform.bias.view(G, d)
 
     def linear_part(self, feat_bcl: torch.Tensor) -> torch.Tensor:
-        """W psi without the bias, for every group at once: (B, c, L) -> (B, G, d, L)."""
+        """W psi without the bias, for every group at once: (B, c, L) -> (B, G, d, L), a view.
+
+        One GEMM over all B*L positions, (B*L, c) @ (c, G*d): with a channels_last trunk, psi's
+        (B, L, c) transpose is already contiguous, so nothing is copied and the GEMM is large
+        (as a per-image batched product it ran as sm80 CUTLASS kernels in an H200 profile)."""
         B, _, L = feat_bcl.shape
         weight_gdc, _ = self.transform_weight()
-        return torch.matmul(weight_gdc.reshape(-1, weight_gdc.shape[-1]), feat_bcl).view(B, self.groups, -1, L)
+        out_blo = F.linear(feat_bcl.transpose(1, 2), weight_gdc.reshape(-1, weight_gdc.shape[-1]))  # (B, L, G*d)
+        return out_blo.view(B, L, self.groups, -1).permute(0, 2, 3, 1)
 
     def attention(self, image_brdl: torch.Tensor, label_brkd: torch.Tensor) -> torch.Tensor:
         """Step 7 for K labels per row: p1 (B, R, d, L), p2 (B, R, K, d) -> alpha (B, R, K, L)."""
@@ -80,12 +89,17 @@ class SpatialConditionalAttention(nn.Module):
 
 
 class ChannelConditionalAttention(nn.Module):
-    """Algorithm 2 (CCA): beta_l = sigmoid(W4 relu(W3 [q1; relu(W2 E2(l))])); output beta_l * q1."""
+    """Algorithm 2 (CCA): beta_l = sigmoid(W4 relu(W3 [q1; relu(W2 E2(l))])); output beta_l * q1.
+
+    W3 [q1; q2] = W3_q q1 + W3_l q2: the second half depends on the label only, so it is computed
+    once per label (:meth:`label_features`) and the per-(image, label) work is W3_q q1 (c inputs,
+    not c + d) with no concatenated copy of q1.
+    """
 
     def __init__(self, *, in_channels: int, inner_dim: int, num_labels: int, groups: int = 1):
         super().__init__()
         c, d = in_channels, inner_dim
-        self.groups = groups
+        self.groups, self.in_channels = groups, c
         self.label_embedding = nn.Parameter(torch.randn(groups, num_labels, d))  # E2
         self.w2 = nn.Parameter(torch.empty(groups, d, d))
         self.b2 = nn.Parameter(torch.zeros(groups, d))
@@ -97,11 +111,15 @@ class ChannelConditionalAttention(nn.Module):
             nn.init.uniform_(w, -1 / math.sqrt(w.shape[1]), 1 / math.sqrt(w.shape[1]))
 
     def label_features(self) -> torch.Tensor:
-        """q2 for every label of every group (step 6): (G, labels, d)."""
-        return F.relu(torch.bmm(self.label_embedding, self.w2) + self.b2[:, None, :])
+        """For every label of every group, q2 = relu(W2 E2 + b2) (step 6) carried through W3's label
+        half: W3_l q2 + b3, (G, labels, d)."""
+        q2_gld = F.relu(torch.bmm(self.label_embedding, self.w2) + self.b2[:, None, :])
+        return torch.bmm(q2_gld, self.w3[:, self.in_channels:]) + self.b3[:, None, :]
 
-    def forward(self, q1_brkc: torch.Tensor, q2_brkd: torch.Tensor, group_br: torch.Tensor | None = None):
-        """Step 7 and Eq. 2/5/6: (B, R, K, c) pooled features, (B, R, K, d) label features -> (B, R, K, c)."""
-        hidden_brkd = F.relu(grouped_linear(torch.cat([q1_brkc, q2_brkd], dim=-1), self.w3, self.b3, group_br))
+    def forward(self, q1_brkc: torch.Tensor, label_brkd: torch.Tensor, group_br: torch.Tensor | None = None):
+        """Step 7 and Eq. 2/5/6: (B, R, K, c) pooled features and (B, R, K, d) rows of
+        :meth:`label_features` -> (B, R, K, c)."""
+        w3q_gcd = self.w3[:, : self.in_channels]
+        hidden_brkd = F.relu(grouped_linear(q1_brkc, w3q_gcd, None, group_br) + label_brkd)
         beta_brkc = torch.sigmoid(grouped_linear(hidden_brkd, self.w4, self.b4, group_br))
         return beta_brkc * q1_brkc

@@ -1,6 +1,7 @@
 """The interface every registered model implements, so that one trainer and one evaluator serve all.
 
-Training batch (built by ``benchmark.loaders``; B triplets, 3B images):
+Training batch (built by ``benchmark.loaders``, whose uint8 images ``batch_to_device`` normalises
+on the device; B triplets, 3B images):
     images       (3B, 3, H, W) float, normalised; rows [0:B] anchors, [B:2B] positives, [2B:3B] negatives
     attribute    (B,) long   attribute id n of each triplet
     class_id     (B,) long   class id m within attribute n: anchor and positive have it, the negative not

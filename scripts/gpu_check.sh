@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements of issue 9 (and the CUDA paths of issues 5 and 6) in one `device` call, under
 # 5 minutes: run from the repository root on a machine with a GPU. Results land in $OUT (or
-# ./gpu_out): perf.json (ratios side by side), loader_w*.json, metrics_cuda.txt, pytest_cuda.txt.
+# ./gpu_out): perf.json (ratios side by side), extraction_profile.txt, loader_w*.json,
+# metrics_cuda.txt, pytest_cuda.txt.
 # QUICK=1 skips the CUDA tests and metrics (for a rerun after a perf-only change).
 set -uo pipefail
 OUT=${OUT:-gpu_out}
@@ -22,7 +23,7 @@ fi
 # 3. Training step, extraction, loader and metrics side by side, then the step under CUDA graphs.
 WORKERS=${WORKERS:-12}
 timeout 330 python3 -m benchmark.perf --size full --compile "${COMPILE:-reduce-overhead}" --workers "$WORKERS" \
-  --out "$OUT/perf.json" 2>&1 | grep -v "^ *$" | tail -30
+  --out "$OUT/perf.json" --profile "$OUT/extraction_profile.txt" 2>&1 | grep -v "^ *$" | tail -30
 # 4. The loader alone at other worker counts (images/s; compare with perf.json's training step).
 for w in ${LOADER_WORKERS:-8 16}; do
   timeout 60 python3 -m benchmark.perf --size full --only-loader --workers "$w" --out "$OUT/loader_w$w.json" 2>&1 | tail -3

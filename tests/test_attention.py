@@ -59,6 +59,11 @@ def test_grouped_linear_both_layouts_match_loop():
                 gg = groups[i, r]
                 assert torch.allclose(sel[i, r, k], x[i, r, k] @ w[gg] + b[gg])
     assert torch.allclose(grouped_linear(x, w[:1], b[:1], groups), x @ w[0] + b[0])
+    # no bias: the same maps without it, in all three layouts
+    zero = torch.zeros_like(b)
+    for grp in (None, groups):
+        assert torch.equal(grouped_linear(x, w, None, grp), grouped_linear(x, w, zero, grp))
+    assert torch.equal(grouped_linear(x, w[:1], None, groups), x @ w[0])
 
 
 def test_sca_factored_equals_algorithm_1_including_attended_input():

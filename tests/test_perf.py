@@ -13,7 +13,11 @@ def test_perf_runs_on_the_cpu_at_a_tiny_size(tmp_path):
 
     torch.set_num_threads(1)
     out = tmp_path / "perf.json"
-    assert main(["perf", "--size", "tiny", "--device", "cpu", "--workers", "0", "--out", str(out)]) == 0
+    prof = tmp_path / "profile.txt"
+    assert main(["perf", "--size", "tiny", "--device", "cpu", "--workers", "0", "--out", str(out),
+                 "--profile", str(prof)]) == 0
+    table = prof.read_text()
+    assert "aten::" in table and "Self CPU" in table  # the operator table of the extraction
     res = json.loads(out.read_text())
     assert res["device"].startswith("cpu")
     assert set(res["ratios"]) == {"train_step_batch6", "extraction", "loader_vs_train_step"}
