@@ -156,7 +156,9 @@ def to_chw(img: np.ndarray, *, flip: bool = False) -> torch.Tensor:
     copy); :func:`normalize` turns a batch into the network's input on its device.
     """
     if flip:
-        img = img[:, ::-1]
+        import cv2
+
+        img = cv2.flip(img, 1)  # 5 us at 224 px; numpy's img[:, ::-1] made contiguous takes 170
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
 
 
