@@ -350,3 +350,41 @@ def test_profile_model_overrides_replace_only_existing_keys():
     p["train"]["profile"] = "paper"
     p["train"]["profiles"]["paper"] = {}
     assert resolve_model_params(p, "m", "darn")["embed_dim"] == 1024
+
+
+def test_compile_setting_goes_through_torch_compile_and_trains_like_eager(workdir, monkeypatch):
+    """train.compile wraps M3-Net's step in torch.compile with the named mode. Traced by dynamo
+    with the eager backend (no C++ compiler, same kernels), two epochs give the eager run's
+    weights, prototypes and losses: the step has no trace-breaking Python (buffer updates,
+    dict outputs). Inductor and CUDA graphs themselves are measured by benchmark.perf on a GPU."""
+    import yaml as _yaml
+
+    from benchmark.train import checkpoint_path
+
+    def run(setting):
+        params = make_params(workdir, model="m3net", epochs=2, triplets=24, batch=6, lr=1e-3, inner_dim=8)
+        params["train"]["compile"] = setting
+        params["train"]["profiles"]["tiny"].update(backbone="resnet18_layer3", image_size=32)
+        (workdir / "params.yaml").write_text(_yaml.safe_dump(params))
+        for p in (checkpoint_path(KEY, "m3net", 0), Path("models") / KEY / "m3net" / "done.json"):
+            p.unlink(missing_ok=True)
+        assert _train("m3net") == 0
+        return _ckpt("m3net"), _log("m3net")
+
+    eager, eager_log = run(False)
+    calls = []
+    real_compile = torch.compile
+
+    def eager_backend_compile(module, *, mode=None, dynamic=None):
+        calls.append(mode)
+        return real_compile(module, backend="eager", dynamic=dynamic)
+
+    monkeypatch.setattr(torch, "compile", eager_backend_compile)
+    torch._dynamo.reset()
+    traced, traced_log = run("reduce-overhead")
+    assert calls == ["reduce-overhead"]
+    assert traced["complete"]
+    for k, v in eager["model"].items():
+        assert torch.allclose(v.float(), traced["model"][k].float(), atol=1e-5), k
+    losses = lambda rows: [float(r["loss"]) for r in rows]  # noqa: E731
+    assert losses(traced_log) == pytest.approx(losses(eager_log), rel=1e-5, abs=1e-6)
