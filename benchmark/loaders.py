@@ -145,8 +145,8 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
         return img
     from torchvision.transforms.v2.functional import resize
 
-    chw = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)  # a view: uint8 channels-last fast path
-    return resize(chw, [size, size], antialias=True).permute(1, 2, 0).numpy()
+    # to_chw's view keeps the pixels channels-last: torchvision's uint8 fast path
+    return resize(to_chw(img), [size, size], antialias=True).permute(1, 2, 0).numpy()
 
 
 def to_chw(img: np.ndarray, *, flip: bool = False) -> torch.Tensor:
@@ -162,15 +162,23 @@ def to_chw(img: np.ndarray, *, flip: bool = False) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
 
 
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+_MEAN_STD: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std (3, 1, 1) on ``device``, copied there once: a pageable host-to-GPU copy
+    on every batch would block the host until the GPU caught up, every step."""
+    if device not in _MEAN_STD:
+        _MEAN_STD[device] = (torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1),
+                             torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1))
+    return _MEAN_STD[device]
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (..., 3, H, W) on any device -> float32 ImageNet-normalised, same device and layout."""
     if images.dtype != torch.uint8:
         raise TypeError(f"normalize expects uint8 images, got {images.dtype}")
-    mean, std = _MEAN.to(images.device), _STD.to(images.device)
+    mean, std = _mean_std(images.device)
     return images.float().div_(255.0).sub_(mean).div_(std)
 
 
