@@ -71,14 +71,23 @@ class RetrievalModel(nn.Module):
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
-def compiled(module: nn.Module, setting) -> nn.Module:
-    """params' ``train.compile`` applied: ``false``/``null`` -> the module itself (eager); ``true`` ->
-    ``torch.compile`` in its default mode; a mode name -> that mode. ``reduce-overhead`` captures
-    CUDA graphs: at the paper's 16 triplets a step is bound by kernel launches, not arithmetic.
-    torch.compile is lazy: nothing is compiled (and no C++ compiler needed) until the first call."""
+def compile_mode(setting) -> str | None:
+    """params' ``train.compile`` as a torch.compile mode: ``false``/``null`` -> None (eager);
+    ``true`` -> ``default``; a mode name -> itself; anything else -> ValueError."""
     if setting is None or setting is False:
-        return module
+        return None
     mode = "default" if setting is True else setting
     if mode not in COMPILE_MODES:
         raise ValueError(f"train.compile must be false, true or one of {COMPILE_MODES}, got {setting!r}")
+    return mode
+
+
+def compiled(module: nn.Module, setting) -> nn.Module:
+    """The module under :func:`compile_mode` (``setting``), or itself when eager.
+    ``reduce-overhead`` captures CUDA graphs: at the paper's 16 triplets a step is bound by kernel
+    launches, not arithmetic. torch.compile is lazy: nothing is compiled (and no C++ compiler
+    needed) until the first call."""
+    mode = compile_mode(setting)
+    if mode is None:
+        return module
     return torch.compile(module, mode=mode, dynamic=False)  # a training run has one batch shape
