@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import yaml
 
-from datasets import paths
+from datasets import DATASETS, paths
 from datasets.schemas import (
     CooccurrenceClassesSchema,
     CooccurrencePairsSchema,
@@ -161,11 +160,13 @@ def run(key: str, params: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    from benchmark.params import load_params
+
     ap = argparse.ArgumentParser(prog="python -m datasets.cooccurrence", description=__doc__.splitlines()[0])
-    ap.add_argument("key", help="dataset key: deepfashion | fashionai | darn")
+    ap.add_argument("key", choices=DATASETS)
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    params = yaml.safe_load(Path(args.params).read_text())
+    params = load_params(args.params)
     r = run(args.key, params)
     print(f"{args.key}: rates in [{r['rate_range'][0]:.4g}, {r['rate_range'][1]:.4g}], "
           f"{r['selected_pairs']} pairs and {r['selected_classes']} classes at >= {r['min_rate']}", file=sys.stderr)

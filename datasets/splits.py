@@ -35,9 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import yaml
 
-from datasets import paths
+from datasets import DATASETS, paths
 from datasets.schemas import (
     SPLITS,
     AsenRolesSchema,
@@ -346,11 +345,13 @@ def run(key: str, params: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    from benchmark.params import load_params
+
     ap = argparse.ArgumentParser(prog="python -m datasets.splits", description=__doc__.splitlines()[0])
-    ap.add_argument("key", help="dataset key: deepfashion | fashionai | darn")
+    ap.add_argument("key", choices=DATASETS)
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    params = yaml.safe_load(Path(args.params).read_text())
+    params = load_params(args.params)
     report = run(args.key, params)
     print(f"{args.key}: {report['mode']} split, sizes {report['sizes']}", file=sys.stderr)
     return 0
