@@ -14,6 +14,11 @@ Protocol choices made here (docs/REPORTS.md repeats them):
 - ``excluded_share`` (gamma.csv) is the share of the ground-truth positive labels of the
   evaluated images whose class has no class-specific embedding at that gamma, i.e. labels the
   class level cannot match.
+- ``max_classes`` caps the class-specific embeddings per (image, attribute); ``class_cap`` in
+  metrics.json (and ``cap_binding_share`` in gamma.csv, per gamma) says how often it binds, so a
+  low-gamma row of gamma.csv reads "the top ``max_classes`` above gamma" where it does.
+- ``no_relevant``: queries with no relevant candidate are left out of the means (default) or
+  count as AP = 0 (ASEN's code); ``queries.no_relevant`` counts them either way.
 - Several seeds (``train.seeds``): metrics.json holds the mean over seeds and a ``std`` section;
   the bootstrap runs over queries on the per-query AP averaged over seeds.
 """
@@ -52,24 +57,6 @@ EVAL_SPLITS = ("val", "test")
 
 def eval_dir(key: str, model: str) -> Path:
     return paths.ROOT / "data" / key / "eval" / model
-
-
-# ----------------------------------------------------------------------------- retrieval API
-
-def _api(name: str):
-    """A function of the retrieval/metrics modules, wherever of the two it lives."""
-    import importlib
-
-    for mod in ("benchmark.retrieval", "benchmark.metrics"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-            continue
-        if hasattr(m, name):
-            return getattr(m, name)
-    raise ImportError(f"neither benchmark.retrieval nor benchmark.metrics defines {name}")
 
 
 def metric_name(key: str) -> str:
@@ -181,9 +168,10 @@ def evaluate_split(emb: Embeddings, rows_q: np.ndarray, rows_c: np.ndarray, labe
     """Per-query metrics of one split. ``rows_q``/``rows_c``: rows of ``emb``/``labels`` of its query
     and candidate images. Returns numpy arrays: query_row, attribute_id, one per metric, and
     ``top`` (Q, top) ranked candidate rows with ``top_relevant`` when top > 0."""
-    retrieval_metrics = _api("retrieval_metrics")
-    relevance_fn = _api("relevance")
-    attribute_similarity = _api("attribute_similarity")
+    from benchmark.metrics import retrieval_metrics
+    from benchmark.retrieval import attribute_similarity, class_level_similarity, multi_granularity_scores
+    from benchmark.retrieval import relevance as relevance_fn
+
     offsets = np.cumsum([0] + list(classes_per_attribute))
     out: dict[str, list] = {"query_row": [], "attribute_id": []}
     tops, top_rel = [], []
@@ -203,9 +191,9 @@ def evaluate_split(emb: Embeddings, rows_q: np.ndarray, rows_c: np.ndarray, labe
             sim = attribute_similarity(emb.attribute[q, n].to(device), c_att)  # (Q, C)
             if ranking == "multi-granularity":
                 q_idx, q_emb = _class_rows(emb, q, n, keep)
-                class_sim, shared = _api("class_level_similarity")(
+                class_sim, shared = class_level_similarity(
                     q_idx.to(device), q_emb.to(device), c_idx, c_emb, len(q), len(cn), m_n)
-                sim = _api("multi_granularity_scores")(sim, class_sim, shared)
+                sim = multi_granularity_scores(sim, class_sim, shared)
             rel = relevance_fn(torch.from_numpy(labels[q, sl]).to(device), c_lab, relevance)  # (Q, C) bool
             per_q = retrieval_metrics(sim, rel, ks=tuple(ks))
             for k, v in per_q.items():
@@ -240,24 +228,46 @@ def _class_rows(emb: Embeddings, rows: np.ndarray, attribute: int, keep: torch.T
     return torch.stack([pos[idx[sel, 0]], idx[sel, 2]], 1), emb.class_emb[sel]
 
 
+def cap_binding(probs: torch.Tensor | None, gamma: float, classes_per_attribute: list[int],
+                max_classes: int) -> dict | None:
+    """How often the ``max_classes`` cap drops classes above ``gamma``: over every (image, attribute)
+    pair of ``probs`` (n, C), the pairs with more than ``max_classes`` classes whose P_n > gamma.
+
+    The class level embeds at most ``max_classes`` classes per (image, attribute), the most
+    probable first; where more pass gamma, the rest have no class-specific embedding. None for
+    models without class probabilities (MODC's class is the nearest prototype: one per pair).
+    """
+    if probs is None:
+        return None
+    offsets = np.cumsum([0] + list(classes_per_attribute))
+    above = probs > gamma  # (n, C)
+    binding = sum(int((above[:, offsets[a]:offsets[a + 1]].sum(1) > max_classes).sum())
+                  for a in range(len(classes_per_attribute)))
+    pairs = int(probs.shape[0]) * len(classes_per_attribute)
+    return {"max_classes": int(max_classes), "gamma": float(gamma), "binding_pairs": binding, "pairs": pairs,
+            "binding_share": _num(binding / pairs) if pairs else None}
+
+
 def cooccurring_classes(pairs: pl.DataFrame, min_rate: float) -> tuple[set[int], int]:
     sel = pairs.filter(pl.col("rate") >= min_rate)
     return set(sel["class_a"].to_list()) | set(sel["class_b"].to_list()), sel.height
 
 
 def summarise(per_query: dict, labels: np.ndarray, classes_per_attribute: list[int], names: list[str],
-              ks: list[int], cooc: set[int], n_pairs: int) -> dict:
-    """metrics.json's section of one split, in percent."""
-    aggregate = _api("aggregate")
+              ks: list[int], cooc: set[int], n_pairs: int, no_relevant: str = "leave_out") -> dict:
+    """metrics.json's section of one split, in percent; ``no_relevant``: what a query with no
+    relevant candidate counts as (``leave_out`` | ``zero``, benchmark.metrics.apply_no_relevant)."""
+    from benchmark.metrics import aggregate, apply_no_relevant
+
     metric_keys = [k for k in per_query if k not in ("query_row", "attribute_id", "top", "top_relevant")]
     agg = aggregate({k: torch.as_tensor(per_query[k]) for k in metric_keys},
-                    torch.as_tensor(per_query["attribute_id"]), names)
+                    torch.as_tensor(per_query["attribute_id"]), names, no_relevant=no_relevant)
     section = {}
     for k in metric_keys:
         section[metric_name(k)] = {a: _num(v) for a, v in agg[k].items()}
     section["queries"] = {a: int(v) for a, v in agg["queries"].items()}
     flags = cooccurring_flags(per_query, labels, classes_per_attribute, cooc)
-    ap = per_query["ap_all"][flags]
+    ap = apply_no_relevant(torch.as_tensor(per_query["ap_all"][flags]), no_relevant).numpy()
     ap = ap[~np.isnan(ap)]
     section["cooccurring"] = {
         "map_all": _num(100 * ap.mean()) if len(ap) else None,
@@ -433,6 +443,7 @@ def _write_json(path: Path, obj) -> None:
 
 def run(key: str, model_name: str, params: dict, device=None) -> dict:
     ev = params["evaluate"]
+    no_relevant = ev.get("no_relevant", "leave_out")
     prof = training_profile(params)
     seeds = list(params.get("train", {}).get("seeds", [0]) or [0])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -477,7 +488,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
             pq = evaluate_split(emb, role_rows[(split, "query")], role_rows[(split, "candidate")], labels_m,
                                 classes_per_attribute, relevance=ev["relevance"], ks=ks, ranking=ranking,
                                 keep=keep, device=device, top=top if (split == "test" and si == 0) else 0)
-            metrics[split] = summarise(pq, labels_m, classes_per_attribute, names, ks, cooc, n_pairs)
+            metrics[split] = summarise(pq, labels_m, classes_per_attribute, names, ks, cooc, n_pairs, no_relevant)
             per_query_tables.append(_per_query_frame(pq, ids, seed, split, ranking, labels_m, classes_per_attribute, cooc))
             if split == "test" and si == 0:
                 examples["retrieval"] = _retrieval_example(pq, ids, labels_m, classes_per_attribute, n_examples,
@@ -486,9 +497,12 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
                 apq = evaluate_split(emb, role_rows[(split, "query")], role_rows[(split, "candidate")], labels_m,
                                      classes_per_attribute, relevance=ev["relevance"], ks=ks, ranking="attribute",
                                      device=device)
-                s = summarise(apq, labels_m, classes_per_attribute, names, ks, cooc, n_pairs)
+                s = summarise(apq, labels_m, classes_per_attribute, names, ks, cooc, n_pairs, no_relevant)
                 metrics["attribute_ranking"] = {"test": {k: {"overall": s[k]["overall"]} for k in s
                                                          if k not in ("queries", "cooccurring")}}
+        cap = cap_binding(emb.probs, ev["gamma"], classes_per_attribute, ev["max_classes"]) if class_level else None
+        if cap is not None:
+            metrics["class_cap"] = cap
         gamma_rows.append(_gamma_sweep(emb, role_rows, labels_m, classes_per_attribute, ev, ks, gammas,
                                        class_level, device, names, metrics))
         if si == 0:
@@ -514,7 +528,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
 
     per_query = pl.concat(per_query_tables)
     write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)
-    ci = _confidence_intervals(per_query, ev)
+    ci = _confidence_intervals(per_query, ev, no_relevant)
     _save_examples(out_dir, examples, source, names, taxonomy)
     (out_dir / "info.json").write_text(json.dumps({"dataset": key, "model": model_name, "ranking": per_query["ranking"][0],
                                                    "attributes": names, "classes_per_attribute": classes_per_attribute,
@@ -523,7 +537,8 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     rdir = paths.model_reports_dir(key, model_name)
     _write_json(rdir / "metrics.json", result)
     _write_json(rdir / "metrics_ci.json", ci)
-    g = pl.DataFrame(gamma_rows[0]).with_columns(pl.col("map_all").cast(pl.Float64), pl.col("excluded_share").cast(pl.Float64))
+    g = pl.DataFrame(gamma_rows[0]).with_columns(pl.col("map_all").cast(pl.Float64), pl.col("excluded_share").cast(pl.Float64),
+                                                 pl.col("cap_binding_share").cast(pl.Float64))
     if len(gamma_rows) > 1:
         g = g.with_columns(pl.Series("map_all", np.mean([[r["map_all"] for r in gr] for gr in gamma_rows], 0)))
     rdir.mkdir(parents=True, exist_ok=True)
@@ -543,10 +558,13 @@ def _per_query_frame(pq, ids, seed, split, ranking, labels_m, classes_per_attrib
     return pl.DataFrame(cols)
 
 
-def _confidence_intervals(per_query: pl.DataFrame, ev: dict) -> dict:
+def _confidence_intervals(per_query: pl.DataFrame, ev: dict, no_relevant: str = "leave_out") -> dict:
     """95% (evaluate.ci_level) bootstrap intervals over queries of every overall figure, in percent;
-    per-query values averaged over seeds first."""
-    bootstrap_ci = _api("bootstrap_ci")
+    per-query values averaged over seeds first; queries without a relevant candidate as
+    ``no_relevant`` says (left out, or 0)."""
+    from benchmark.metrics import bootstrap_ci
+
+    zero = no_relevant == "zero"
     level = float(ev.get("ci_level", 0.95))
     metric_cols = [c for c in per_query.columns if c not in ("seed", "split", "ranking", "image_id", "attribute_id", "cooccurring")]
     mean_q = per_query.group_by(["split", "image_id", "attribute_id"], maintain_order=True).agg(
@@ -555,6 +573,8 @@ def _confidence_intervals(per_query: pl.DataFrame, ev: dict) -> dict:
     for split in EVAL_SPLITS:
         part = mean_q.filter(pl.col("split") == split)
         sec = {}
+        if zero:
+            part = part.with_columns([pl.col(c).fill_nan(0.0) for c in metric_cols])
         for c in metric_cols:
             v = part[c].drop_nans().drop_nulls().to_numpy()
             sec[c] = _ci(bootstrap_ci, v, ev, level)
@@ -575,11 +595,13 @@ def _ci(bootstrap_ci, v: np.ndarray, ev: dict, level: float) -> dict:
 
 
 def _gamma_sweep(emb, role_rows, labels_m, classes_per_attribute, ev, ks, gammas, class_level, device, names, metrics):
+    from benchmark.metrics import apply_no_relevant
+
     rows = []
     q, c = role_rows[("test", "query")], role_rows[("test", "candidate")]
     if not class_level:
         flat = metrics["test"]["map_all"]["overall"]
-        return [{"gamma": g, "map_all": flat, "excluded_share": None} for g in gammas]
+        return [{"gamma": g, "map_all": flat, "excluded_share": None, "cap_binding_share": None} for g in gammas]
     offsets = np.cumsum([0] + list(classes_per_attribute))
     ev_rows = np.concatenate([q, c])
     pos_r, pos_g = np.nonzero(labels_m[ev_rows])
@@ -587,13 +609,16 @@ def _gamma_sweep(emb, role_rows, labels_m, classes_per_attribute, ev, ks, gammas
         keep = class_keep(emb, g, classes_per_attribute)
         pq = evaluate_split(emb, q, c, labels_m, classes_per_attribute, relevance=ev["relevance"], ks=ks,
                             ranking="multi-granularity", keep=keep, device=device)
-        ap = pq["ap_all"][~np.isnan(pq["ap_all"])]
+        ap = apply_no_relevant(torch.as_tensor(pq["ap_all"]), ev.get("no_relevant", "leave_out")).numpy()
+        ap = ap[~np.isnan(ap)]
         kept = emb.class_index[keep]
         gid = (torch.as_tensor(offsets)[kept[:, 1]] + kept[:, 2]).numpy()
         have = set(zip(kept[:, 0].tolist(), gid.tolist()))
         covered = sum((int(ev_rows[r]), int(gg)) in have for r, gg in zip(pos_r, pos_g))
         rows.append({"gamma": g, "map_all": _num(100 * ap.mean()) if len(ap) else None,
-                     "excluded_share": _num(1 - covered / len(pos_r)) if len(pos_r) else None})
+                     "excluded_share": _num(1 - covered / len(pos_r)) if len(pos_r) else None,
+                     "cap_binding_share": (cap_binding(emb.probs, g, classes_per_attribute, ev["max_classes"])
+                                           or {}).get("binding_share")})
     return rows
 
 

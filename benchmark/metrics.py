@@ -7,7 +7,8 @@ with ranked list of length L (the valid candidates) and R relevant candidates in
 * AP@k = (sum over ranks i <= k of P@i * rel_i) / min(R, k); AP@all is AP with k = L,
   i.e. (sum over relevant ranks of P@i) / R;
 * Recall@k = (relevant in the top k) / R;
-* NaN where R = 0 (such queries are left out of every mean and counted by :func:`aggregate`).
+* NaN where R = 0; :func:`aggregate` leaves such queries out of every mean (or counts them as
+  0, ASEN's way, with ``no_relevant="zero"``) and counts them either way.
 
 How it is fast: each chunk of queries is turned into one int64 key per (query, candidate)
 that packs [invalid flag | score rank | candidate index | relevance bit], so a plain
@@ -26,7 +27,7 @@ import time
 
 import torch
 
-__all__ = ["retrieval_metrics", "aggregate", "bootstrap_ci", "bench"]
+__all__ = ["retrieval_metrics", "aggregate", "apply_no_relevant", "bootstrap_ci", "bench"]
 
 # key layout (bits, from the top): 0 (sign) | invalid (1) | score rank (32) | index (29) | relevant (1)
 _IDX_BITS = 29
@@ -231,12 +232,32 @@ def retrieval_metrics(
     return out
 
 
-def aggregate(per_query: dict[str, torch.Tensor], query_attribute: torch.Tensor, attribute_names: list[str]) -> dict:
+NO_RELEVANT_POLICIES = ("leave_out", "zero")
+
+
+def apply_no_relevant(values: torch.Tensor, policy: str = "leave_out") -> torch.Tensor:
+    """Per-query values under a policy for queries without a relevant candidate (NaN, R = 0).
+
+    ``leave_out`` (the suite's default): they stay NaN, so every mean skips them; a query that
+    cannot be answered says nothing about the embedding. ``zero`` (ASEN's evaluation code): they
+    count as 0 and every mean divides by all queries, which is what ASEN's published numbers did.
+    """
+    if policy not in NO_RELEVANT_POLICIES:
+        raise ValueError(f"no_relevant must be one of {NO_RELEVANT_POLICIES}, not {policy!r}")
+    if policy == "zero":
+        return torch.nan_to_num(values, nan=0.0)
+    return values
+
+
+def aggregate(per_query: dict[str, torch.Tensor], query_attribute: torch.Tensor, attribute_names: list[str],
+              no_relevant: str = "leave_out") -> dict:
     """Percentages per metric: overall (query-weighted), macro (mean over attributes), per attribute.
 
-    NaN queries (R = 0) are left out of every mean; an attribute without used queries is omitted
-    from its metric dict and from the macro mean (overall/macro are NaN when nothing is used).
-    Also ``{"queries": {"used": n, "left_out": n}}`` (from ``ap_all``'s NaNs, else the first metric).
+    Queries with no relevant candidate (NaN in ``ap_all``) follow ``no_relevant``
+    (:func:`apply_no_relevant`): left out of every mean (default) or counted as 0. An attribute
+    without used queries is omitted from its metric dict and from the macro mean (overall/macro
+    are NaN when nothing is used). Also ``{"queries": {"used": n, "left_out": n, "no_relevant": n}}``:
+    ``no_relevant`` counts the R = 0 queries whatever the policy, ``left_out`` those the means skip.
     """
     reserved = {"overall", "macro"}
     if reserved & set(attribute_names):
@@ -244,10 +265,14 @@ def aggregate(per_query: dict[str, torch.Tensor], query_attribute: torch.Tensor,
     qa = query_attribute.detach().to("cpu", torch.int64).reshape(-1)
     result: dict = {}
     used_mask = None
+    no_rel = None
     for name, values in per_query.items():
-        v = values.detach().to("cpu", torch.float64).reshape(-1)
-        if v.numel() != qa.numel():
-            raise ValueError(f"{name}: {v.numel()} values for {qa.numel()} queries")
+        raw = values.detach().to("cpu", torch.float64).reshape(-1)
+        if raw.numel() != qa.numel():
+            raise ValueError(f"{name}: {raw.numel()} values for {qa.numel()} queries")
+        if no_rel is None or name == "ap_all":
+            no_rel = int(torch.isnan(raw).sum())
+        v = apply_no_relevant(raw, no_relevant)
         ok = ~torch.isnan(v)
         if used_mask is None or name == "ap_all":
             used_mask = ok
@@ -261,7 +286,7 @@ def aggregate(per_query: dict[str, torch.Tensor], query_attribute: torch.Tensor,
         d.update(per_attr)
         result[name] = d
     used = int(used_mask.sum()) if used_mask is not None else 0
-    result["queries"] = {"used": used, "left_out": int(qa.numel()) - used}
+    result["queries"] = {"used": used, "left_out": int(qa.numel()) - used, "no_relevant": no_rel or 0}
     return result
 
 

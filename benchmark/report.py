@@ -50,21 +50,41 @@ def figures_dir() -> Path:
     return paths.ROOT / "reports" / "figures"
 
 
+def banner(source: str, profile: str, table) -> list[str]:
+    """The page's first lines: whether its numbers may be set beside the paper's.
+
+    Only real data trained with the paper's recipe (profile ``paper``) is comparable; twin data,
+    or real data through the CPU twin profile (a small random-init trunk at low resolution), is not,
+    whatever the numbers look like.
+    """
+    if source == "twin":
+        return ["> **Twin data.** These numbers come from the generated twin of the dataset (synthetic images, "
+                f"the `{profile}` training profile), not from the real release. They check that the pipeline runs "
+                "end to end and tell models apart on the twin; they are **not comparable with the paper's numbers** "
+                "(in parentheses), which are shown only to fix the table's layout.", ""]
+    if profile != "paper":
+        return [f"> **Real data, `{profile}` training profile.** The data is the real release, but the models were "
+                f"trained with the `{profile}` profile (`train.profiles.{profile}` in params.yaml), not the paper's "
+                "recipe (`train.profile: paper`). These numbers are **not comparable with the paper's numbers** "
+                "(in parentheses).", ""]
+    return [f"Measured on the real data with the paper's training recipe (`train.profile: paper`); the paper's "
+            f"published numbers (Table {table}) in parentheses.", ""]
+
+
+M3NET_C_NOTE = ("M3-Net_c has no attribute-conditional modules: its attribute-level embedding is the trunk's "
+                "feature map mean-pooled over positions, the same vector for every attribute, so its "
+                "attribute-level ranking and attribute-level attention map do not depend on the attribute.")
+
+
 def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict | None], paper: dict,
-                 is_twin: bool, figures: list[Path]) -> str:
+                 source: str, figures: list[Path], profile: str = "twin", no_relevant: str = "leave_out") -> str:
     title = DATASETS.get(key, key)
     pap = paper["datasets"].get(key, {"attributes": [], "models": {}, "table": None})
     # attribute columns: the measured ones (taxonomy order), else the paper's
     attrs = next((list(k for k in m["test"]["map_all"] if k not in ("overall", "macro"))
                   for m in metrics.values() if m), None) or list(pap["attributes"])
     out = [f"# {title}: fine-grained attribute-specific retrieval (test split)", ""]
-    if is_twin:
-        out += ["> **Twin data.** These numbers come from the generated twin of the dataset (a few hundred "
-                "synthetic images, the twin training profile), not from the real release. They check that the "
-                "pipeline runs end to end; they are **not comparable with the paper's numbers** (in "
-                "parentheses), which are shown only to fix the table's layout.", ""]
-    else:
-        out += [f"Measured on the real data; the paper's published numbers (Table {pap.get('table')}) in parentheses.", ""]
+    out += banner(source, profile, pap.get("table"))
     out += [f"## MAP@all per attribute, overall MAP@all, MAP@100, Recall@100 (%; paper's Table {pap.get('table')} in parentheses)", ""]
     header = ["model"] + attrs + [h for _, h in OVERALL]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -81,22 +101,46 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
         out.append("| " + " | ".join(row) + " |")
     out += ["", "Overall = mean over all queries (query-weighted, as the paper); macro = mean over attributes.", ""]
 
+    policy = ("left out of every mean" if no_relevant == "leave_out"
+              else "counted as AP = 0, every mean divided by all queries (ASEN's evaluation code)")
     out += ["## Summary per model (test and validation)", "",
-            "| model | ranking | test MAP@all | test macro MAP@all | val MAP@all | queries used | queries left out (R = 0) |",
-            "|---|---|---|---|---|---|---|"]
+            "| model | ranking | checkpoint | test MAP@all | test macro MAP@all | attribute-level ranking MAP@all "
+            "| val MAP@all | test queries | with no relevant candidate (R = 0) | left out of the means |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for model, label in MODELS.items():
         m = metrics.get(model)
         if not m:
-            out.append(f"| {label} | {DASH} | {DASH} | {DASH} | {DASH} | {DASH} | {DASH} |")
+            out.append(f"| {label} | " + " | ".join([DASH] * 9) + " |")
             continue
         ranking = "multi-granularity" if "attribute_ranking" in m else "attribute"
         t, v = m["test"], m.get("val", {})
         std = m.get("std", {}).get("test", {}).get("map_all", {}).get("overall")
         overall = fmt(t["map_all"]["overall"]) + (f" ± {fmt(std)}" if std is not None else "")
-        out.append(f"| {label} | {ranking} | {overall} | {fmt(t['map_all'].get('macro'))} | "
-                   f"{fmt(v.get('map_all', {}).get('overall'))} | {t['queries']['used']} | {t['queries']['left_out']} |")
+        att = m.get("attribute_ranking", {}).get("test", {}).get("map_all", {}).get("overall")
+        att_cell = fmt(att) if "attribute_ranking" in m else fmt(t["map_all"]["overall"])
+        if model == "m3net_c":
+            att_cell += " ¹"
+        ck = m.get("checkpoint") or {}
+        ck_cell = (f"{ck.get('policy')}" + (f", epoch {ck['epoch']}" if ck.get("epoch") is not None else "")) if ck else DASH
+        q = t["queries"]
+        out.append(f"| {label} | {ranking} | {ck_cell} | {overall} | {fmt(t['map_all'].get('macro'))} | {att_cell} | "
+                   f"{fmt(v.get('map_all', {}).get('overall'))} | {q['used'] + q['left_out']} | "
+                   f"{q.get('no_relevant', q['left_out'])} | {q['left_out']} |")
+    out += ["", f"Queries with no relevant candidate are {policy} (`evaluate.no_relevant: {no_relevant}`). "
+            "Checkpoint: which training epoch was evaluated (`last`, or `best_val`: the best validation score).",
+            "", "¹ " + M3NET_C_NOTE]
     if any(m and "std" in m for m in metrics.values()):
         out += ["", "± = standard deviation over `train.seeds`."]
+    caps = {label: (metrics.get(model) or {}).get("class_cap") for model, label in MODELS.items()}
+    caps = {k: c for k, c in caps.items() if c}
+    if caps:
+        c0 = next(iter(caps.values()))
+        out += ["", f"**Class-level cap.** At most `evaluate.max_classes` = {c0['max_classes']} classes per "
+                "(image, attribute) get a class-specific embedding, the most probable first; where more pass "
+                f"gamma = {c0['gamma']}, the rest are dropped. Share of (image, attribute) pairs where the cap binds "
+                "(val and test images; per gamma in `gamma.csv`): "
+                + ", ".join(f"{k} {100 * (c['binding_share'] or 0):.2f}% ({c['binding_pairs']} of {c['pairs']})"
+                            for k, c in caps.items()) + "."]
     out += [""]
 
     out += ["## 95% bootstrap confidence intervals over queries (test)", "",
@@ -128,7 +172,8 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
             "Query images with known regions of localised classes (the twin's `regions.json`); a hit when the "
             "peak of the model's attention map, upsampled to the stored image, lies inside the box; chance is the "
             "mean share of the image the boxes cover. Models without a class-conditional map are scored with "
-            "their attribute-level map.", "",
+            "their attribute-level map (for M3-Net_c that map is the same for every attribute: "
+            "its attribute-level embedding is mean-pooled).", "",
             "| model | accuracy (%) | chance (%) | (image, class) pairs |", "|---|---|---|---|"]
     for model, label in MODELS.items():
         pg = (metrics.get(model) or {}).get("pointing_game")
@@ -171,6 +216,8 @@ def run(params: dict) -> list[Path]:
         metrics = {m: _read(paths.model_reports_dir(key, m) / "metrics.json") for m in MODELS}
         cis = {m: _read(paths.model_reports_dir(key, m) / "metrics_ci.json") for m in MODELS}
         source = params.get("acquire", {}).get(key, {}).get("source", "twin")
+        profile = params.get("train", {}).get("profile", "twin")
+        no_relevant = params.get("evaluate", {}).get("no_relevant", "leave_out")
         fig_paths = []
         f = figs.attention_figure(eval_dir(key, "m3net"), figures_dir() / f"{key}_attention.png", n_examples)
         if f:
@@ -179,7 +226,7 @@ def run(params: dict) -> list[Path]:
                                   figures_dir() / f"{key}_retrieval.png", n_examples)
         if f:
             fig_paths.append(f)
-        page = dataset_page(key, metrics, cis, paper, source == "twin", fig_paths)
+        page = dataset_page(key, metrics, cis, paper, source, fig_paths, profile=profile, no_relevant=no_relevant)
         out = paths.ROOT / "reports" / f"{key}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page)

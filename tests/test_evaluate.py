@@ -14,6 +14,8 @@ import polars as pl
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datasets.schemas import (
     CooccurrencePairsSchema, ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, write_table,
@@ -271,3 +273,48 @@ def test_region_paths_match_with_a_leading_folder():
     got = match_region_paths(["Images/a/x.jpg", "img/y.jpg", "z.jpg"],
                              {0: "fashionAI_attributes_train1/Images/a/x.jpg", 1: "img/y.jpg", 2: "other/zz.jpg"})
     assert got == {"Images/a/x.jpg": 0, "img/y.jpg": 1}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.floats(0.05, 0.95), st.integers(0, 2**31 - 1))
+def test_cap_binding_counts_pairs_over_the_cap(n, cap, gamma, seed):
+    from benchmark.evaluate import cap_binding
+
+    cpa = [3, 7, 5]
+    probs = torch.rand(n, sum(cpa), generator=torch.Generator().manual_seed(seed))
+    got = cap_binding(probs, gamma, cpa, cap)
+    binding, start = 0, 0
+    for m in cpa:  # written out: per (image, attribute), count the classes above gamma
+        for r in range(n):
+            above = sum(float(probs[r, start + j]) > gamma for j in range(m))
+            binding += above > cap
+        start += m
+    assert got["binding_pairs"] == binding and got["pairs"] == n * len(cpa)
+    assert got["binding_share"] == pytest.approx(binding / (n * len(cpa)), abs=1e-4)
+    assert cap_binding(None, gamma, cpa, cap) is None
+
+
+def test_class_cap_and_zero_policy_reach_the_outputs(tiny):
+    from benchmark import evaluate
+
+    _save_checkpoint(tiny, "standin_eval_class")
+    p = yaml.safe_load(open("params.yaml"))
+    p["evaluate"]["max_classes"] = 1  # StandInClass predicts more than one class for some pairs
+    open("params.yaml", "w").write(yaml.safe_dump(p))
+    evaluate.main([KEY, "standin_eval_class", "--device", "cpu"])
+    rdir = tiny / "reports" / KEY / "standin_eval_class"
+    m = json.loads((rdir / "metrics.json").read_text())
+    cap = m["class_cap"]
+    assert cap["max_classes"] == 1 and cap["pairs"] == (12 + 20) * 2  # val + test images, 2 attributes
+    rows = list(csv.DictReader(open(rdir / "gamma.csv")))
+    shares = [float(r["cap_binding_share"]) for r in rows]
+    assert shares == sorted(shares, reverse=True)  # a larger gamma passes fewer classes
+    assert shares[0] > 0 and cap["binding_pairs"] == round(cap["binding_share"] * cap["pairs"])
+    q = m["test"]["queries"]
+    assert q["left_out"] == q["no_relevant"]
+    # ASEN's policy: the same queries, none left out, R = 0 queries still counted
+    p["evaluate"]["no_relevant"] = "zero"
+    open("params.yaml", "w").write(yaml.safe_dump(p))
+    evaluate.main([KEY, "standin_eval_class", "--device", "cpu"])
+    z = json.loads((rdir / "metrics.json").read_text())["test"]["queries"]
+    assert z == {"used": q["used"] + q["left_out"], "left_out": 0, "no_relevant": q["no_relevant"]}

@@ -231,7 +231,7 @@ def test_aggregate_percentages_macro_and_counts():
     }
     attr = torch.tensor([0, 0, 1, 2, 3])
     agg = aggregate(per, attr, ["a", "b", "c", "d"])
-    assert agg["queries"] == {"used": 3, "left_out": 2}
+    assert agg["queries"] == {"used": 3, "left_out": 2, "no_relevant": 2}
     ap = agg["ap_all"]
     assert ap["overall"] == pytest.approx((0.5 + 1.0 + 0.25) / 3 * 100)
     assert ap["a"] == pytest.approx(75.0) and ap["c"] == pytest.approx(25.0)
@@ -243,7 +243,45 @@ def test_aggregate_percentages_macro_and_counts():
 def test_aggregate_all_nan_is_nan_not_error():
     agg = aggregate({"ap_all": torch.full((3,), math.nan, dtype=torch.float64)}, torch.zeros(3, dtype=torch.long), ["x"])
     assert math.isnan(agg["ap_all"]["overall"]) and math.isnan(agg["ap_all"]["macro"])
-    assert agg["queries"] == {"used": 0, "left_out": 3}
+    assert agg["queries"] == {"used": 0, "left_out": 3, "no_relevant": 3}
+
+
+def _asen_style_map(ap: list[float], attr: list[int], names: list[str]) -> dict:
+    """ASEN's evaluation, written out: a query without a relevant candidate scores 0 and every
+    mean divides by all of the attribute's (or all) queries."""
+    vals = [0.0 if math.isnan(v) else v for v in ap]
+    per = {}
+    for a, name in enumerate(names):
+        mine = [v for v, q in zip(vals, attr) if q == a]
+        if mine:
+            per[name] = 100 * sum(mine) / len(mine)
+    return {"overall": 100 * sum(vals) / len(vals), "macro": sum(per.values()) / len(per), **per}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.just(math.nan), st.floats(0, 1)), st.integers(0, 3)), min_size=1, max_size=30))
+def test_aggregate_zero_policy_matches_asen_loop(rows):
+    ap = [r[0] for r in rows]
+    attr = [r[1] for r in rows]
+    names = ["a", "b", "c", "d"]
+    agg = aggregate({"ap_all": torch.tensor(ap, dtype=torch.float64)}, torch.tensor(attr), names, no_relevant="zero")
+    ref = _asen_style_map(ap, attr, names)
+    assert set(agg["ap_all"]) == set(ref)
+    for k, v in ref.items():
+        assert agg["ap_all"][k] == pytest.approx(v, abs=1e-9)
+    n_nan = sum(math.isnan(v) for v in ap)
+    assert agg["queries"] == {"used": len(ap), "left_out": 0, "no_relevant": n_nan}
+    # the default leaves them out: its overall is the mean over answerable queries only
+    lo = aggregate({"ap_all": torch.tensor(ap, dtype=torch.float64)}, torch.tensor(attr), names)
+    assert lo["queries"] == {"used": len(ap) - n_nan, "left_out": n_nan, "no_relevant": n_nan}
+    if n_nan and n_nan < len(ap):
+        assert lo["ap_all"]["overall"] >= agg["ap_all"]["overall"] - 1e-9
+
+
+def test_no_relevant_policy_rejects_unknown():
+    with pytest.raises(ValueError, match="no_relevant"):
+        aggregate({"ap_all": torch.zeros(2, dtype=torch.float64)}, torch.zeros(2, dtype=torch.long), ["x"],
+                  no_relevant="skip")
 
 
 def test_bootstrap_ci_seeded_and_sensible():

@@ -20,9 +20,11 @@ def _metrics(seed: int) -> dict:
     sec = lambda: {"overall": float(rng.uniform(10, 90)), "macro": float(rng.uniform(10, 90)),  # noqa: E731
                    **{a: float(rng.uniform(10, 90)) for a in ATTRS}}
     split = lambda: {"map_all": sec(), "map_100": sec(), "recall_100": sec(),  # noqa: E731
-                     "queries": {"used": 120, "left_out": 3},
+                     "queries": {"used": 120, "left_out": 3, "no_relevant": 3},
                      "cooccurring": {"map_all": 50.0, "queries": 40, "classes": 6, "pairs": 4}}
-    return {"test": split(), "val": split(), "pointing_game": {"accuracy": 37.5, "n": 16, "chance": 5.125}}
+    return {"test": split(), "val": split(), "pointing_game": {"accuracy": 37.5, "n": 16, "chance": 5.125},
+            "class_cap": {"max_classes": 16, "gamma": 0.8, "binding_pairs": 7 + seed, "pairs": 1000, "binding_share": (7 + seed) / 1000},
+            "checkpoint": {"policy": "best_val", "epoch": 3 + seed}}
 
 
 def _write_examples(root, model):
@@ -94,8 +96,43 @@ def test_tables_match_metrics_and_paper(reports_tree):
                         round(written["m3net"][1]["test"]["map_all"]["high"], 2))
     _, pg = report.parse_table(md, "Pointing game")
     assert {r[0]: r for r in pg}["ASEN"][1:] == ["37.50", "5.12", "16"]
-    assert "not comparable with the paper" in md
-    assert "not comparable" not in (root / "reports" / "darn.md").read_text()  # real data: no twin mark
+    assert "not comparable with the paper" in md and "Twin data" in md
+    # summary: query counts, checkpoint, the attribute-level column and its M3-Net_c footnote
+    header, rows = report.parse_table(md, "Summary per model")
+    srow = {r[0]: dict(zip(header, r)) for r in rows}
+    assert srow["M3-Net"]["test queries"] == "123"
+    assert srow["M3-Net"]["with no relevant candidate (R = 0)"] == "3"
+    assert srow["M3-Net"]["left out of the means"] == "3"
+    assert srow["M3-Net"]["checkpoint"] == "best_val, epoch 4" and srow["ASEN"]["checkpoint"] == "best_val, epoch 3"
+    assert srow["M3-Net_c"]["checkpoint"] == "–"
+    assert "mean-pooled" in md and "`evaluate.no_relevant: leave_out`" in md
+    assert "ASEN 0.70% (7 of 1000)" in md and "M3-Net 0.80% (8 of 1000)" in md
+
+
+@pytest.mark.parametrize("source, profile, comparable, mark", [
+    ("twin", "twin", False, "Twin data"),
+    ("twin", "paper", False, "Twin data"),
+    ("local", "twin", False, "Real data, `twin` training profile"),
+    ("url", "paper", True, "paper's training recipe"),
+])
+def test_banner_follows_source_and_profile(reports_tree, source, profile, comparable, mark):
+    root, _ = reports_tree
+    (root / "params.yaml").write_text(yaml.safe_dump({"report": {"examples": 2}, "train": {"profile": profile},
+                                                      "acquire": {"darn": {"source": source}}}))
+    report.main([])
+    md = (root / "reports" / "darn.md").read_text()
+    head = md.split("## ")[0]  # the title and banner, before the first table
+    assert mark in head
+    assert ("not comparable" in head) is (not comparable)
+
+
+def test_zero_policy_is_named_on_the_page(reports_tree):
+    root, _ = reports_tree
+    (root / "params.yaml").write_text(yaml.safe_dump({"report": {"examples": 2}, "evaluate": {"no_relevant": "zero"},
+                                                      "acquire": {"fashionai": {"source": "twin"}}}))
+    report.main([])
+    md = (root / "reports" / "fashionai.md").read_text()
+    assert "counted as AP = 0" in md and "`evaluate.no_relevant: zero`" in md
 
 
 def test_figures_written(reports_tree):
