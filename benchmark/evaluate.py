@@ -53,6 +53,11 @@ from datasets.schemas import (
 from model.base import Embeddings, RetrievalModel
 
 EVAL_SPLITS = ("val", "test")
+# evaluate_split's per-query arrays that are not metrics: rows, sizes of the ranked list
+QUERY_FIELDS = ("query_row", "attribute_id", "top", "top_relevant", "n_relevant", "n_candidates", "n_labels")
+# per_query.parquet's columns that are not metrics
+QUERY_COLUMNS = ("seed", "split", "ranking", "image_id", "attribute_id", "cooccurring", "n_relevant", "n_candidates",
+                 "n_labels")
 
 
 def eval_dir(key: str, model: str) -> Path:
@@ -200,6 +205,9 @@ def evaluate_split(emb: Embeddings, rows_q: np.ndarray, rows_c: np.ndarray, labe
                 out.setdefault(k, []).append(torch.as_tensor(v).double().cpu().numpy())
             out["query_row"].append(q)
             out["attribute_id"].append(np.full(len(q), n))
+            out.setdefault("n_relevant", []).append(rel.sum(1).cpu().numpy().astype(np.int64))  # R
+            out.setdefault("n_candidates", []).append(np.full(len(q), len(cn), dtype=np.int64))  # L
+            out.setdefault("n_labels", []).append(labels[q, sl].sum(1).astype(np.int64))  # |S_q|
             if top:
                 t = min(top, len(cn))
                 # ties by candidate index, as the metrics do: a stable sort of -score
@@ -259,7 +267,7 @@ def summarise(per_query: dict, labels: np.ndarray, classes_per_attribute: list[i
     relevant candidate counts as (``leave_out`` | ``zero``, benchmark.metrics.apply_no_relevant)."""
     from benchmark.metrics import aggregate, apply_no_relevant
 
-    metric_keys = [k for k in per_query if k not in ("query_row", "attribute_id", "top", "top_relevant")]
+    metric_keys = [k for k in per_query if k not in QUERY_FIELDS]
     agg = aggregate({k: torch.as_tensor(per_query[k]) for k in metric_keys},
                     torch.as_tensor(per_query["attribute_id"]), names, no_relevant=no_relevant)
     section = {}
@@ -437,10 +445,6 @@ def _mean_std(sections: list[dict]) -> tuple[dict, dict]:
     return round(mean, 4), round(std, 4)
 
 
-def _write_json(path: Path, obj) -> None:
-    write_json(path, obj)
-
-
 def run(key: str, model_name: str, params: dict, device=None) -> dict:
     ev = params["evaluate"]
     no_relevant = ev.get("no_relevant", "leave_out")
@@ -530,13 +534,13 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)
     ci = _confidence_intervals(per_query, ev, no_relevant)
     _save_examples(out_dir, examples, source, names, taxonomy)
-    (out_dir / "info.json").write_text(json.dumps({"dataset": key, "model": model_name, "ranking": per_query["ranking"][0],
-                                                   "attributes": names, "classes_per_attribute": classes_per_attribute,
-                                                   "seeds": seeds}, indent=2))
+    write_json(out_dir / "info.json", {"dataset": key, "model": model_name, "ranking": per_query["ranking"][0],
+                                       "attributes": names, "classes_per_attribute": classes_per_attribute,
+                                       "seeds": seeds, "pointing_game": pointing})
 
     rdir = paths.model_reports_dir(key, model_name)
-    _write_json(rdir / "metrics.json", result)
-    _write_json(rdir / "metrics_ci.json", ci)
+    write_json(rdir / "metrics.json", result)
+    write_json(rdir / "metrics_ci.json", ci)
     g = pl.DataFrame(gamma_rows[0]).with_columns(pl.col("map_all").cast(pl.Float64), pl.col("excluded_share").cast(pl.Float64),
                                                  pl.col("cap_binding_share").cast(pl.Float64))
     if len(gamma_rows) > 1:
@@ -551,9 +555,10 @@ def _per_query_frame(pq, ids, seed, split, ranking, labels_m, classes_per_attrib
     cols = {"seed": np.full(len(pq["query_row"]), seed, dtype=np.int64), "split": [split] * len(pq["query_row"]),
             "ranking": [ranking] * len(pq["query_row"]),
             "image_id": ids[pq["query_row"]].astype(np.int64), "attribute_id": pq["attribute_id"].astype(np.int64),
-            "cooccurring": flags}
+            "cooccurring": flags, "n_relevant": pq["n_relevant"], "n_candidates": pq["n_candidates"],
+            "n_labels": pq["n_labels"]}
     for k in pq:
-        if k not in ("query_row", "attribute_id", "top", "top_relevant"):
+        if k not in QUERY_FIELDS:
             cols[metric_name(k)] = pq[k].astype(np.float64)
     return pl.DataFrame(cols)
 
@@ -566,7 +571,7 @@ def _confidence_intervals(per_query: pl.DataFrame, ev: dict, no_relevant: str = 
 
     zero = no_relevant == "zero"
     level = float(ev.get("ci_level", 0.95))
-    metric_cols = [c for c in per_query.columns if c not in ("seed", "split", "ranking", "image_id", "attribute_id", "cooccurring")]
+    metric_cols = [c for c in per_query.columns if c not in QUERY_COLUMNS]
     mean_q = per_query.group_by(["split", "image_id", "attribute_id"], maintain_order=True).agg(
         [pl.col(c).mean() for c in metric_cols] + [pl.col("cooccurring").first()])
     out = {}
@@ -654,7 +659,7 @@ def _save_examples(out_dir: Path, examples: dict, source: ImageSource, names, ta
         np.savez_compressed(out_dir / "attention.npz", **examples["attention"])
     class_names = {f"{a}/{c}": n for a, c, n in zip(taxonomy["attribute_id"].to_list(), taxonomy["class_id"].to_list(),
                                                    taxonomy["class_name"].to_list())}
-    (out_dir / "names.json").write_text(json.dumps({"attributes": names, "classes": class_names}))
+    write_json(out_dir / "names.json", {"attributes": names, "classes": class_names})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,3 +112,30 @@ def retrieval_figure(eval_dirs: dict[str, Path], out: Path, max_queries: int = 4
             r += 1
     fig.suptitle("Retrieval: green = relevant, red = not (cf. the paper's Figure 4)", fontsize=9)
     return _save(fig, out)
+
+
+def leaderboard_figure(boards: dict[str, dict], labels: dict[str, str], titles: dict[str, str], out: Path) -> Path | None:
+    """One panel per dataset: each model's test MAP@all (mean over seeds) with its 95% interval,
+    chance as a dashed line. ``boards``: dataset key -> leaderboard.json; None when none exists."""
+    boards = {k: b for k, b in boards.items() if b and b.get("models")}
+    if not boards:
+        return None
+    fig, axes = plt.subplots(1, len(boards), figsize=(4.2 * len(boards), 0.45 * len(labels) + 1.6), squeeze=False)
+    for ax, (key, b) in zip(axes[0], boards.items()):
+        models = [m for m in labels if m in b["models"]]
+        y = np.arange(len(models))[::-1]
+        mean = np.array([b["models"][m]["map_all"]["mean"] for m in models], dtype=float)
+        lo = np.array([b["models"][m]["map_all"]["low"] for m in models], dtype=float)
+        hi = np.array([b["models"][m]["map_all"]["high"] for m in models], dtype=float)
+        ax.errorbar(mean, y, xerr=[mean - lo, hi - mean], fmt="o", color="k", ecolor="0.4", capsize=3)
+        if b["chance"].get("map_all") is not None:
+            ax.axvline(b["chance"]["map_all"], color=RED, linestyle="--")
+            ax.text(b["chance"]["map_all"], len(models) - 0.45, " chance", color=RED, fontsize=8, va="bottom")
+        ax.set_ylim(-0.6, len(models) - 0.1)
+        ax.set_yticks(y)
+        ax.set_yticklabels([labels[m] for m in models])
+        ax.set_xlabel("test MAP@all (%), mean over seeds, 95% interval")
+        ax.set_title(f"{titles.get(key, key)} ({b['queries']['test']} queries)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out)

@@ -76,8 +76,60 @@ M3NET_C_NOTE = ("M3-Net_c has no attribute-conditional modules: its attribute-le
                 "attribute-level ranking and attribute-level attention map do not depend on the attribute.")
 
 
+def _summ(d: dict | None) -> str:
+    """'mean ± sd [low, high]' of a leaderboard entry."""
+    if not d or d.get("mean") is None:
+        return DASH
+    sd = f" ± {fmt(d['sd'])}" if d.get("sd") is not None else ""
+    return f"{fmt(d['mean'])}{sd} [{fmt(d['low'])}, {fmt(d['high'])}]"
+
+
+def leaderboard_section(board: dict | None, alpha: float | None = None) -> list[str]:
+    """The page's leaderboard: seeds, chance, intervals, and which differences are significant."""
+    if not board or not board.get("models"):
+        return []
+    ms = board["models"]
+    seeds = sorted({len(m["seeds"]) for m in ms.values()})
+    out = ["## Leaderboard (test)", "",
+           f"Mean over {'/'.join(map(str, seeds))} training seed(s) ± their standard deviation, [95% bootstrap interval "
+           f"over the {board['queries']['test']} test queries used] ({board['queries']['test_left_out']} left out: no "
+           f"relevant candidate); ranked lists hold {board['candidates']['min']} candidates at least "
+           f"(median {board['candidates']['median']:.0f}). Chance: the exact expectation of a random ranking of the "
+           "same lists.", "",
+           "| model | MAP@all | MAP@100 | Recall@100 | MAP@all, multi-class queries | MAP@all, single-class queries "
+           "| pointing game (%) |", "|---|---|---|---|---|---|---|"]
+    ch = board["chance"]
+    out.append(f"| chance | {fmt(ch.get('map_all'))} | {fmt(ch.get('map_100'))} | {fmt(ch.get('recall_100'))} "
+               f"| {DASH} | {DASH} | {DASH} |")
+    order = [m for m in MODELS if m in ms] + [m for m in ms if m not in MODELS]
+    for m in order:
+        e = ms[m]
+        pg = e.get("pointing")
+        pg_cell = (f"{fmt(pg['accuracy'])} [{fmt(pg['low'])}, {fmt(pg['high'])}], chance {fmt(pg.get('chance'))}"
+                   if pg else DASH)
+        below = e["map_all"].get("low") is not None and ch.get("map_all") is not None and e["map_all"]["low"] <= ch["map_all"]
+        out.append(f"| {MODELS.get(m, m)} | {_summ(e['map_all'])}{' (not above chance)' if below else ''} | "
+                   f"{_summ(e['map_100'])} | {_summ(e['recall_100'])} | {fmt(e.get('multi_class_map_all'))} | "
+                   f"{fmt(e.get('single_class_map_all'))} | {pg_cell} |")
+    pairs = board.get("pairs", {})
+    sig = [(k, v) for k, v in pairs.items() if v.get("significant")]
+    level = f" at {alpha:g}" if alpha is not None else ""
+    out += ["", f"**Significance.** Every pair of models is compared on the shared test queries by a paired sign-flip "
+            f"permutation test of the per-query AP (seeds averaged), p-values adjusted for the {len(pairs)} comparisons "
+            f"by Holm's method; {len(sig)} of {len(pairs)} differences are significant{level}."]
+    if pairs:
+        out += ["", "| pair | MAP@all difference (a − b) | p | p (Holm) | significant |", "|---|---|---|---|---|"]
+        for k, v in sorted(pairs.items(), key=lambda kv: (kv[1]["p_adjusted"] is None, kv[1]["p_adjusted"] or 0)):
+            a, b = k.split("_vs_")
+            out.append(f"| {MODELS.get(a, a)} − {MODELS.get(b, b)} | {fmt(v['delta'])} | {v['p']:.4f} | "
+                       f"{v['p_adjusted']:.4f} | {'**yes**' if v['significant'] else 'no'} |")
+    out += [""]
+    return out
+
+
 def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict | None], paper: dict,
-                 source: str, figures: list[Path], profile: str = "twin", no_relevant: str = "leave_out") -> str:
+                 source: str, figures: list[Path], profile: str = "twin", no_relevant: str = "leave_out",
+                 board: dict | None = None, alpha: float | None = None) -> str:
     title = DATASETS.get(key, key)
     pap = paper["datasets"].get(key, {"attributes": [], "models": {}, "table": None})
     # attribute columns: the measured ones (taxonomy order), else the paper's
@@ -85,6 +137,7 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
                   for m in metrics.values() if m), None) or list(pap["attributes"])
     out = [f"# {title}: fine-grained attribute-specific retrieval (test split)", ""]
     out += banner(source, profile, pap.get("table"))
+    out += leaderboard_section(board, alpha)
     out += [f"## MAP@all per attribute, overall MAP@all, MAP@100, Recall@100 (%; paper's Table {pap.get('table')} in parentheses)", ""]
     header = ["model"] + attrs + [h for _, h in OVERALL]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -211,6 +264,9 @@ def run(params: dict) -> list[Path]:
 
     paper = json.loads(PAPER_RESULTS.read_text())
     n_examples = int(params.get("report", {}).get("examples", 4))
+    alpha = params.get("leaderboard", {}).get("alpha")
+    boards = {key: _read(paths.ROOT / "reports" / key / "leaderboard.json") for key in DATASETS}
+    overview = figs.leaderboard_figure(boards, MODELS, DATASETS, figures_dir() / "leaderboard.png")
     written = []
     for key in DATASETS:
         metrics = {m: _read(paths.model_reports_dir(key, m) / "metrics.json") for m in MODELS}
@@ -218,7 +274,7 @@ def run(params: dict) -> list[Path]:
         source = params.get("acquire", {}).get(key, {}).get("source", "twin")
         profile = params.get("train", {}).get("profile", "twin")
         no_relevant = params.get("evaluate", {}).get("no_relevant", "leave_out")
-        fig_paths = []
+        fig_paths = [overview] if overview else []
         f = figs.attention_figure(eval_dir(key, "m3net"), figures_dir() / f"{key}_attention.png", n_examples)
         if f:
             fig_paths.append(f)
@@ -226,7 +282,8 @@ def run(params: dict) -> list[Path]:
                                   figures_dir() / f"{key}_retrieval.png", n_examples)
         if f:
             fig_paths.append(f)
-        page = dataset_page(key, metrics, cis, paper, source, fig_paths, profile=profile, no_relevant=no_relevant)
+        page = dataset_page(key, metrics, cis, paper, source, fig_paths, profile=profile, no_relevant=no_relevant,
+                            board=boards[key], alpha=alpha)
         out = paths.ROOT / "reports" / f"{key}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page)

@@ -161,8 +161,9 @@ class CooccurrenceClassesSchema(pa.DataFrameModel):
 
 class PerQuerySchema(pa.DataFrameModel):
     """The evaluate stage's per-query metrics (data/<key>/eval/<model>/per_query.parquet): one row per
-    (seed, split, ranking, query image, attribute); one float column per metric (map_all, and
-    map_<k>/recall_<k> per evaluate.ks), in [0, 1] or NaN for a query without a relevant candidate."""
+    (seed, split, ranking, query image, attribute); the sizes R, L and |S_q| of its ranked list and
+    label set; one float column per metric (map_all, and map_<k>/recall_<k> per evaluate.ks), in
+    [0, 1] or NaN for a query without a relevant candidate."""
 
     seed: pl.Int64
     split: pl.Utf8 = pa.Field(isin=["val", "test"])
@@ -170,6 +171,9 @@ class PerQuerySchema(pa.DataFrameModel):
     image_id: pl.Int64 = pa.Field(ge=0)
     attribute_id: pl.Int64 = pa.Field(ge=0)
     cooccurring: pl.Boolean
+    n_relevant: pl.Int64 = pa.Field(ge=0)  # R: relevant candidates in the query's ranked list
+    n_candidates: pl.Int64 = pa.Field(ge=1)  # L: the ranked list's length
+    n_labels: pl.Int64 = pa.Field(ge=1)  # |S_q|: the query's positive classes in its attribute
     map_all: pl.Float64 = pa.Field(nullable=True)
 
     class Config:

@@ -96,7 +96,11 @@ def test_dvc_parses_the_pipeline():
     assert out.returncode == 0, out.stderr
     stages = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
     assert "train@deepfashion-m3net" in stages and "evaluate@darn-modc" in stages
-    assert len(stages) == 6 * 3 + 2 * 21 + 1
+    dvc = _dvc_yaml()
+    n_models = len(next(v["model_names"] for v in dvc["vars"] if "model_names" in v))
+    # per dataset: twins, acquire, parse, validate, splits, cooccurrence, leaderboard; train and
+    # evaluate per (dataset, model); one report
+    assert len(stages) == 7 * 3 + 2 * 3 * n_models + 1
 
 
 def test_splits_schema_rejects_a_train_image_with_a_query_role():
@@ -154,7 +158,10 @@ def test_per_query_schema_accepts_nan_and_rejects_metrics_outside_0_1():
 
     df = pl.DataFrame({"seed": [0, 0], "split": ["test", "val"], "ranking": ["attribute", "multi-granularity"],
                        "image_id": [3, 4], "attribute_id": [0, 1], "cooccurring": [True, False],
+                       "n_relevant": [2, 0], "n_candidates": [9, 9], "n_labels": [1, 2],
                        "map_all": [0.5, float("nan")], "map_100": [0.5, float("nan")], "recall_100": [1.0, float("nan")]})
     assert PerQuerySchema.validate(df).height == 2
     with pytest.raises(SchemaError):
         PerQuerySchema.validate(df.with_columns(pl.Series("recall_100", [1.5, 0.2])))
+    with pytest.raises(SchemaError):  # an empty ranked list is not a query
+        PerQuerySchema.validate(df.with_columns(pl.Series("n_candidates", [0, 9])))

@@ -154,3 +154,36 @@ def test_paper_results_overall_match_spec_section_5():
     for key, t in d.items():
         for m in report.MODELS:
             assert set(t["models"][m]["map_all"]) == set(t["attributes"]) | {"overall"}, (key, m)
+
+
+def _board(models=("asen", "m3net")) -> dict:
+    e = lambda m: {"mean": m, "sd": 0.5, "low": m - 1.5, "high": m + 1.5}  # noqa: E731
+    return {"chance": {"map_all": 20.0, "map_100": 18.0, "recall_100": 40.0},
+            "queries": {"test": 1200, "test_left_out": 4}, "candidates": {"min": 210, "median": 240.0},
+            "models": {m: {"seeds": [0, 1, 2], "map_all": e(30.0 + 10 * i), "map_100": e(25.0), "recall_100": e(60.0),
+                           "multi_class_map_all": 28.0, "single_class_map_all": 31.0,
+                           **({"pointing": {"accuracy": 40.0, "low": 35.0, "high": 45.0, "chance": 9.0, "n": 300}}
+                              if m == "m3net" else {})}
+                       for i, m in enumerate(models)},
+            "pairs": {"asen_vs_m3net": {"delta": -10.0, "p": 0.0001, "p_adjusted": 0.0001, "significant": True, "queries": 1200}}}
+
+
+def test_leaderboard_section_and_figure(reports_tree):
+    root, _ = reports_tree
+    (root / "reports" / "fashionai" / "leaderboard.json").write_text(json.dumps(_board()))
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["leaderboard"] = {"alpha": 0.05}
+    (root / "params.yaml").write_text(yaml.safe_dump(p))
+    report.main([])
+    md = (root / "reports" / "fashionai.md").read_text()
+    header, rows = report.parse_table(md, "Leaderboard")
+    by = {r[0]: dict(zip(header, r)) for r in rows}
+    assert by["chance"]["MAP@all"] == "20.00"
+    assert by["M3-Net"]["MAP@all"] == "40.00 ± 0.50 [38.50, 41.50]"
+    assert by["M3-Net"]["pointing game (%)"] == "40.00 [35.00, 45.00], chance 9.00"
+    assert by["ASEN"]["MAP@all, multi-class queries"] == "28.00"
+    assert "1 of 1 differences are significant at 0.05" in md and "| ASEN − M3-Net | -10.00 | 0.0001 | 0.0001 | **yes** |" in md
+    assert (root / "reports" / "figures" / "leaderboard.png").stat().st_size > 5000
+    assert "figures/leaderboard.png" in md
+    # a dataset without a leaderboard has no such section, but the overview figure
+    assert "## Leaderboard" not in (root / "reports" / "darn.md").read_text()

@@ -1,0 +1,175 @@
+"""Leaderboard stage: one dataset's models side by side, with chance, seed spread and significance.
+
+    python -m benchmark.leaderboard <dataset>
+
+Reads every ``data/<key>/eval/<model>/per_query.parquet`` (and ``info.json``) that the evaluate
+stages wrote; writes ``reports/<key>/leaderboard.json``, a DVC metric:
+
+- ``chance``: MAP@all / MAP@100 / Recall@100 of a uniformly random ranking of the same lists,
+  its exact expectation (``benchmark.stats.expected_random_metrics``), in percent;
+- ``queries``: test queries used and left out; ``candidates``: min and median ranked-list length;
+- ``models.<model>``: the seeds, and per metric ``{mean, sd, low, high}``: the mean over seeds of
+  the overall (query-weighted) figure, its standard deviation across seeds, and the bootstrap
+  interval over queries of the per-query values averaged over seeds; the pointing game with its
+  Wilson interval and chance; MAP@all over multi-class queries (|S_q| >= 2) and single-class ones;
+- ``pairs.<a>_vs_<b>``: MAP@all of a minus b on the shared test queries (seeds averaged), the
+  paired sign-flip permutation p-value, Holm's adjustment over all pairs of the dataset, and
+  whether it is significant at ``leaderboard.alpha``.
+
+Queries with no relevant candidate follow ``evaluate.no_relevant``, as every other figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from benchmark.metrics import bootstrap_ci
+from benchmark.params import load_params
+from benchmark.stats import expected_random_metrics, holm, paired_permutation_test, wilson_interval
+from datasets import DATASETS, paths
+from datasets.schemas import PerQuerySchema, read_table, write_json
+
+METRICS = ("map_all", "map_100", "recall_100")
+
+
+def _round(v):
+    return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+
+def _policy(values: np.ndarray, no_relevant: str) -> np.ndarray:
+    return np.nan_to_num(values, nan=0.0) if no_relevant == "zero" else values
+
+
+def load_model_queries(eval_root: Path) -> dict[str, pl.DataFrame]:
+    """Per model, its test rows of per_query.parquet (one row per seed and query)."""
+    out = {}
+    for d in sorted(p for p in eval_root.iterdir() if (p / "per_query.parquet").exists()):
+        pq = read_table(d / "per_query.parquet", PerQuerySchema)
+        out[d.name] = pq.filter(pl.col("split") == "test")
+    return out
+
+
+def seed_summary(pq: pl.DataFrame, metric: str, no_relevant: str, ev: dict) -> dict:
+    """{mean, sd, low, high} in percent for one model and metric."""
+    per_seed = []
+    for _, part in pq.group_by("seed", maintain_order=True):
+        v = _policy(part[metric].to_numpy(), no_relevant)
+        v = v[~np.isnan(v)]
+        per_seed.append(100 * v.mean() if v.size else np.nan)
+    per_seed = np.array(per_seed)
+    avg = averaged(pq, metric, no_relevant)
+    lo, hi = bootstrap_ci(torch.from_numpy(avg), int(ev["bootstrap"]), int(ev["bootstrap_seed"]),
+                          float(ev.get("ci_level", 0.95)))
+    return {"mean": _round(per_seed.mean()), "sd": _round(per_seed.std(ddof=1)) if len(per_seed) > 1 else None,
+            "low": _round(100 * lo), "high": _round(100 * hi)}
+
+
+def averaged(pq: pl.DataFrame, metric: str, no_relevant: str, keys: pl.DataFrame | None = None) -> np.ndarray:
+    """Per-query values averaged over seeds, NaN where the query is left out; in the order of
+    ``keys`` (image_id, attribute_id) when given, else sorted by query."""
+    df = pq.with_columns(pl.Series(metric, _policy(pq[metric].to_numpy(), no_relevant)))
+    g = df.group_by(["image_id", "attribute_id"]).agg(pl.col(metric).mean())
+    if keys is None:
+        g = g.sort(["attribute_id", "image_id"])
+    else:
+        g = keys.join(g, on=["image_id", "attribute_id"], how="left", maintain_order="left")
+    return g[metric].fill_null(float("nan")).to_numpy().astype(np.float64)
+
+
+def chance(pq: pl.DataFrame, no_relevant: str, k: int = 100) -> dict:
+    q = pq.unique(["image_id", "attribute_id"]).sort(["attribute_id", "image_id"])
+    e = expected_random_metrics(q["n_relevant"].to_numpy(), q["n_candidates"].to_numpy(), k=k)
+    out = {}
+    for name, key in (("map_all", "ap_all"), (f"map_{k}", f"ap@{k}"), (f"recall_{k}", f"recall@{k}")):
+        v = _policy(e[key], no_relevant)
+        v = v[~np.isnan(v)]
+        out[name] = _round(100 * v.mean()) if v.size else None
+    return out
+
+
+def pointing(info: dict, level: float) -> dict | None:
+    pg = info.get("pointing_game")
+    if not pg or not pg.get("n"):
+        return None
+    hits = round(pg["accuracy"] * pg["n"] / 100)
+    lo, hi = wilson_interval(hits, pg["n"], level)
+    return {"accuracy": pg["accuracy"], "low": _round(100 * lo), "high": _round(100 * hi),
+            "chance": pg.get("chance"), "n": pg["n"]}
+
+
+def build(key: str, params: dict) -> dict:
+    ev = params["evaluate"]
+    lb = params["leaderboard"]
+    no_relevant = ev.get("no_relevant", "leave_out")
+    eval_root = paths.ROOT / "data" / key / "eval"
+    by_model = load_model_queries(eval_root)
+    if not by_model:
+        raise SystemExit(f"leaderboard: no per_query.parquet under {eval_root}: run the evaluate stages first")
+    first = next(iter(by_model.values()))
+    queries = first.unique(["image_id", "attribute_id"]).sort(["attribute_id", "image_id"])
+    n_used = int((queries["n_relevant"] > 0).sum()) if no_relevant == "leave_out" else queries.height
+    result: dict = {
+        "chance": chance(first, no_relevant),
+        "queries": {"test": n_used, "test_left_out": queries.height - n_used},
+        "candidates": {"min": int(queries["n_candidates"].min()), "median": float(queries["n_candidates"].median())},
+        "models": {},
+        "pairs": {},
+    }
+    keys = queries.select(["image_id", "attribute_id"])
+    avg_ap = {}
+    for model, pq in by_model.items():
+        info_path = eval_root / model / "info.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        m: dict = {"seeds": sorted(int(s) for s in pq["seed"].unique().to_list())}
+        for metric in METRICS:
+            m[metric] = seed_summary(pq, metric, no_relevant, ev)
+        pg = pointing(info, float(ev.get("ci_level", 0.95)))
+        if pg is not None:
+            m["pointing"] = pg
+        for name, cond in (("multi_class_map_all", pl.col("n_labels") >= 2), ("single_class_map_all", pl.col("n_labels") == 1)):
+            v = averaged(pq.filter(cond), "map_all", no_relevant)
+            v = v[~np.isnan(v)]
+            m[name] = _round(100 * v.mean()) if v.size else None
+        result["models"][model] = m
+        avg_ap[model] = averaged(pq, "map_all", no_relevant, keys)
+    names = list(by_model)
+    pairs = list(itertools.combinations(names, 2))
+    raw = []
+    for a, b in pairs:
+        da, db = avg_ap[a], avg_ap[b]
+        shared = ~np.isnan(da) & ~np.isnan(db)
+        raw.append(paired_permutation_test(da[shared], db[shared], int(lb["permutations"]), int(lb["seed"])))
+        result["pairs"][f"{a}_vs_{b}"] = {"delta": _round(100 * (da[shared] - db[shared]).mean()) if shared.any() else None,
+                                          "queries": int(shared.sum())}
+    adjusted = holm(raw)
+    for (a, b), p, pa in zip(pairs, raw, adjusted):
+        d = result["pairs"][f"{a}_vs_{b}"]
+        d.update({"p": _round(p), "p_adjusted": _round(pa), "significant": bool(pa < float(lb["alpha"]))})
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmark.leaderboard", description=__doc__.split("\n")[0])
+    ap.add_argument("dataset", choices=DATASETS)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    result = build(args.dataset, load_params(args.params))
+    out = paths.ROOT / "reports" / args.dataset / "leaderboard.json"
+    write_json(out, result)
+    sig = sum(p["significant"] for p in result["pairs"].values())
+    print(f"{args.dataset}: {len(result['models'])} models, {result['queries']['test']} test queries, "
+          f"chance MAP@all {result['chance']['map_all']}, {sig}/{len(result['pairs'])} pairs significant",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
