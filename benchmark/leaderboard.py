@@ -2,8 +2,8 @@
 
     python -m benchmark.leaderboard <dataset>
 
-Reads every ``data/<key>/eval/<model>/per_query.parquet`` (and ``info.json``) that the evaluate
-stages wrote; writes ``reports/<key>/leaderboard.json``, a DVC metric:
+Reads every ``data/<key>/eval/<model>/per_query.parquet`` that the evaluate stages wrote (and
+the attention stages' ``data/<key>/attention/<model>/pointing.json``); writes ``reports/<key>/leaderboard.json``, a DVC metric:
 
 - ``chance``: MAP@all / MAP@100 / Recall@100 of a uniformly random ranking of the same lists,
   its exact expectation (``benchmark.stats.expected_random_metrics``), in percent;
@@ -96,7 +96,7 @@ def chance(pq: pl.DataFrame, no_relevant: str, k: int = 100) -> dict:
 
 
 def pointing(info: dict, level: float) -> dict | None:
-    pg = info.get("pointing_game")
+    pg = (info or {}).get("pointing_game")
     if not pg or not pg.get("n"):
         return None
     hits = round(pg["accuracy"] * pg["n"] / 100)
@@ -109,7 +109,7 @@ def build(key: str, params: dict) -> dict:
     ev = params["evaluate"]
     lb = params["leaderboard"]
     no_relevant = ev.get("no_relevant", "leave_out")
-    eval_root = paths.ROOT / "data" / key / "eval"
+    eval_root = paths.eval_dir(key, "x").parent
     by_model = load_model_queries(eval_root)
     if not by_model:
         raise SystemExit(f"leaderboard: no per_query.parquet under {eval_root}: run the evaluate stages first")
@@ -126,7 +126,7 @@ def build(key: str, params: dict) -> dict:
     keys = queries.select(["image_id", "attribute_id"])
     avg_ap = {}
     for model, pq in by_model.items():
-        info_path = eval_root / model / "info.json"
+        info_path = paths.attention_dir(key, model) / "pointing.json"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         m: dict = {"seeds": sorted(int(s) for s in pq["seed"].unique().to_list())}
         for metric in METRICS:

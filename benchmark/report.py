@@ -130,6 +130,7 @@ def leaderboard_section(board: dict | None, alpha: float | None = None) -> list[
 def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict | None], paper: dict,
                  source: str, figures: list[Path], profile: str = "twin", no_relevant: str = "leave_out",
                  board: dict | None = None, alpha: float | None = None) -> str:
+    pointings = {m: e.get("pointing") for m, e in ((board or {}).get("models") or {}).items()}
     title = DATASETS.get(key, key)
     pap = paper["datasets"].get(key, {"attributes": [], "models": {}, "table": None})
     # attribute columns: the measured ones (taxonomy order), else the paper's
@@ -222,16 +223,17 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
     out += [""]
 
     out += ["## Pointing game (attention peak inside the ground-truth box)", "",
-            "Query images with known regions of localised classes (the twin's `regions.json`); a hit when the "
+            "Query images with known regions of localised classes (`regions.json`); a hit when the "
             "peak of the model's attention map, upsampled to the stored image, lies inside the box; chance is the "
-            "mean share of the image the boxes cover. Models without a class-conditional map are scored with "
-            "their attribute-level map (for M3-Net_c that map is the same for every attribute: "
-            "its attribute-level embedding is mean-pooled).", "",
-            "| model | accuracy (%) | chance (%) | (image, class) pairs |", "|---|---|---|---|"]
+            "mean share of the image the boxes cover (a uniformly random peak). Models without a class-conditional "
+            "map are scored with their attribute-level map (for M3-Net_c that map is the same for every attribute: "
+            "its attribute-level embedding is mean-pooled). Interval: Wilson's, 95%.", "",
+            "| model | accuracy (%) | 95% interval | chance (%) | (image, class) pairs |", "|---|---|---|---|---|"]
     for model, label in MODELS.items():
-        pg = (metrics.get(model) or {}).get("pointing_game")
-        out.append(f"| {label} | {fmt(pg['accuracy']) if pg else DASH} | {fmt(pg.get('chance')) if pg else DASH} "
-                   f"| {pg['n'] if pg else DASH} |")
+        pg = pointings.get(model)
+        out.append(f"| {label} | {fmt(pg['accuracy']) if pg else DASH} | "
+                   f"{(fmt(pg.get('low')) + ' – ' + fmt(pg.get('high'))) if pg else DASH} | "
+                   f"{fmt(pg.get('chance')) if pg else DASH} | {pg['n'] if pg else DASH} |")
     out += ["", "A dash: no attention map (the model has none) or no regions for this dataset.", ""]
 
     out += ["## Gamma sensitivity and training curves", "",
@@ -260,7 +262,6 @@ def parse_table(markdown: str, heading_prefix: str) -> tuple[list[str], list[lis
 
 def run(params: dict) -> list[Path]:
     from benchmark import figures as figs
-    from benchmark.evaluate import eval_dir
 
     paper = json.loads(PAPER_RESULTS.read_text())
     n_examples = int(params.get("report", {}).get("examples", 4))
@@ -275,10 +276,10 @@ def run(params: dict) -> list[Path]:
         profile = params.get("train", {}).get("profile", "twin")
         no_relevant = params.get("evaluate", {}).get("no_relevant", "leave_out")
         fig_paths = [overview] if overview else []
-        f = figs.attention_figure(eval_dir(key, "m3net"), figures_dir() / f"{key}_attention.png", n_examples)
+        f = figs.attention_figure(paths.attention_dir(key, "m3net"), figures_dir() / f"{key}_attention.png", n_examples)
         if f:
             fig_paths.append(f)
-        f = figs.retrieval_figure({m: eval_dir(key, m) for m in ("m3net", "modc")},
+        f = figs.retrieval_figure({m: paths.eval_dir(key, m) for m in ("m3net", "modc")},
                                   figures_dir() / f"{key}_retrieval.png", n_examples)
         if f:
             fig_paths.append(f)

@@ -43,3 +43,23 @@ def reports_dir(key: str) -> Path:
 
 def model_reports_dir(key: str, model: str) -> Path:
     return ROOT / "reports" / key / model
+
+
+def checkpoint_path(key: str, model: str, seed: int) -> Path:
+    """The train stage's checkpoint of one seed."""
+    return model_dir(key, model) / f"seed{int(seed)}" / "checkpoint.pt"
+
+
+def embeddings_dir(key: str, model: str) -> Path:
+    """The embed stage's output: seed<k>.npz per training seed."""
+    return ROOT / "data" / key / "embeddings" / model
+
+
+def eval_dir(key: str, model: str) -> Path:
+    """The evaluate stage's per-query table and retrieval examples."""
+    return ROOT / "data" / key / "eval" / model
+
+
+def attention_dir(key: str, model: str) -> Path:
+    """The attention stage's pointing game and attention examples."""
+    return ROOT / "data" / key / "attention" / model

@@ -158,6 +158,17 @@ def _save_checkpoint(root, name, seed=0):
     return model
 
 
+def _run_stages(name: str, *, attention: bool = False) -> None:
+    """The stages after training, as DVC runs them: embed, evaluate (and attention)."""
+    from benchmark import attention as attention_stage
+    from benchmark import embed, evaluate
+
+    assert embed.main([KEY, name, "--device", "cpu"]) == 0
+    assert evaluate.main([KEY, name, "--device", "cpu"]) == 0
+    if attention:
+        assert attention_stage.main([KEY, name, "--device", "cpu"]) == 0
+
+
 def _direct_test_map(model, ids_q, ids_c, labels_by_image, attr_slices, pixels_of):
     """SPEC section 2 by hand: per attribute, brute-force AP of cosine similarity; query-weighted mean."""
     with torch.no_grad():
@@ -189,7 +200,7 @@ def test_metrics_match_a_direct_computation(tiny):
     from benchmark import evaluate
 
     model = _save_checkpoint(tiny, "standin_eval")
-    assert evaluate.main([KEY, "standin_eval", "--device", "cpu"]) == 0
+    _run_stages("standin_eval", attention=True)
     rdir = tiny / "reports" / KEY / "standin_eval"
     m = json.loads((rdir / "metrics.json").read_text())
     for split in ("val", "test"):
@@ -208,9 +219,10 @@ def test_metrics_match_a_direct_computation(tiny):
     assert m["test"]["cooccurring"]["pairs"] == 1 and m["test"]["cooccurring"]["classes"] == 2
     # pointing game over the val and test query images (8..10, 20..24): even ids' boxes hold the
     # red square, odd ids' do not -> 5 of 8
-    assert m["pointing_game"]["accuracy"] == pytest.approx(62.5) and m["pointing_game"]["n"] == 8
+    pg = json.loads((rdir / "pointing.json").read_text())["pointing_game"]
+    assert pg["accuracy"] == pytest.approx(62.5) and pg["n"] == 8
     # chance: every box covers 4 x 4 of the 16 x 16 image
-    assert m["pointing_game"]["chance"] == pytest.approx(100 * 16 / 256)
+    assert pg["chance"] == pytest.approx(100 * 16 / 256)
     ci = json.loads((rdir / "metrics_ci.json").read_text())
     c = ci["test"]["map_all"]
     assert c["low"] <= m["test"]["map_all"]["overall"] <= c["high"] and c["low"] < c["high"]
@@ -223,14 +235,22 @@ def test_metrics_match_a_direct_computation(tiny):
     assert pq.filter(pl.col("split") == "test")["map_all"].drop_nans().len() == used
     r = np.load(ev / "retrieval.npz")
     assert r["top_image_id"].shape == (2, 4) and set(r["top_image_id"].ravel()) <= set(range(25, 40))
-    assert (ev / "attention.npz").exists()
+    assert (tiny / "data" / KEY / "attention" / "standin_eval" / "attention.npz").exists()
+    # the embeddings file holds the exact float32 embeddings the metrics came from
+    from benchmark.inference import load_embeddings
+
+    ids, emb, class_level = load_embeddings(tiny / "data" / KEY / "embeddings" / "standin_eval" / "seed0.npz")
+    assert ids.tolist() == list(range(8, 40)) and not class_level and emb.attribute.dtype == torch.float32
+    with torch.no_grad():
+        direct = model.eval().embed(src.tensor(ids[:3])).attribute
+    assert torch.allclose(emb.attribute[:3], direct, atol=1e-6)
 
 
 def test_class_level_model_gets_multi_granularity_and_a_gamma_sweep(tiny):
     from benchmark import evaluate
 
     _save_checkpoint(tiny, "standin_eval_class")
-    evaluate.main([KEY, "standin_eval_class", "--device", "cpu"])
+    _run_stages("standin_eval_class")
     rdir = tiny / "reports" / KEY / "standin_eval_class"
     m = json.loads((rdir / "metrics.json").read_text())
     assert "attribute_ranking" in m and m["test"]["map_all"]["overall"] is not None
@@ -261,14 +281,14 @@ def test_several_seeds_give_mean_and_std(tiny):
     open("params.yaml", "w").write(yaml.safe_dump(p))
     for s in (0, 1):
         _save_checkpoint(tiny, "standin_eval", seed=s)
-    evaluate.main([KEY, "standin_eval", "--device", "cpu"])
+    _run_stages("standin_eval")
     m = json.loads((tiny / "reports" / KEY / "standin_eval" / "metrics.json").read_text())
     assert m["seeds"]["count"] == 2
     assert m["std"]["test"]["map_all"]["overall"] > 0  # two different models
 
 
 def test_region_paths_match_with_a_leading_folder():
-    from benchmark.evaluate import match_region_paths
+    from benchmark.pointing import match_region_paths
 
     got = match_region_paths(["Images/a/x.jpg", "img/y.jpg", "z.jpg"],
                              {0: "fashionAI_attributes_train1/Images/a/x.jpg", 1: "img/y.jpg", 2: "other/zz.jpg"})
@@ -301,7 +321,7 @@ def test_class_cap_and_zero_policy_reach_the_outputs(tiny):
     p = yaml.safe_load(open("params.yaml"))
     p["evaluate"]["max_classes"] = 1  # StandInClass predicts more than one class for some pairs
     open("params.yaml", "w").write(yaml.safe_dump(p))
-    evaluate.main([KEY, "standin_eval_class", "--device", "cpu"])
+    _run_stages("standin_eval_class")
     rdir = tiny / "reports" / KEY / "standin_eval_class"
     m = json.loads((rdir / "metrics.json").read_text())
     cap = m["class_cap"]
@@ -315,6 +335,9 @@ def test_class_cap_and_zero_policy_reach_the_outputs(tiny):
     # ASEN's policy: the same queries, none left out, R = 0 queries still counted
     p["evaluate"]["no_relevant"] = "zero"
     open("params.yaml", "w").write(yaml.safe_dump(p))
-    evaluate.main([KEY, "standin_eval_class", "--device", "cpu"])
+    emb_file = tiny / "data" / KEY / "embeddings" / "standin_eval_class" / "seed0.npz"
+    before = emb_file.read_bytes()
+    evaluate.main([KEY, "standin_eval_class", "--device", "cpu"])  # scoring only: no new embeddings
+    assert emb_file.read_bytes() == before
     z = json.loads((rdir / "metrics.json").read_text())["test"]["queries"]
     assert z == {"used": q["used"] + q["left_out"], "left_out": 0, "no_relevant": q["no_relevant"]}

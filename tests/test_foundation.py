@@ -98,9 +98,9 @@ def test_dvc_parses_the_pipeline():
     assert "train@deepfashion-m3net" in stages and "evaluate@darn-modc" in stages
     dvc = _dvc_yaml()
     n_models = len(next(v["model_names"] for v in dvc["vars"] if "model_names" in v))
-    # per dataset: twins, acquire, parse, validate, splits, cooccurrence, leaderboard; train and
-    # evaluate per (dataset, model); one report
-    assert len(stages) == 7 * 3 + 2 * 3 * n_models + 1
+    # per dataset: twins, acquire, parse, validate, splits, cooccurrence, leaderboard; train, embed,
+    # evaluate and attention per (dataset, model); one report
+    assert len(stages) == 7 * 3 + 4 * 3 * n_models + 1
 
 
 def test_splits_schema_rejects_a_train_image_with_a_query_role():

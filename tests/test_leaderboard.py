@@ -46,8 +46,10 @@ def tree(tmp_path, monkeypatch):
         d.mkdir(parents=True)
         tables[model] = _per_query(rng, quality)
         write_table(tables[model], d / "per_query.parquet", PerQuerySchema)
-        info = {"pointing_game": {"accuracy": 25.0, "n": 40, "chance": 10.0}} if model == "good" else {}
-        (d / "info.json").write_text(json.dumps(info))
+        info = {"pointing_game": {"accuracy": 25.0, "n": 40, "chance": 10.0}} if model == "good" else {"pointing_game": None}
+        a = tmp_path / "data" / "fashionai" / "attention" / model
+        a.mkdir(parents=True)
+        (a / "pointing.json").write_text(json.dumps(info))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "evaluate": {"bootstrap": 300, "bootstrap_seed": 3, "ci_level": 0.95, "no_relevant": "leave_out"},
         "leaderboard": {"permutations": 2000, "seed": 5, "alpha": 0.05}}))

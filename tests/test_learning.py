@@ -51,6 +51,8 @@ def _map_on_train_images(model, work: Path) -> tuple[float, float]:
     """(MAP@all of the model's attribute-level ranking, MAP@all of random embeddings), in percent,
     train images split 1:4 into queries and candidates."""
     from benchmark import evaluate as E
+    from benchmark.evalsets import attribute_layout, positive_matrix
+    from benchmark.inference import ImageSource, extract_embeddings
     from datasets.schemas import ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, read_table
     from model.base import Embeddings
 
@@ -60,17 +62,17 @@ def _map_on_train_images(model, work: Path) -> tuple[float, float]:
     tax = read_table(v / "taxonomy.parquet", TaxonomySchema)
     sp = read_table(work / "data" / KEY / "splits.parquet", SplitsSchema)
     ids = sp.filter(pl.col("split") == "train")["image_id"].to_numpy()
-    _, cpa = E.attribute_layout(tax)
-    lab = E.positive_matrix(labels, tax, ids)
+    _, cpa = attribute_layout(tax)
+    lab = positive_matrix(labels, tax, ids)
     perm = np.random.default_rng(0).permutation(len(ids))
     rq, rc = np.sort(perm[: len(ids) // 5]), np.sort(perm[len(ids) // 5:])
-    src = E.ImageSource(work / "data" / KEY / "raw", images, 48)
+    src = ImageSource(work / "data" / KEY / "raw", images, 48)
 
     def score(emb):
         r = E.evaluate_split(emb, rq, rc, lab, cpa, relevance="all", ks=[100], ranking="attribute")
         return float(np.nanmean(r["ap_all"])) * 100
 
-    emb = E.extract_embeddings(model, src, ids, gamma=0.8, max_classes=16, batch_size=64, device="cpu")
+    emb = extract_embeddings(model, src, ids, gamma=0.8, max_classes=16, batch_size=64, device="cpu")
     g = torch.Generator().manual_seed(0)
     chance = np.mean([score(Embeddings(attribute=torch.nn.functional.normalize(
         torch.randn(len(ids), len(cpa), 16, generator=g), dim=-1))) for _ in range(5)])

@@ -42,7 +42,8 @@ def test_dvc_repro_one_chain_end_to_end(tmp_path):
     out = _run(["dvc", "repro", stage], work)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for name in ("twins@fashionai", "acquire@fashionai", "parse@fashionai", "validate@fashionai",
-                 "splits@fashionai", "cooccurrence@fashionai", "train@fashionai-m3net", stage):
+                 "splits@fashionai", "cooccurrence@fashionai", "train@fashionai-m3net", "embed@fashionai-m3net",
+                 stage):
         assert f"Running stage '{name}'" in out.stdout, name
 
     metrics = json.loads((work / "reports/fashionai/m3net/metrics.json").read_text())

@@ -22,7 +22,7 @@ def _metrics(seed: int) -> dict:
     split = lambda: {"map_all": sec(), "map_100": sec(), "recall_100": sec(),  # noqa: E731
                      "queries": {"used": 120, "left_out": 3, "no_relevant": 3},
                      "cooccurring": {"map_all": 50.0, "queries": 40, "classes": 6, "pairs": 4}}
-    return {"test": split(), "val": split(), "pointing_game": {"accuracy": 37.5, "n": 16, "chance": 5.125},
+    return {"test": split(), "val": split(),
             "class_cap": {"max_classes": 16, "gamma": 0.8, "binding_pairs": 7 + seed, "pairs": 1000, "binding_share": (7 + seed) / 1000},
             "checkpoint": {"policy": "best_val", "epoch": 3 + seed}}
 
@@ -30,8 +30,11 @@ def _metrics(seed: int) -> dict:
 def _write_examples(root, model):
     d = root / "data" / "fashionai" / "eval" / model
     d.mkdir(parents=True)
+    a = root / "data" / "fashionai" / "attention" / model
+    a.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    np.savez_compressed(d / "attention.npz", image_id=np.arange(3), pixels=rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8),
+    (a / "names.json").write_text(json.dumps({"attributes": ATTRS, "classes": {"0/1": "Short Length"}}))
+    np.savez_compressed(a / "attention.npz", image_id=np.arange(3), pixels=rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8),
                         attribute_id=np.array([0, 1, 2]), class_id=np.array([1, 2, 0]),
                         attribute_map=rng.random((3, 4, 4)), class_map=rng.random((3, 4, 4)))
     np.savez_compressed(d / "retrieval.npz", query_image_id=np.array([1, 2]), attribute_id=np.array([0, 3]),
@@ -94,8 +97,6 @@ def test_tables_match_metrics_and_paper(reports_tree):
     lo, hi = (float(x) for x in ci_row[1].split(" – "))
     assert (lo, hi) == (round(written["m3net"][1]["test"]["map_all"]["low"], 2),
                         round(written["m3net"][1]["test"]["map_all"]["high"], 2))
-    _, pg = report.parse_table(md, "Pointing game")
-    assert {r[0]: r for r in pg}["ASEN"][1:] == ["37.50", "5.12", "16"]
     assert "not comparable with the paper" in md and "Twin data" in md
     # summary: query counts, checkpoint, the attribute-level column and its M3-Net_c footnote
     header, rows = report.parse_table(md, "Summary per model")
@@ -181,6 +182,9 @@ def test_leaderboard_section_and_figure(reports_tree):
     assert by["chance"]["MAP@all"] == "20.00"
     assert by["M3-Net"]["MAP@all"] == "40.00 ± 0.50 [38.50, 41.50]"
     assert by["M3-Net"]["pointing game (%)"] == "40.00 [35.00, 45.00], chance 9.00"
+    _, pg = report.parse_table(md, "Pointing game")
+    assert {r[0]: r for r in pg}["M3-Net"][1:] == ["40.00", "35.00 – 45.00", "9.00", "300"]
+    assert {r[0]: r for r in pg}["ASEN"][1:] == ["–"] * 4
     assert by["ASEN"]["MAP@all, multi-class queries"] == "28.00"
     assert "1 of 1 differences are significant at 0.05" in md and "| ASEN − M3-Net | -10.00 | 0.0001 | 0.0001 | **yes** |" in md
     assert (root / "reports" / "figures" / "leaderboard.png").stat().st_size > 5000

@@ -131,7 +131,7 @@ def test_fashionai_valid_random_embeddings_is_at_chance():
     agg = aggregate(out, q[:, 1], [f"attr{n}" for n in range(attrs)])
     got = agg["ap_all"]["overall"]
     print(f"\nFashionAI valid: {len(q)} queries x {len(c)} candidates; MAP@all random = {got:.2f}, chance = {chance:.2f}")
-    assert agg["queries"] == {"used": len(q), "left_out": 0}
+    assert agg["queries"] == {"used": len(q), "left_out": 0, "no_relevant": 0}
     assert abs(got - chance) < 1.5
     # per attribute too, and the per-attribute block evaluation gives exactly the same numbers
     for n in range(attrs):

@@ -1,0 +1,70 @@
+"""Attention stage: the pointing game and the attention examples of one trained model.
+
+    python -m benchmark.attention <dataset> <model>
+
+Reads the checkpoint of the first seed of ``train.seeds``, the validated tables, the splits and
+``raw/regions.json`` where the release has one (the twins' acquisition copies the generator's
+regions there); writes ``data/<key>/attention/<model>/`` (``pointing.json``, and
+``attention.npz`` + ``names.json`` for the report's Figure 3) and the DVC metric
+``reports/<key>/<model>/pointing.json``. A model without attention maps writes
+``{"pointing_game": null}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from benchmark.evalsets import load_eval_set
+from benchmark.examples import attention_examples, save_examples
+from benchmark.inference import ImageSource, load_trained_model
+from benchmark.params import load_params, training_profile
+from benchmark.pointing import load_regions, pointing_game
+from datasets import DATASETS, paths
+from datasets.schemas import write_json
+
+
+def run(key: str, model_name: str, params: dict, device=None) -> dict:
+    ev = params["evaluate"]
+    prof = training_profile(params)
+    seed = (params["train"].get("seeds") or [0])[0]
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    es = load_eval_set(key, params.get("validate", {}).get("maybe_policy", "negative"))
+    source = ImageSource(paths.raw_dir(key), es.images, prof["image_size"], prof.get("workers", 0))
+    model = load_trained_model(paths.checkpoint_path(key, model_name, seed), device)
+    out = paths.attention_dir(key, model_name)
+    out.mkdir(parents=True, exist_ok=True)
+    regions = load_regions(key)
+    query_ids = set(es.ids[es.role_rows[("test", "query")]].tolist()) | set(es.ids[es.role_rows[("val", "query")]].tolist())
+    pointing = (pointing_game(model, source, regions, es.images, es.taxonomy, query_ids, device)
+                if regions is not None else None)
+    test_q = es.role_rows[("test", "query")]
+    examples = {}
+    att = attention_examples(model, source, es.ids[test_q], es.labels[test_q], es.classes_per_attribute, device,
+                             int(ev["bootstrap_seed"]), int(ev.get("examples", 4)))
+    if att is not None:
+        examples["attention"] = att
+    save_examples(out, examples, source, es.names, es.taxonomy)
+    result = {"pointing_game": pointing, "seed": int(seed)}
+    write_json(out / "pointing.json", result)
+    write_json(paths.model_reports_dir(key, model_name) / "pointing.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmark.attention", description=__doc__.split("\n")[0])
+    ap.add_argument("dataset", help=f"a dataset key ({', '.join(DATASETS)})")
+    ap.add_argument("model")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    args = ap.parse_args(argv)
+    pg = run(args.dataset, args.model, load_params(args.params), device=args.device)["pointing_game"]
+    print(f"{args.dataset}/{args.model}: pointing game "
+          + (f"{pg['accuracy']}% (chance {pg['chance']}%, {pg['n']} pairs)" if pg else "n/a"), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Embed stage: a trained model's embeddings of the val and test images, one file per seed.
+
+    python -m benchmark.embed <dataset> <model>
+
+Reads the validated images, the splits and the checkpoint of every seed of ``train.seeds``;
+writes ``data/<key>/embeddings/<model>/seed<k>.npz`` (format: ``benchmark.inference``). This is
+the only stage after training that runs the network on every evaluation image, so a change to
+how rankings are scored or summarised (``evaluate.*``) reruns the cheap evaluate stage only.
+
+Images are embedded once, at the smallest gamma of ``evaluate.gamma`` and ``evaluate.gamma_sweep``:
+the classes a larger gamma keeps are a subset of those (P > gamma, else the top-1 class; the
+``max_classes`` cap keeps the most probable), so every gamma is a filter over one extraction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from benchmark.evalsets import evaluation_image_ids
+from benchmark.inference import ImageSource, embeddings_path, extract_embeddings, load_trained_model, save_embeddings
+from benchmark.params import load_params, training_profile
+from datasets import DATASETS, paths
+from datasets.schemas import ImagesSchema, SplitsSchema, read_table
+
+
+def run(key: str, model_name: str, params: dict, device=None) -> list:
+    ev = params["evaluate"]
+    prof = training_profile(params)
+    seeds = list(params["train"].get("seeds") or [0])
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    images = read_table(paths.validated_dir(key) / "images.parquet", ImagesSchema)
+    ids = evaluation_image_ids(read_table(paths.splits_path(key), SplitsSchema))
+    source = ImageSource(paths.raw_dir(key), images, prof["image_size"], prof.get("workers", 0))
+    gamma = min([float(g) for g in ev["gamma_sweep"]] + [float(ev["gamma"])])
+    out = paths.embeddings_dir(key, model_name)
+    written = []
+    for seed in seeds:
+        model = load_trained_model(paths.checkpoint_path(key, model_name, seed), device)
+        emb = extract_embeddings(model, source, ids, gamma=gamma, max_classes=int(ev["max_classes"]),
+                                 batch_size=int(ev.get("batch_size", 64)), device=device)
+        class_level = bool(model.has_class_level) and emb.class_index is not None
+        save_embeddings(embeddings_path(out, seed), emb, ids, class_level)
+        written.append(embeddings_path(out, seed))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmark.embed", description=__doc__.split("\n")[0])
+    ap.add_argument("dataset", help=f"a dataset key ({', '.join(DATASETS)})")
+    ap.add_argument("model")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    args = ap.parse_args(argv)
+    for p in run(args.dataset, args.model, load_params(args.params), device=args.device):
+        print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

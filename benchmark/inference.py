@@ -1,0 +1,130 @@
+"""A trained model on images: loading a checkpoint, batched embedding, the embeddings file.
+
+A shared library of the stages that run a trained model (``benchmark.embed`` writes the
+embeddings, ``benchmark.attention`` draws attention maps) and of the one that reads its output
+(``benchmark.evaluate``), so that none of them imports another.
+
+The embeddings file (``data/<key>/embeddings/<model>/seed<k>.npz``), float32, images in the order
+of ``image_id``:
+- ``image_id`` (n,), ``attribute`` (n, N, D): the attribute-specific embeddings;
+- class-level models also ``class_index`` (P, 3) int64 rows (row into image_id, attribute,
+  class within the attribute) with ``class_emb`` (P, D), and ``probs`` (n, C) where the model
+  predicts class probabilities (the multi-granularity ranking's P_n).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from benchmark.loaders import normalize
+from model.base import Embeddings, RetrievalModel
+
+
+def load_trained_model(path: str | Path, device="cpu") -> RetrievalModel:
+    """The trainer's checkpoint (models/<key>/<model>/seed<k>/checkpoint.pt) as a model in eval mode."""
+    from benchmark.train import load_trained_model as load
+
+    model, _ = load(path, map_location="cpu")
+    return model.to(device).eval()
+
+
+class ImageSource:
+    """Images by id through the loaders' decoding (the same resize and normalisation as training)."""
+
+    def __init__(self, root: Path, images: pl.DataFrame, size: int, workers: int = 0):
+        from benchmark.loaders import ImageFolderTable
+
+        self.table = ImageFolderTable(images, root, size)
+        self.size = int(size)
+        self.workers = int(workers)
+        self.row_of = {int(i): r for r, i in enumerate(self.table.image_ids.tolist())}
+
+    def pixels(self, ids) -> np.ndarray:
+        """(B, S, S, 3) uint8 RGB."""
+        return np.stack([self.table.pixels(self.row_of[int(i)]) for i in ids])
+
+    def tensor(self, ids, device="cpu") -> torch.Tensor:
+        """(B, 3, S, S) normalised, on ``device``."""
+        return normalize(torch.stack([self.table.load(self.row_of[int(i)]) for i in ids]).to(device))
+
+    def batches(self, ids, batch_size: int):
+        """(images (B, 3, S, S) uint8, image_ids (B,)) in the order of ``ids``."""
+        from benchmark.loaders import ImageFolderTable, image_loader
+
+        sub = ImageFolderTable(pl.DataFrame({"image_id": self.table.image_ids, "path": self.table.paths}),
+                               self.table.raw_root, self.size, image_ids=ids)
+        return image_loader(sub, batch_size=batch_size, workers=self.workers)
+
+
+@torch.no_grad()
+def extract_embeddings(model: RetrievalModel, source: ImageSource, ids: np.ndarray, *, gamma: float,
+                       max_classes: int, batch_size: int, device) -> Embeddings:
+    """Embeddings of images ``ids`` in that order, on the CPU; class_index rows index ``ids``."""
+    att, probs, cidx, cemb = [], [], [], []
+    start = 0
+    for x, _ in source.batches(ids, batch_size):
+        e = model.embed(normalize(x.to(device, non_blocking=True)), gamma=gamma, max_classes=max_classes).to("cpu")
+        att.append(e.attribute.float())
+        if e.probs is not None:
+            probs.append(e.probs.float())
+        if e.class_index is not None:
+            ci = e.class_index.clone()
+            ci[:, 0] += start
+            cidx.append(ci)
+            cemb.append(e.class_emb.float())
+        start += len(x)
+    return Embeddings(
+        attribute=torch.cat(att),  # (n, N, D)
+        probs=torch.cat(probs) if probs else None,  # (n, C)
+        class_index=torch.cat(cidx) if cidx else None,  # (P, 3)
+        class_emb=torch.cat(cemb) if cemb else None,  # (P, D)
+    )
+
+
+def embeddings_path(out_dir: Path, seed: int) -> Path:
+    return Path(out_dir) / f"seed{int(seed)}.npz"
+
+
+def save_embeddings(path: Path, emb: Embeddings, ids: np.ndarray, class_level: bool) -> None:
+    """Write one seed's embeddings (float32, so that evaluation from the file is exact)."""
+    arrays = {"image_id": np.asarray(ids, dtype=np.int64), "attribute": emb.attribute.numpy().astype(np.float32),
+              "class_level": np.array(bool(class_level))}
+    if emb.probs is not None:
+        arrays["probs"] = emb.probs.numpy().astype(np.float32)
+    if emb.class_index is not None:
+        arrays["class_index"] = emb.class_index.numpy().astype(np.int64)
+        arrays["class_emb"] = emb.class_emb.numpy().astype(np.float32)
+    write_npz(path, arrays)
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An uncompressed .npz (np.load reads it) whose bytes depend only on the arrays.
+
+    ``np.savez`` stamps every member with the current time, so the same embeddings would give a
+    new file, and DVC a new hash, on every run; here every member carries a fixed date.
+    Written to a temporary name and renamed, so a killed run leaves no half file.
+    """
+    import zipfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+    tmp.replace(path)
+
+
+def load_embeddings(path: Path) -> tuple[np.ndarray, Embeddings, bool]:
+    """(image ids, Embeddings, whether the model has a class level) from :func:`save_embeddings`'s file."""
+    with np.load(path, allow_pickle=False) as z:
+        t = lambda k: torch.from_numpy(z[k]) if k in z else None  # noqa: E731
+        emb = Embeddings(attribute=t("attribute"), probs=t("probs"), class_index=t("class_index"),
+                         class_emb=t("class_emb"))
+        return z["image_id"], emb, bool(z["class_level"])
