@@ -52,12 +52,19 @@ def _expand(stage_name, stage, dvc):
         yield stage
 
 
+def _interpolate(key: str, params) -> str:
+    """``${a.b}`` inside a params entry (e.g. ``train.profiles.${train.profile}.image_size``), from params.yaml."""
+    import re
+
+    return re.sub(r"\$\{([^}]+)\}", lambda m: str(_lookup(params, m[1])), key)
+
+
 def test_every_params_key_named_in_dvc_yaml_exists():
     dvc, params = _dvc_yaml(), _params()
     for name, stage in dvc["stages"].items():
         for s in _expand(name, stage, dvc):
             for key in s.get("params", []):
-                _lookup(params, key)
+                _lookup(params, _interpolate(key, params))
 
 
 def test_every_stage_module_exists_and_has_main():
