@@ -50,7 +50,7 @@ from datasets.schemas import (
     write_table,
     write_json,
 )
-from datasets.stratify import iterative_stratification
+from datasets.stratify import cover_rare_labels, iterative_stratification
 
 EVAL_SPLITS = ("val", "test")
 
@@ -171,8 +171,12 @@ def make_splits(
     duplicates: pl.DataFrame | None = None,
     partition: pl.DataFrame | None = None,
     asen_roles: pl.DataFrame | None = None,
+    min_label_images: int | None = None,
 ) -> tuple[pl.DataFrame, dict]:
-    """Return the splits table (image_id, split, role) and facts for the report."""
+    """Return the splits table (image_id, split, role) and facts for the report.
+
+    ``min_label_images``: every class with at least this many images reaches every split
+    (``datasets.stratify.cover_rare_labels``; the stratified mode only)."""
     image_ids = np.sort(images["image_id"].to_numpy().astype(np.int64))
     n = len(image_ids)
     pos_df = pl.DataFrame({"image_id": image_ids, "pos": np.arange(n, dtype=np.int64)})
@@ -229,6 +233,12 @@ def make_splits(
         )
         unit_split = strat.assignment.astype(np.int64)
         info["strata"] = int(len(np.unique(strat.strata)))
+        if min_label_images:
+            unit_split, swaps, uncovered = cover_rare_labels(
+                unit_split, indptr, indices, n_labels, ratios, int(min_label_images), [int(seed), 2],
+                data=data, weights=weights)
+            info["rare_label_swaps"] = swaps
+            info["rare_label_splits_uncovered"] = uncovered
         unit_role = np.full(n_units, "train", dtype=object)
         flips = {}
         for s in EVAL_SPLITS:
@@ -337,6 +347,7 @@ def run(key: str, params: dict) -> dict:
     splits, info = make_splits(
         images, labels, taxonomy, ratios=ratios, seed=int(p["seed"]), query_fraction=float(p["query_fraction"]),
         duplicates=duplicates, partition=partition, asen_roles=asen_roles,
+        min_label_images=p.get("min_label_images"),
     )
     write_table(splits, paths.splits_path(key), SplitsSchema)
     report = split_report(splits, labels, taxonomy, info, ratios)

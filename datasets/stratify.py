@@ -190,3 +190,82 @@ def iterative_stratification(
     if len(rest):
         hand_out(rest, -1, unlabelled_group)
     return Stratification(assignment=assignment, strata=strata)
+
+
+def cover_rare_labels(
+    assignment: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    n_labels: int,
+    ratios,
+    min_images: int,
+    seed,
+    *,
+    data: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, int, int]:
+    """Swap units so that every label with >= ``min_images`` images reaches every subset.
+
+    At small sizes a label's images are mostly handed out by the rounds of rarer labels that they
+    also carry, so a label of ten images can end with none in a 10% subset. For each such
+    (label, subset), one unit holding the label moves in from the subset that holds most of it,
+    and one unit of the same weight without it moves out the other way, so subset sizes stay
+    exact. Only swaps that leave every label in both subsets present where it was are made: no
+    label is taken out of a subset to put another in. Returns (new assignment, swaps made,
+    (label, subset) pairs still uncovered because no such swap exists).
+    """
+    indptr = np.asarray(indptr, np.int64)
+    indices = np.asarray(indices, np.int64)
+    a = np.asarray(assignment).astype(np.int64).copy()
+    n_units = len(indptr) - 1
+    L = int(n_labels)
+    r = np.asarray(ratios, np.float64)
+    S = len(r)
+    data = np.ones(len(indices), np.float64) if data is None else np.asarray(data, np.float64)
+    weights = np.ones(n_units, np.int64) if weights is None else np.asarray(weights, np.int64)
+    rng = np.random.default_rng(seed)
+    row_of = np.repeat(np.arange(n_units, dtype=np.int64), np.diff(indptr))
+    counts = np.zeros((S, L))  # images per subset and label
+    np.add.at(counts, (a[row_of], indices), data)
+    total = counts.sum(0)
+    labs_of = [indices[indptr[u]:indptr[u + 1]] for u in range(n_units)]
+    units_of = {}
+    order = np.argsort(indices, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(indices, minlength=L))])
+    for lab in np.flatnonzero(total >= min_images):
+        units_of[int(lab)] = row_of[order[bounds[lab]:bounds[lab + 1]]]
+    swaps = uncovered = 0
+    for lab in sorted(units_of, key=lambda x: (total[x], x)):
+        for j in np.flatnonzero(r > 0):
+            if counts[j, lab] > 0:
+                continue
+            done = False
+            donors = units_of[lab][a[units_of[lab]] != j]
+            donors = donors[rng.permutation(len(donors))]
+            # from the subset holding most of the label first
+            donors = donors[np.argsort(-counts[a[donors], lab], kind="stable")]
+            for u in donors:
+                k = a[u]
+                lu = labs_of[u]
+                if (counts[k, lu] - 1 < 1).any():  # u is the last of one of its labels in k
+                    continue
+                pool = np.flatnonzero((a == j) & (weights == weights[u]))
+                pool = pool[rng.permutation(len(pool))]
+                for v in pool:
+                    lv = labs_of[v]
+                    if lab in lv or (counts[j, lv] - 1 < 1).any():  # v is the last of a label in j
+                        continue
+                    pu = data[indptr[u]:indptr[u + 1]]
+                    pv = data[indptr[v]:indptr[v + 1]]
+                    np.subtract.at(counts[k], lu, pu)
+                    np.add.at(counts[j], lu, pu)
+                    np.subtract.at(counts[j], lv, pv)
+                    np.add.at(counts[k], lv, pv)
+                    a[u], a[v] = j, k
+                    swaps += 1
+                    done = True
+                    break
+                if done:
+                    break
+            uncovered += not done
+    return a.astype(np.asarray(assignment).dtype), swaps, uncovered

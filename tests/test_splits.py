@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import polars as pl
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -331,3 +332,78 @@ def test_stage_writes_the_table_and_the_report(tmp_path, monkeypatch):
     # the report's per-attribute counts agree with the table
     pos = _pos(labels, taxonomy).join(out, on="image_id").filter(pl.col("attribute_id") == 1)
     assert rep["per_attribute"]["attr1"]["test"] == pos.filter(pl.col("split") == "test")["image_id"].n_unique()
+
+
+def _long_tailed(rng, n=1500, n_labels=300):
+    """A Zipf-like multi-label matrix: a few frequent classes, many of ten to thirty images."""
+    p = 1.0 / np.arange(1, n_labels + 1) ** 0.9
+    p /= p.sum()
+    rows = [np.unique(rng.choice(n_labels, rng.integers(1, 7), p=p)) for _ in range(n)]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    return indptr, np.concatenate(rows).astype(np.int64)
+
+
+def _missing_and_deviation(assign, indptr, indices, n_labels, r, min_images=10):
+    row_of = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    counts = np.zeros((len(r), n_labels))
+    np.add.at(counts, (assign[row_of], indices), 1)
+    total = counts.sum(0)
+    missing = int(((counts[1:] == 0) & (total >= min_images)).sum())
+    share = counts[2, total > 0] / total[total > 0]
+    return missing, float(np.abs(share - r[2]).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rare_labels_reach_every_split_as_with_the_reference_package(seed):
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    from datasets.stratify import cover_rare_labels
+
+    rng = np.random.default_rng(seed)
+    L = 300
+    indptr, indices = _long_tailed(rng, n_labels=L)
+    n = len(indptr) - 1
+    r = np.array([0.8, 0.1, 0.1])
+    base = iterative_stratification(indptr, indices, L, r, seed).assignment.astype(np.int64)
+    ours, swaps, uncovered = cover_rare_labels(base, indptr, indices, L, r, 10, seed)
+    # the reference: Sechidis' algorithm as the iterative-stratification package runs it (test, then val)
+    Y = np.zeros((n, L), dtype=np.int64)
+    Y[np.repeat(np.arange(n), np.diff(indptr)), indices] = 1
+    rest, test = next(MultilabelStratifiedShuffleSplit(n_splits=1, test_size=0.1, random_state=seed).split(Y, Y))
+    tr, va = next(MultilabelStratifiedShuffleSplit(n_splits=1, test_size=1 / 9, random_state=seed).split(Y[rest], Y[rest]))
+    ref = np.zeros(n, np.int64)
+    ref[rest[va]], ref[test] = 1, 2
+    rand = np.random.default_rng(seed).choice(3, n, p=r)
+    m_ours, d_ours = _missing_and_deviation(ours, indptr, indices, L, r)
+    m_ref, _ = _missing_and_deviation(ref, indptr, indices, L, r)
+    m_base, _ = _missing_and_deviation(base, indptr, indices, L, r)
+    m_rand, d_rand = _missing_and_deviation(rand, indptr, indices, L, r)
+    assert m_ours == 0 and uncovered == 0 and m_ours <= m_ref
+    assert swaps == m_base  # one swap per (class, split) that lacked it
+    assert m_rand > 0 and d_ours < d_rand
+    assert np.array_equal(np.bincount(ours, minlength=3), np.bincount(base, minlength=3))  # sizes exact
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(30, 200), st.integers(5, 40), st.integers(2, 8))
+def test_cover_swaps_keep_sizes_weights_and_present_labels(seed, n_units, n_labels, min_images):
+    from datasets.stratify import cover_rare_labels
+
+    rng = np.random.default_rng(seed)
+    indptr, indices = _random_csr(rng, n_units, n_labels, 3)
+    weights = rng.integers(1, 3, n_units)
+    r = np.array([0.7, 0.15, 0.15])
+    base = iterative_stratification(indptr, indices, n_labels, r, seed, weights=weights).assignment.astype(np.int64)
+    got, swaps, uncovered = cover_rare_labels(base, indptr, indices, n_labels, r, min_images, seed, weights=weights)
+    for j in range(3):
+        assert weights[got == j].sum() == weights[base == j].sum()
+    row_of = np.repeat(np.arange(n_units), np.diff(indptr))
+    before = np.zeros((3, n_labels), bool)
+    after = np.zeros((3, n_labels), bool)
+    before[base[row_of], indices] = True
+    after[got[row_of], indices] = True
+    assert not (before & ~after).any()  # no class leaves a split it was in
+    total = np.bincount(indices, minlength=n_labels)
+    lacking = ((~after) & (total >= min_images)).sum()
+    assert lacking == uncovered
+    assert int((got != base).sum()) == 2 * swaps
