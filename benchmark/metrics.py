@@ -1,4 +1,4 @@
-"""Retrieval metrics (SPEC section 2): AP@all, AP@k, Recall@k per query, aggregation, bootstrap CIs.
+"""Retrieval metrics (docs/PROTOCOL.md#metrics): AP@all, AP@k, Recall@k per query, aggregation, bootstrap CIs.
 
 Every number the suite reports comes from :func:`retrieval_metrics`. Definitions, for a query
 with ranked list of length L (the valid candidates) and R relevant candidates in that list:

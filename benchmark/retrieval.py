@@ -1,4 +1,4 @@
-"""Retrieval protocol pieces (SPEC section 2): relevance, similarities, the multi-granularity ranking.
+"""Retrieval protocol pieces (docs/PROTOCOL.md#evaluation-protocol): relevance, similarities, the multi-granularity ranking.
 
 Rankings are expressed as (Q, C) score matrices consumed by :func:`benchmark.metrics.retrieval_metrics`
 (score descending, ties by candidate index). Torch only: this runs on the GPU machine too.

@@ -161,7 +161,7 @@ def test_script_reads_asen_label_lines_with_trailing_tabs(tmp_path):
 
 @pytest.mark.skipif(not REAL.exists(), reason=f"real ASEN DeepFashion labels not present at {REAL}")
 def test_real_deepfashion_valid_labels():
-    """ASEN's DeepFashion valid split (27,625 images): the rate range matches SPEC's [0, 0.033]
+    """ASEN's DeepFashion valid split (27,625 images): the rate range matches the [0, 0.033] of docs/PROTOCOL.md#deepfashion
     for the whole set, and the counts match a brute-force count of the file."""
     mod = _load_script()
     res = mod.analyse(REAL, min_rate=0.002)

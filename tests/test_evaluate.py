@@ -1,6 +1,6 @@
 """The evaluate stage on a stand-in model and a tiny dataset written in the stages' real formats.
 
-The metrics are checked against a brute-force computation of SPEC section 2 written here, not
+The metrics are checked against a brute-force computation of the protocol (docs/PROTOCOL.md#evaluation-protocol) written here, not
 against the evaluator's own helpers.
 """
 
@@ -29,7 +29,7 @@ CLASSES = [3, 4]  # two attributes
 SIZE = 16
 
 
-# ------------------------------------------------------------------ brute-force reference (SPEC 2)
+# ------------------------------------------------------------------ brute-force reference (docs/PROTOCOL.md#metrics)
 
 def brute_ap(scores: np.ndarray, rel: np.ndarray, k: int | None = None) -> float:
     order = sorted(range(len(scores)), key=lambda j: (-scores[j], j))
@@ -170,7 +170,7 @@ def _run_stages(name: str, *, attention: bool = False) -> None:
 
 
 def _direct_test_map(model, ids_q, ids_c, labels_by_image, attr_slices, pixels_of):
-    """SPEC section 2 by hand: per attribute, brute-force AP of cosine similarity; query-weighted mean."""
+    """The protocol (docs/PROTOCOL.md#evaluation-protocol) by hand: per attribute, brute-force AP of cosine similarity; query-weighted mean."""
     with torch.no_grad():
         emb = {i: model.embed(pixels_of([i])).attribute[0] for i in set(ids_q) | set(ids_c)}
     aps, per_attr = [], {}

@@ -146,9 +146,9 @@ def test_figures_written(reports_tree):
     assert not (root / "reports" / "figures" / "darn_attention.png").exists()
 
 
-def test_paper_results_overall_match_spec_section_5():
+def test_paper_results_overall_match_protocol_paper_results():
     d = json.loads(report.PAPER_RESULTS.read_text())["datasets"]
-    # SPEC section 5, three spot checks per dataset
+    # docs/PROTOCOL.md#paper-results, three spot checks per dataset
     assert d["deepfashion"]["models"]["m3net"]["map_100"]["overall"] == 35.08
     assert d["fashionai"]["models"]["modc"]["recall_100"]["overall"] == 30.26
     assert d["darn"]["models"]["asenpp"]["map_all"]["overall"] == 55.78
