@@ -73,7 +73,8 @@ def banner(source: str, profile: str, table) -> list[str]:
 
 M3NET_C_NOTE = ("M3-Net_c has no attribute-conditional modules: its attribute-level embedding is the trunk's "
                 "feature map mean-pooled over positions, the same vector for every attribute, so its "
-                "attribute-level ranking and attribute-level attention map do not depend on the attribute.")
+                "attribute-level ranking does not depend on the attribute, and it has no attribute-level attention "
+                "map (the pointing game and Figure 3 use its class-conditional map).")
 
 
 def _summ(d: dict | None) -> str:
@@ -226,8 +227,8 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
             "Query images with known regions of localised classes (`regions.json`); a hit when the "
             "peak of the model's attention map, upsampled to the stored image, lies inside the box; chance is the "
             "mean share of the image the boxes cover (a uniformly random peak). Models without a class-conditional "
-            "map are scored with their attribute-level map (for M3-Net_c that map is the same for every attribute: "
-            "its attribute-level embedding is mean-pooled). Interval: Wilson's, 95%.", "",
+            "map are scored with their attribute-level map; M3-Net_c, which has no attribute-level map, with its "
+            "class-conditional one. Interval: Wilson's, 95%.", "",
             "| model | accuracy (%) | 95% interval | chance (%) | (image, class) pairs |", "|---|---|---|---|---|"]
     for model, label in MODELS.items():
         pg = pointings.get(model)
