@@ -200,7 +200,7 @@ def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict, shown_base: st
     report["urls"] = len(items)
     report["dead_links"] = {"count": len(dead), "by_status": dict(sorted(by_status.items())),
                             "items": [{"path": k, **v} for k, v in sorted(dead.items())]}
-    for p in raw.rglob("*.part"):
+    for p in [*raw.rglob("*.part"), *raw.rglob("*.part.json")]:  # what dead downloads left
         p.unlink()
     return dead
 

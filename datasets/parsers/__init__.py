@@ -18,7 +18,7 @@ from pathlib import Path
 import pandera.polars as pa
 import polars as pl
 
-from datasets.errors import FormatError
+from datasets.errors import FormatError, WrongFormatError
 
 # a file whose share of unparseable data lines is above this is "not that format at all"
 MAX_BAD_LINE_SHARE = 0.5
@@ -161,7 +161,7 @@ def guard_bad_share(path, n_good: int, bad: list[QuarantinedLine], expected: str
     if bad and (n_good == 0 or len(bad) > MAX_BAD_LINE_SHARE * (n_good + len(bad))):
         first = bad[0]
         got = lines[first.line - 1] if 0 < first.line <= len(lines) else None
-        raise FormatError(path, first.line, expected, got=got)
+        raise WrongFormatError(path, first.line, expected, got=got)
 
 
 def taxonomy_frame(attributes: list[str], classes: list[list[str]], global_ids: list[list[int]] | None = None) -> pl.DataFrame:

@@ -109,6 +109,8 @@ def parse_attr_img(path: Path, n_classes: int, res: ParseResult, class_of: list[
             if state is not None:
                 a, c = class_of[g]
                 res.labels.append((img, a, c, state))
+    if n_good == 0 and not bad:
+        raise FormatError(path, 3, f"at least one {expected} line", got="end of file")
     guard_bad_share(path, n_good, bad, expected, lines)
     res.quarantine.extend(bad)
     return quarantined_names
