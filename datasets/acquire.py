@@ -138,7 +138,9 @@ def _from_local(key: str, inputs: list[Path], raw: Path, cfg: dict, max_bytes: i
             _record_archive(src, cfg.get("sha256"), report)
             _extract(src, raw, max_bytes)
         elif src.is_dir():
-            _copy_tree(src, raw)
+            inner = set(inner_archives(key, src))  # read in place, not copied first
+            _copy_tree(src, raw, skip=lambda p: p in inner)
+            _expand_nested(key, raw, max_bytes, cfg.get("sha256"), report, source=src)
         else:
             raise NotThisDatasetError(f"{src}: neither a folder nor a zip/tar archive")
     _hoist(raw, _markers(key))

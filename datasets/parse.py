@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params()
     source = params["acquire"][args.key].get("source")
     try:
-        max_pixels = int(params.get("validate", {}).get("max_pixels", DEFAULT_MAX_PIXELS))
+        try:
+            max_pixels = int(params.get("validate", {}).get("max_pixels", DEFAULT_MAX_PIXELS))
+        except (TypeError, ValueError):
+            raise DatasetError(f"params validate.max_pixels must be an integer, got "
+                               f"{params['validate']['max_pixels']!r}") from None
         res = parse_raw(args.key, raw_dir(args.key), source)
         tables = build_tables(res, raw_dir(args.key), progress=True, max_pixels=max_pixels)
     except DatasetError as e:
