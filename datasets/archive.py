@@ -64,8 +64,16 @@ def archive_kind(path: str | Path) -> str | None:
     return None
 
 
+def _old_tar(path: Path) -> bool:
+    """A tar without the ustar magic (v7), recognised by tarfile itself."""
+    try:
+        return tarfile.is_tarfile(path)
+    except _DAMAGED:
+        return False
+
+
 def is_archive(path: str | Path) -> bool:
-    return archive_kind(path) is not None
+    return archive_kind(path) is not None or (Path(path).is_file() and _old_tar(Path(path)))
 
 
 class _Budget:
@@ -155,11 +163,11 @@ def extract(archive: str | Path, dest: str | Path, max_member_bytes: int, max_to
     if kind == "zip":
         return _extract_zip(archive, dest, max_member_bytes, _Budget(archive, total), ratio)
     try:
-        is_tar = kind is not None and tarfile.is_tarfile(archive)
+        is_tar = tarfile.is_tarfile(archive)
     except _DAMAGED:
         is_tar = False
     if is_tar:
-        return _extract_tar(archive, dest, max_member_bytes, _Budget(archive, total), ratio, kind != "tar")
+        return _extract_tar(archive, dest, max_member_bytes, _Budget(archive, total), ratio, kind not in ("tar", None))
     if kind is not None:
         raise FormatError(archive, None, f"an intact {kind} archive", got="damaged or truncated data")
     raise FormatError(archive, None, "a zip or tar archive")

@@ -191,6 +191,15 @@ def test_deepfashion_row_outside_release_is_quarantined(tmp_path):
 # ----------------------------------------------------------------------- 2. checkpoints (high)
 
 
+def _train_helpers():
+    """tests/test_train.py's helpers, from the module whose tiny model is registered (it may have
+    been imported as `test_train` by another test file first: its CRASH_AT is the one that counts)."""
+    import tests.test_train  # noqa: F401  (registers the tiny models if nobody did)
+    from model.registry import _REGISTRY
+
+    return sys.modules[_REGISTRY["tiny_test"].__module__]
+
+
 class _Payload:
     """What a crafted checkpoint carries: unpickling it runs code (here: touches a file)."""
 
@@ -226,8 +235,8 @@ def test_a_crafted_checkpoint_would_run_code_under_full_pickle(tmp_path):
 def test_trained_checkpoint_loads_with_weights_only_and_evaluate_refuses_payloads(tmp_path):
     from benchmark.train import CheckpointError, load_trained_model, read_checkpoint
 
-    from tests.test_train import make_dataset, make_params
-
+    tt = _train_helpers()
+    make_dataset, make_params = tt.make_dataset, tt.make_params
     make_dataset(tmp_path)
     cwd = os.getcwd()
     os.chdir(tmp_path)
@@ -261,8 +270,7 @@ def test_corrupt_latest_checkpoint_resumes_from_previous_bitwise(tmp_path, monke
     bitwise the weights of the straight run; the payload never runs."""
     from benchmark.train import checkpoint_path, previous_checkpoint_path
 
-    import tests.test_train as tt
-
+    tt = _train_helpers()
     tt.make_dataset(tmp_path)
     monkeypatch.chdir(tmp_path)
     tt.CRASH_AT[0], tt.CALLS[0] = None, 0
