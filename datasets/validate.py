@@ -123,11 +123,11 @@ def is_truncated(data: bytes) -> bool:
 
 def scan_cut(data: bytes, img: np.ndarray) -> bool:
     """A JPEG whose scan data was cut although an end marker follows: libjpeg then fills the
-    missing blocks with exact mid-grey (all coefficients zero), so the last block row of the
-    decoded image is 128 in every channel. Real photographs and the twins' drawings never are."""
-    if data[:2] != b"\xff\xd8" or img.ndim != 3 or img.shape[0] < 8:
+    missing blocks with exact mid-grey (all coefficients zero), so the last block (bottom right,
+    decoded last) is 128 in every channel. Photographs and the twins' noisy drawings never are."""
+    if data[:2] != b"\xff\xd8" or img.ndim != 3 or img.shape[0] < 8 or img.shape[1] < 8:
         return False
-    return bool((img[-8:] == 128).all())
+    return bool((img[-8:, -8:] == 128).all())
 
 
 def check_image(path: Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, str, int | None, str | None]:
