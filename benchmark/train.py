@@ -293,19 +293,33 @@ def load_resume_checkpoint(path: Path, main: bool = True) -> dict | None:
     checkpoint (a removed latest means "start over") or none is readable."""
     if not path.exists():
         return None
-    for p in (path, previous_checkpoint_path(path)):
-        if not p.exists():
-            continue
+    try:
+        return read_checkpoint(path)
+    except CheckpointError as e:
+        if main:
+            print(f"[train] {e}; trying the previous checkpoint", file=sys.stderr)
+    prev = previous_checkpoint_path(path)
+    ckpt = None
+    if prev.exists():
         try:
-            ckpt = read_checkpoint(p)
+            ckpt = read_checkpoint(prev)
         except CheckpointError as e:
             if main:
-                print(f"[train] {e}; trying the previous checkpoint", file=sys.stderr)
-            continue
-        if p != path and main:
-            print(f"[train] resuming from the previous checkpoint {p}", file=sys.stderr)
-        return ckpt
-    return None
+                print(f"[train] {e}", file=sys.stderr)
+    if main:
+        # the unreadable latest must not become the next "previous": replace it by the previous
+        # one (both in the stage's own folder), or remove it when there is none to resume from
+        if ckpt is not None:
+            tmp = path.with_name(path.name + ".tmp")
+            import shutil
+
+            shutil.copyfile(prev, tmp)
+            os.replace(tmp, path)
+            print(f"[train] resuming from the previous checkpoint {prev}", file=sys.stderr)
+        else:
+            path.unlink(missing_ok=True)
+            print(f"[train] no readable checkpoint for {path}: training from scratch", file=sys.stderr)
+    return ckpt
 
 
 def _write_json(obj, path: Path) -> None:

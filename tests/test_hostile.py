@@ -301,6 +301,7 @@ def test_corrupt_latest_checkpoint_resumes_from_previous_bitwise(tmp_path, monke
             assert "resuming from the previous checkpoint" in err and "after epoch 1/3" in err
         resumed = torch.load(latest, weights_only=True)
         assert resumed["complete"] and resumed["epoch"] == 3
+        assert torch.load(prev, weights_only=True)["epoch"] == 2  # the corrupt file never became "previous"
         assert straight["model"].keys() == resumed["model"].keys()
         assert all(torch.equal(straight["model"][k], resumed["model"][k]) for k in straight["model"])
         assert not marker.exists()
