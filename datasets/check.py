@@ -83,6 +83,27 @@ def _params(path: Path) -> tuple[dict, dict]:
     return out, acq
 
 
+OWNER_FILE = ".fashionbench-check.json"  # who made a temporary folder: pid, host, boot
+
+
+def _machine() -> dict:
+    import socket
+
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return {"host": socket.gethostname(), "boot": boot, "uid": os.getuid() if hasattr(os, "getuid") else None}
+
+
+def make_tmp(base: Path | None = None, pid: int | None = None) -> Path:
+    """A temporary folder for one check, with a note of its owner (for clean_stale_tmp)."""
+    pid = os.getpid() if pid is None else pid
+    d = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{pid}-", dir=base))
+    (d / OWNER_FILE).write_text(json.dumps({"pid": pid, **_machine()}))
+    return d
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -94,16 +115,23 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_tmp(base: Path | None = None) -> list[Path]:
-    """Remove the temporary folders of checks that were killed (their process is gone)."""
+    """Remove the temporary folders of checks that were killed: made by this user on this machine
+    (same host and boot) by a process that is gone. Anything else is left alone."""
     base = Path(base or tempfile.gettempdir())
+    me = _machine()
     removed = []
     for d in base.glob(TMP_PREFIX + "*"):
-        parts = d.name[len(TMP_PREFIX):].split("-", 1)
-        if not d.is_dir() or d.is_symlink() or not parts[0].isdigit():
+        try:
+            if d.is_symlink() or not d.is_dir():
+                continue
+            owner = json.loads((d / OWNER_FILE).read_text())
+            pid = int(owner["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if int(parts[0]) != os.getpid() and not _pid_alive(int(parts[0])):
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
+        if any(owner.get(k) != me[k] for k in ("host", "boot", "uid")) or pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
     return removed
 
 
@@ -217,7 +245,7 @@ def run(args) -> int:
     clean_stale_tmp()
     old = {s: signal.signal(s, _raise_exit) for s in (signal.SIGTERM, signal.SIGHUP)} \
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else {}
-    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-")
+    tmp = str(make_tmp())
     try:
         tables, raw, kind = load(key, path, args.labels_only, Path(tmp), acq, params.get("max_pixels"))
         out, report = validate_tables(key, tables, raw, params, labels_only=args.labels_only)

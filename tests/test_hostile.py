@@ -615,18 +615,24 @@ def test_killed_checks_temporary_folder_is_removed_by_the_next(tmp_path, capsys,
     base = tmp_path / "tmproot"
     base.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(base))
+    from datasets.check import OWNER_FILE, make_tmp
+
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = base / f"fashionbench-check-{dead.pid}-abcd"
-    (stale / "x").mkdir(parents=True)
-    alive = base / f"fashionbench-check-{os.getppid()}-efgh"  # a check still running: left alone
-    alive.mkdir()
+    stale = make_tmp(base, pid=dead.pid)
+    (stale / "x").mkdir()
+    alive = make_tmp(base, pid=os.getppid())  # a check still running: left alone
+    other = make_tmp(base, pid=dead.pid)  # made on another machine sharing this /tmp: left alone
+    note = json.loads((other / OWNER_FILE).read_text())
+    (other / OWNER_FILE).write_text(json.dumps(dict(note, host=note["host"] + "-elsewhere")))
+    foreign = base / "fashionbench-check-123-zz"  # no owner note: not ours to judge
+    foreign.mkdir()
     p = tmp_path / "label.csv"
     p.write_text("\n".join(_label_csv_rows(4)) + "\n")
     rc, _, _ = _check(capsys, "fashionai", p, "--labels-only")
     assert rc == 0
-    assert not stale.exists() and alive.exists()
-    assert sorted(q.name for q in base.iterdir()) == [alive.name]  # its own folder is gone too
+    assert not stale.exists() and alive.exists() and other.exists() and foreign.exists()
+    assert sorted(q.name for q in base.iterdir()) == sorted([alive.name, other.name, foreign.name])  # its own is gone too
 
 
 def test_sigterm_removes_the_temporary_folder(tmp_path):
