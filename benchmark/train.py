@@ -516,8 +516,11 @@ def run(dataset: str, model_name: str, params: dict) -> int:
     if prof.get("threads"):  # intra-op threads (CPU); 0/absent: torch's default
         torch.set_num_threads(int(prof["threads"]))
     if done.exists():
-        d = json.loads(done.read_text())
-        if d.get("fingerprints") == prints and all(checkpoint_path(dataset, model_name, s).exists() for s in seeds):
+        try:
+            d = json.loads(done.read_text())
+        except (OSError, ValueError):
+            d = {}  # an unreadable done.json: not done
+        if isinstance(d, dict) and d.get("fingerprints") == prints and all(checkpoint_path(dataset, model_name, s).exists() for s in seeds):
             try:
                 # DVC deletes the (unpersisted) log before running the stage: write it back from the checkpoints
                 rows = [r for s in seeds for r in read_checkpoint(checkpoint_path(dataset, model_name, s))["log"]]

@@ -765,3 +765,21 @@ def test_no_error_escapes_as_anything_but_a_dataset_error(tmp_path):
     (tmp_path / "g.zip").write_bytes(b"PK\x03\x04" + os.urandom(200))
     with pytest.raises(DatasetError):
         extract(tmp_path / "g.zip", tmp_path / "out", 1 << 20)
+
+
+def test_garbage_done_json_is_not_done(tmp_path, monkeypatch, capsys):
+    """done.json travels through DVC remotes like the checkpoints: garbage means "not done", and the
+    complete checkpoints make the re-run a no-op."""
+    tt = _train_helpers()
+    tt.make_dataset(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    tt.CRASH_AT[0], tt.CALLS[0] = None, 0
+    tt.make_params(tmp_path, epochs=1, triplets=16, batch=8)
+    assert tt._train() == 0
+    calls = tt.CALLS[0]
+    done = Path("models") / tt.KEY / "tiny_test" / "done.json"
+    done.write_bytes(b"\x00garbage{")
+    capsys.readouterr()
+    assert tt._train() == 0
+    assert tt.CALLS[0] == calls and "complete and up to date" in capsys.readouterr().err
+    assert json.loads(done.read_text())["seeds"] == [0]
