@@ -555,6 +555,17 @@ def test_asen_index_listed_twice_in_a_split_is_counted(tmp_path):
     assert [(q.file, q.line, q.check) for q in res.quarantine] == [("filenames_valid.txt", 5, "duplicate_index")]
 
 
+def test_asen_query_listed_twice_is_quarantined(tmp_path):
+    d = tmp_path / "asen"
+    write_asen_folder(d, with_images=False)
+    q = d / "query_valid.txt"
+    q.write_text(q.read_text() + q.read_text().splitlines()[0] + "\n")
+    n = len(q.read_text().splitlines())
+    res = asen.parse(d, "darn")
+    assert [(q_.file, q_.line, q_.check) for q_ in res.quarantine] == [("query_valid.txt", n, "duplicate_line")]
+    assert sum(1 for r in res.roles if r[2] == "query") == n - 1
+
+
 def test_fifo_label_csv_does_not_hang_check(tmp_path):
     d = tmp_path / "fa"
     _fifo(d / "Annotations" / "label.csv")

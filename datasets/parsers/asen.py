@@ -238,12 +238,18 @@ def parse(raw: Path, key: str, meta_path: Path | None = None) -> ParseResult:
                 continue
             good, bad = parse_pairs_file(f, "one")
             res.quarantine.extend(bad)
+            first: dict[tuple[int, int], int] = {}
             for line, fidx, [(a, v)] in good:
                 img = resolve(f.name, split_name, line, fidx)
                 if img is None:
                     continue
                 if not _in_range(res, f.name, line, a, v, len(attrs)):
                     continue
+                if (img, a) in first:  # one image twice for one attribute: not merged silently
+                    res.bad(f.name, line, "duplicate_line",
+                            f"file index {fidx} names the image of line {first[(img, a)]} for attribute {a} again")
+                    continue
+                first[(img, a)] = line
                 labels.add((img, a, v, "positive"))
                 roles.add((img, SPLIT_FILES[split_name], role, a))
     res.labels = sorted(labels)
