@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
             mod.add_arguments(p)
             loaded[name] = mod
     args = parser.parse_args(argv)
-    return int(loaded[args.command].run(args) or 0)
+    try:
+        return int(loaded[args.command].run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"fashionbench {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Reads params ``train`` (the active profile) and ``models.<model>``; per-dataset 
 ``w_p: {deepfashion: 100, ...}`` are resolved to the dataset's number. Writes
 
     models/<dataset>/<model>/seed<k>/checkpoint.pt   (every epoch, atomically; ``complete`` at the end)
+    models/<dataset>/<model>/seed<k>/checkpoint.prev.pt  (the epoch before: the fallback of a corrupt latest)
     models/<dataset>/<model>/done.json               (when every seed is complete)
     reports/<dataset>/<model>/train_log.csv          (one row per step: step, epoch, lr, loss, loss_<term>...)
 
@@ -14,6 +15,11 @@ A run whose params, data and code are unchanged and whose checkpoints are comple
 killed run resumes from its last epoch and, on the CPU, ends with bitwise the weights of an
 uninterrupted one (triplets are a function of (seed, epoch); RNG states are restored). A non-finite
 loss stops the run with an error naming the step and the terms; the last good checkpoint stays.
+
+Checkpoints hold tensors and plain types only (the numpy and Python RNG states are stored as a
+tensor and lists) and are read with ``torch.load(weights_only=True)``: a crafted file cannot run
+code. A latest checkpoint that cannot be read (truncated, empty, garbage, or pickling anything but
+tensors and plain types) is reported by name and training resumes from the previous one.
 
 For the evaluate stage: :func:`checkpoint_paths` and :func:`load_trained_model`.
 """
@@ -39,7 +45,7 @@ from benchmark.params import load_params, training_profile
 from datasets import paths
 from datasets.schemas import write_json
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: RNG states as tensors/lists, loadable with weights_only=True
 _CODE_FILES = ("benchmark/train.py", "benchmark/loaders.py", "benchmark/sampling.py")
 _LOG_HEAD = ["step", "epoch", "lr", "loss"]
 _LOG_TAIL = ["seed", "phase", "images_per_s"]
@@ -51,6 +57,34 @@ _CACHE_BYTES = 1 << 30
 
 def checkpoint_path(dataset: str, model: str, seed: int) -> Path:
     return paths.model_dir(dataset, model) / f"seed{int(seed)}" / "checkpoint.pt"
+
+
+def previous_checkpoint_path(path: Path) -> Path:
+    """Where the checkpoint of the epoch before ``path``'s is kept (the fallback of a corrupt latest)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read safely (truncated, garbage, or not tensors/plain types)."""
+
+
+def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint read with ``torch.load(weights_only=True)``; CheckpointError naming the file
+    when it is not a readable one (no pickle beyond tensors and plain types is ever run)."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
+            zipfile.BadZipFile, UnicodeDecodeError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a checkpoint of this stage (no model state)")
+    return ckpt
 
 
 def checkpoint_paths(dataset: str, model: str, params: dict | None = None) -> list[Path]:
@@ -94,7 +128,7 @@ def load_trained_model(path: str | Path, map_location="cpu"):
     """
     from model import build_model
 
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    ckpt = read_checkpoint(path, map_location=map_location)
     b = ckpt["build"]
     model = build_model(b["model_name"], classes_per_attribute=b["classes_per_attribute"],
                         backbone=b["backbone"], pretrained=False, **b["model_params"])
@@ -212,7 +246,13 @@ def _device(setting: str, dist: _Dist) -> torch.device:
 
 
 def _rng_state() -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG state as tensors and plain types (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    st = {"torch": torch.get_rng_state(),
+          "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                    "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+          "python": {"version": int(version), "state": [int(x) for x in internal], "gauss": py_gauss}}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -220,17 +260,66 @@ def _rng_state() -> dict:
 
 def _set_rng_state(st: dict) -> None:
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
+    n = st["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = st["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def _atomic_save(obj, path: Path) -> None:
+def _atomic_save(obj, path: Path, keep_previous: bool = False) -> None:
+    """Write ``obj`` to ``path`` atomically; with ``keep_previous`` the file it replaces is kept as
+    :func:`previous_checkpoint_path` (linked there first, so ``path`` exists at every moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
+    if keep_previous and path.exists():
+        prev = previous_checkpoint_path(path)
+        prev.unlink(missing_ok=True)
+        try:
+            os.link(path, prev)  # both in the stage's own folder
+        except OSError:
+            import shutil
+
+            shutil.copyfile(path, prev)
     os.replace(tmp, path)
+
+
+def load_resume_checkpoint(path: Path, main: bool = True) -> dict | None:
+    """The newest readable checkpoint of a seed: ``path``, else (when ``path`` exists but cannot be
+    read) its previous one, with a message naming the unreadable file. None when there is no
+    checkpoint (a removed latest means "start over") or none is readable."""
+    if not path.exists():
+        return None
+    try:
+        return read_checkpoint(path)
+    except CheckpointError as e:
+        if main:
+            print(f"[train] {e}; trying the previous checkpoint", file=sys.stderr)
+    prev = previous_checkpoint_path(path)
+    ckpt = None
+    if prev.exists():
+        try:
+            ckpt = read_checkpoint(prev)
+        except CheckpointError as e:
+            if main:
+                print(f"[train] {e}", file=sys.stderr)
+    if main:
+        # the unreadable latest must not become the next "previous": replace it by the previous
+        # one (both in the stage's own folder), or remove it when there is none to resume from
+        if ckpt is not None:
+            tmp = path.with_name(path.name + ".tmp")
+            import shutil
+
+            shutil.copyfile(prev, tmp)
+            os.replace(tmp, path)
+            print(f"[train] resuming from the previous checkpoint {prev}", file=sys.stderr)
+        else:
+            path.unlink(missing_ok=True)
+            print(f"[train] no readable checkpoint for {path}: training from scratch", file=sys.stderr)
+    return ckpt
 
 
 def _write_json(obj, path: Path) -> None:
@@ -282,9 +371,8 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
         raise ValueError("train.triplets_per_epoch is smaller than batch_size")
 
     # --- resume or start
-    ckpt = None
-    if ckpt_file.exists():
-        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
+    ckpt = load_resume_checkpoint(ckpt_file, dist.main)
+    if ckpt is not None:
         if ckpt.get("fingerprint") != fingerprint or ckpt.get("format") != CHECKPOINT_FORMAT:
             if dist.main:
                 print(f"[train] {ckpt_file}: params, data or code changed; training from scratch", file=sys.stderr)
@@ -395,7 +483,7 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
             if dist.main:
                 _atomic_save({**ckpt_meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "phase": phase,
-                              "rng": _rng_state(), "log": rows, "complete": complete}, ckpt_file)
+                              "rng": _rng_state(), "log": rows, "complete": complete}, ckpt_file, keep_previous=True)
                 write_log(log_rows_before + rows, log_path(dataset, model_name))
     return rows
 
@@ -428,15 +516,23 @@ def run(dataset: str, model_name: str, params: dict) -> int:
     if prof.get("threads"):  # intra-op threads (CPU); 0/absent: torch's default
         torch.set_num_threads(int(prof["threads"]))
     if done.exists():
-        d = json.loads(done.read_text())
-        if d.get("fingerprints") == prints and all(checkpoint_path(dataset, model_name, s).exists() for s in seeds):
-            if dist.main:
+        try:
+            d = json.loads(done.read_text())
+        except (OSError, ValueError):
+            d = {}  # an unreadable done.json: not done
+        if isinstance(d, dict) and d.get("fingerprints") == prints and all(checkpoint_path(dataset, model_name, s).exists() for s in seeds):
+            try:
                 # DVC deletes the (unpersisted) log before running the stage: write it back from the checkpoints
-                rows = [r for s in seeds for r in torch.load(checkpoint_path(dataset, model_name, s),
-                                                             map_location="cpu", weights_only=False)["log"]]
-                write_log(rows, log_path(dataset, model_name))
-                print(f"[train] {dataset}/{model_name}: up to date ({done})", file=sys.stderr)
-            return 0
+                rows = [r for s in seeds for r in read_checkpoint(checkpoint_path(dataset, model_name, s))["log"]]
+            except CheckpointError as e:
+                rows = None
+                if dist.main:
+                    print(f"[train] {e}: training again", file=sys.stderr)
+            if rows is not None:
+                if dist.main:
+                    write_log(rows, log_path(dataset, model_name))
+                    print(f"[train] {dataset}/{model_name}: up to date ({done})", file=sys.stderr)
+                return 0
     if dist.world > 1:
         import torch.distributed as tdist
 

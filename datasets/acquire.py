@@ -14,6 +14,10 @@ Sources (`acquire.<key>.source`):
 - `asen`: ASEN's published split files (`path`, `meta` optional: default meta.json beside or above
   them) and the images from a local folder (`images`, optional).
 
+The user's inputs are only read: folders are copied (never hard-linked, so extracting or
+replacing a file in raw/ cannot reach the user's copy), archives are read in place. Extraction
+is capped (`acquire.max_member_bytes`, `acquire.max_total_bytes`, `acquire.max_compression_ratio`).
+
 Images that could not be obtained are absent from raw/ and listed in acquire.json (and, with the
 reason, in raw/acquire_missing.json for the validate stage).
 """
@@ -28,7 +32,7 @@ import urllib.parse
 from pathlib import Path
 
 from datasets import DATASETS
-from datasets.archive import extract, is_archive, link_or_copy, sha256_file
+from datasets.archive import copy_file, extract, is_archive, sha256_file
 from datasets.errors import ChecksumError, DatasetError, NotThisDatasetError
 from datasets.paths import ROOT, raw_dir, reports_dir
 from datasets.schemas import write_json
@@ -37,13 +41,36 @@ from datasets.validate import MISSING_FILE
 ASEN_FILE_PREFIXES = ("filenames_", "label_", "query_", "candidate_")
 
 
-def _link_tree(src: Path, dst: Path, skip=lambda p: False) -> int:
+def _copy_tree(src: Path, dst: Path, skip=lambda p: False) -> int:
+    """Copy the regular files under src into dst (FIFOs and devices are left out: reading one
+    would block). The source is only read."""
     n = 0
     for p in sorted(src.rglob("*")):
         if p.is_file() and not skip(p):
-            link_or_copy(p, dst / p.relative_to(src))
+            copy_file(p, dst / p.relative_to(src))
             n += 1
     return n
+
+
+_link_tree = _copy_tree  # the old name
+
+
+def caps(acq: dict) -> dict:
+    """The extraction caps of params `acquire` (defaults in datasets.archive)."""
+    from datasets.archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_TOTAL_BYTES
+
+    try:
+        return {"max_member_bytes": int(acq.get("max_member_bytes", 200 << 20)),
+                "max_total_bytes": int(acq.get("max_total_bytes", DEFAULT_MAX_TOTAL_BYTES)),
+                "max_ratio": float(acq.get("max_compression_ratio", DEFAULT_MAX_RATIO))}
+    except (TypeError, ValueError) as e:
+        raise DatasetError(f"params acquire: max_member_bytes, max_total_bytes and max_compression_ratio must be "
+                           f"numbers ({e})") from None
+
+
+def _extract(archive: Path, dest: Path, cap) -> None:
+    cap = cap if isinstance(cap, dict) else {"max_member_bytes": int(cap)}
+    extract(archive, dest, cap["max_member_bytes"], cap.get("max_total_bytes"), cap.get("max_ratio"))
 
 
 def _record_archive(path: Path, expected, report: dict) -> None:
@@ -71,20 +98,28 @@ def _hoist(raw: Path, marker) -> None:
             return
 
 
-def _expand_nested(key: str, raw: Path, max_bytes: int, expected_sha, report: dict) -> None:
-    """Extract the release's inner archives in place (DeepFashion Img/img.zip, FashionAI's zips)."""
+def inner_archives(key: str, folder: Path) -> list[Path]:
+    """The release's inner archives in a folder (DeepFashion Img/*.zip, FashionAI's zips and tars)."""
+    folder = Path(folder)
     if key == "deepfashion":
-        for z in sorted((raw / "Img").glob("*.zip")) if (raw / "Img").is_dir() else []:
-            _record_archive(z, expected_sha if isinstance(expected_sha, dict) else None, report)
-            extract(z, raw, max_bytes)
+        return sorted((folder / "Img").glob("*.zip")) if (folder / "Img").is_dir() else []
+    if key == "fashionai":
+        return [p for p in sorted(folder.glob("*.zip")) + sorted(folder.glob("*.tar*")) if p.is_file()]
+    return []
+
+
+def _expand_nested(key: str, raw: Path, max_bytes, expected_sha, report: dict, source: Path | None = None) -> None:
+    """Extract the release's inner archives (DeepFashion Img/img.zip, FashionAI's zips) into raw.
+    They are read from ``source`` (a user's folder, only read) or from raw itself, where the
+    extracted archive is then removed (it is the suite's own copy)."""
+    src = Path(source) if source is not None else raw
+    for z in inner_archives(key, src):
+        _record_archive(z, expected_sha if isinstance(expected_sha, dict) else None, report)
+        _extract(z, raw, max_bytes)
+        if source is None:
             z.unlink()
-        if (raw / "Img").is_dir() and not any((raw / "Img").iterdir()):
-            (raw / "Img").rmdir()
-    elif key == "fashionai":
-        for z in sorted(raw.glob("*.zip")) + sorted(raw.glob("*.tar*")):
-            _record_archive(z, expected_sha if isinstance(expected_sha, dict) else None, report)
-            extract(z, raw, max_bytes)
-            z.unlink()
+    if key == "deepfashion" and (raw / "Img").is_dir() and not any((raw / "Img").iterdir()):
+        (raw / "Img").rmdir()
 
 
 def _markers(key: str):
@@ -101,9 +136,11 @@ def _from_local(key: str, inputs: list[Path], raw: Path, cfg: dict, max_bytes: i
             raise DatasetError(f"acquire.{key}.path: {src} does not exist")
         if src.is_file() and is_archive(src):
             _record_archive(src, cfg.get("sha256"), report)
-            extract(src, raw, max_bytes)
+            _extract(src, raw, max_bytes)
         elif src.is_dir():
-            _link_tree(src, raw)
+            inner = set(inner_archives(key, src))  # read in place, not copied first
+            _copy_tree(src, raw, skip=lambda p: p in inner)
+            _expand_nested(key, raw, max_bytes, cfg.get("sha256"), report, source=src)
         else:
             raise NotThisDatasetError(f"{src}: neither a folder nor a zip/tar archive")
     _hoist(raw, _markers(key))
@@ -117,7 +154,7 @@ def _copy_asen_files(src: Path, raw: Path, meta: Path | None) -> None:
         raise NotThisDatasetError(f"{src}: no ASEN split files (filenames_train/valid/test.txt)")
     for p in sorted(src.iterdir()):
         if p.is_file() and (p.name.startswith(ASEN_FILE_PREFIXES) or p.name in ("urls.txt",)):
-            link_or_copy(p, raw / p.name)
+            copy_file(p, raw / p.name)
     meta = meta or find_meta(src)
     if meta is not None:
         shutil.copyfile(meta, raw / "meta.json")
@@ -165,7 +202,7 @@ def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict, shown_base: st
     report["urls"] = len(items)
     report["dead_links"] = {"count": len(dead), "by_status": dict(sorted(by_status.items())),
                             "items": [{"path": k, **v} for k, v in sorted(dead.items())]}
-    for p in raw.rglob("*.part"):
+    for p in [*raw.rglob("*.part"), *raw.rglob("*.part.json")]:  # what dead downloads left
         p.unlink()
     return dead
 
@@ -174,7 +211,7 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
     """Populate raw/ from the configured source; returns (and writes) the acquire report."""
     raw = Path(raw or raw_dir(key))
     source = cfg.get("source", "twin")
-    max_bytes = int(acq.get("max_member_bytes", 200 << 20))
+    max_bytes = caps(acq)
     dl = acq.get("download", {}) or {}
     if raw.exists():
         shutil.rmtree(raw)
@@ -197,7 +234,7 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
             report["served_faults"] = len(faults)
         else:
             skip = lambda p: p.name in ("manifest.json", "regions.json") and p.parent == path  # noqa: E731
-            _link_tree(path, raw, skip)
+            _copy_tree(path, raw, skip)
             _hoist(raw, _markers(key))
             _expand_nested(key, raw, max_bytes, cfg.get("sha256"), report)
     elif source == "local":
@@ -207,7 +244,7 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
         if key == "darn":
             _copy_asen_files(paths[0], raw, Path(cfg["meta"]) if cfg.get("meta") else None)
             if (paths[0] / "pic").is_dir():
-                _link_tree(paths[0] / "pic", raw / "pic")
+                _copy_tree(paths[0] / "pic", raw / "pic")
         else:
             _from_local(key, paths, raw, cfg, max_bytes, report)
     elif source == "url":
@@ -240,10 +277,14 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
         if images is not None:
             from datasets.parsers.asen import parse_filenames
 
+            from datasets.parsers import confined
+
+            images_root = images.resolve()
             for f in sorted(raw.glob("filenames_*.txt")):
-                for name, _ in parse_filenames(f):
-                    if name and (images / name).is_file():
-                        link_or_copy(images / name, raw / name)
+                for name, _ in parse_filenames(f):  # names are normalised and relative (FormatError otherwise)
+                    src_img = confined(images_root, name)
+                    if name and src_img is not None and src_img.is_file():
+                        copy_file(src_img, raw / name)
     else:
         raise DatasetError(f"acquire.{key}.source must be twin, local, url or asen, got {source!r}")
 

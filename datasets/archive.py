@@ -3,23 +3,39 @@
 Every member is checked before anything is written: absolute paths, `..` components, links whose
 target leaves the extraction folder, device files and members larger than `max_member_bytes` are
 refused with UnsafeArchiveError naming them. Sizes are enforced while copying too, so a member
-whose header lies about its size is still stopped.
+whose header lies about its size is still stopped. Two caps stop decompression bombs: the bytes
+written by one archive in all (`max_total_bytes`) and the ratio of a member's written bytes to its
+compressed bytes (`max_ratio`, zip; for a compressed tar the ratio of everything written to the
+archive's size), checked from the headers first and again while writing. Damaged compressed
+data (zlib, bz2, lzma errors) and truncated archives are FormatErrors naming the archive.
+
+Extraction only ever creates new files: a path that already exists in the destination is unlinked
+first (never opened for writing), so a file hard-linked from elsewhere cannot be overwritten.
 """
 
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from datasets.errors import FormatError, UnsafeArchiveError
 
 CHUNK = 1 << 20
+DEFAULT_MAX_TOTAL_BYTES = 64 << 30  # everything one archive may write (acquire.max_total_bytes)
+DEFAULT_MAX_RATIO = 200.0  # written / compressed bytes (acquire.max_compression_ratio)
+RATIO_FLOOR = 1 << 20  # members smaller than this are not held to the ratio (tiny text compresses well)
+_DAMAGED = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError,
+            NotImplementedError, RuntimeError, tarfile.TarError)
+_MAGIC = ((0, b"PK\x03\x04", "zip"), (0, b"PK\x05\x06", "zip"), (0, b"\x1f\x8b", "gzip"), (0, b"BZh", "bzip2"),
+          (0, b"\xfd7zXZ\x00", "xz"), (257, b"ustar", "tar"))
 
 
 def sha256_file(path: str | Path) -> str:
@@ -30,11 +46,46 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def is_archive(path: str | Path) -> bool:
+def archive_kind(path: str | Path) -> str | None:
+    """'zip', 'gzip', 'bzip2', 'xz' or 'tar' from the file's first bytes (a damaged or truncated
+    archive is still recognised, so that it is reported as a damaged archive); None otherwise.
+    Raises FormatError when the file cannot be read."""
     p = Path(path)
     if not p.is_file():
+        return None
+    try:
+        with open(p, "rb") as f:
+            head = f.read(262)
+    except OSError as e:
+        raise FormatError(p, None, "a readable file", got=f"{type(e).__name__}: {e.strerror or e}") from None
+    for off, magic, kind in _MAGIC:
+        if head[off : off + len(magic)] == magic:
+            return kind
+    return None
+
+
+def _old_tar(path: Path) -> bool:
+    """A tar without the ustar magic (v7), recognised by tarfile itself."""
+    try:
+        return tarfile.is_tarfile(path)
+    except _DAMAGED:
         return False
-    return zipfile.is_zipfile(p) or tarfile.is_tarfile(p)
+
+
+def is_archive(path: str | Path) -> bool:
+    return archive_kind(path) is not None or (Path(path).is_file() and _old_tar(Path(path)))
+
+
+class _Budget:
+    """The bytes one archive may still write (max_total_bytes)."""
+
+    def __init__(self, archive: Path, total: int):
+        self.archive, self.total, self.used = archive, int(total), 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.total:
+            raise UnsafeArchiveError(f"{self.archive}: extraction would write more than max_total_bytes = {self.total}")
 
 
 def _unsafe_name(name: str) -> str | None:
@@ -57,20 +108,39 @@ def _link_escapes(member: str, target: str, hard: bool) -> bool:
     return norm == ".." or norm.startswith("../")
 
 
-def _copy_limited(src, dst_path: Path, limit: int, name: str) -> None:
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
+def _new_file(path: Path):
+    """Open a new file for writing; an existing path (perhaps a hard link to someone else's file)
+    is unlinked first, never written through."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        if path.is_dir() and not path.is_symlink():
+            raise UnsafeArchiveError(f"{path} is a folder; an archive member cannot replace it")
+        path.unlink()
+    return open(path, "xb")
+
+
+def _copy_limited(src, dst_path: Path, limit: int, name: str, budget: _Budget | None = None,
+                  compressed: int | None = None, max_ratio: float | None = None) -> None:
     n = 0
-    with open(dst_path, "wb") as out:
-        while True:
-            chunk = src.read(CHUNK)
-            if not chunk:
-                break
-            n += len(chunk)
-            if n > limit:
-                out.close()
-                dst_path.unlink()
-                raise UnsafeArchiveError(f"member {name!r} is larger than max_member_bytes = {limit}")
-            out.write(chunk)
+    with _new_file(dst_path) as out:
+        try:
+            while True:
+                chunk = src.read(CHUNK)
+                if not chunk:
+                    break
+                n += len(chunk)
+                if n > limit:
+                    raise UnsafeArchiveError(f"member {name!r} is larger than max_member_bytes = {limit}")
+                if max_ratio and compressed is not None and n > RATIO_FLOOR and n > max_ratio * max(compressed, 1):
+                    raise UnsafeArchiveError(f"member {name!r} expands more than max_compression_ratio = {max_ratio:g} "
+                                             f"times its {compressed} compressed bytes")
+                if budget is not None:
+                    budget.take(len(chunk))
+                out.write(chunk)
+        except BaseException:
+            out.close()
+            dst_path.unlink(missing_ok=True)
+            raise
 
 
 def _inside(dest: Path, name: str) -> Path:
@@ -80,27 +150,34 @@ def _inside(dest: Path, name: str) -> Path:
     return p
 
 
-def extract(archive: str | Path, dest: str | Path, max_member_bytes: int) -> list[str]:
-    """Extract a zip or tar (gz/bz2/xz) archive into dest; returns the member files written."""
+def extract(archive: str | Path, dest: str | Path, max_member_bytes: int, max_total_bytes: int | None = None,
+            max_ratio: float | None = None) -> list[str]:
+    """Extract a zip or tar (gz/bz2/xz) archive into dest; returns the member files written.
+    The archive itself is only read."""
     archive, dest = Path(archive), Path(dest)
+    kind = archive_kind(archive)
     dest.mkdir(parents=True, exist_ok=True)
     dest = dest.resolve()
-    if zipfile.is_zipfile(archive):
-        return _extract_zip(archive, dest, max_member_bytes)
+    total = DEFAULT_MAX_TOTAL_BYTES if max_total_bytes is None else int(max_total_bytes)
+    ratio = DEFAULT_MAX_RATIO if max_ratio is None else float(max_ratio)
+    if kind == "zip":
+        return _extract_zip(archive, dest, max_member_bytes, _Budget(archive, total), ratio)
     try:
         is_tar = tarfile.is_tarfile(archive)
-    except OSError:
+    except _DAMAGED:
         is_tar = False
     if is_tar:
-        return _extract_tar(archive, dest, max_member_bytes)
+        return _extract_tar(archive, dest, max_member_bytes, _Budget(archive, total), ratio, kind not in ("tar", None))
+    if kind is not None:
+        raise FormatError(archive, None, f"an intact {kind} archive", got="damaged or truncated data")
     raise FormatError(archive, None, "a zip or tar archive")
 
 
-def _extract_zip(archive: Path, dest: Path, limit: int) -> list[str]:
+def _extract_zip(archive: Path, dest: Path, limit: int, budget: _Budget, max_ratio: float) -> list[str]:
     try:
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise FormatError(archive, None, "a readable zip archive", got=str(e)) from None
+    except _DAMAGED as e:
+        raise FormatError(archive, None, "an intact zip archive (it may be truncated)", got=str(e)) from None
     with zf:
         problems = []
         links = {}
@@ -115,8 +192,15 @@ def _extract_zip(archive: Path, dest: Path, limit: int) -> list[str]:
                     links[info.filename] = target
             if why is None and info.file_size > limit:
                 why = f"{info.file_size} bytes > max_member_bytes = {limit}"
+            if (why is None and max_ratio and info.file_size > RATIO_FLOOR
+                    and info.file_size > max_ratio * max(info.compress_size, 1)):
+                why = (f"{info.file_size} bytes from {info.compress_size} compressed: ratio > "
+                       f"max_compression_ratio = {max_ratio:g}")
             if why:
                 problems.append(f"{info.filename!r} ({why})")
+        declared = sum(i.file_size for i in zf.infolist())
+        if declared > budget.total:
+            problems.append(f"{declared} bytes in all > max_total_bytes = {budget.total}")
         if problems:
             raise UnsafeArchiveError(f"{archive}: refused members: " + "; ".join(problems))
         written = []
@@ -129,28 +213,33 @@ def _extract_zip(archive: Path, dest: Path, limit: int) -> list[str]:
                     continue  # links inside the tree: materialised as copies below
                 target = _inside(dest, info.filename)
                 with zf.open(info) as src:
-                    _copy_limited(src, target, limit, info.filename)
+                    _copy_limited(src, target, limit, info.filename, budget, info.compress_size, max_ratio)
                 written.append(info.filename)
             for name, t in links.items():
                 src_p = _inside(dest, posixpath.normpath(posixpath.join(posixpath.dirname(name), t)))
                 if src_p.is_file():
-                    shutil.copyfile(src_p, _inside(dest, name))
+                    with open(src_p, "rb") as src:
+                        _copy_limited(src, _inside(dest, name), limit, name, budget)
                     written.append(name)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
-            raise FormatError(archive, None, "an intact zip archive", got=str(e)) from None
+        except UnsafeArchiveError:
+            raise
+        except _DAMAGED as e:
+            raise FormatError(archive, None, "an intact zip archive",
+                              got=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from None
     return written
 
 
-def _extract_tar(archive: Path, dest: Path, limit: int) -> list[str]:
+def _extract_tar(archive: Path, dest: Path, limit: int, budget: _Budget, max_ratio: float, compressed: bool) -> list[str]:
     try:
         tf = tarfile.open(archive)
-    except (tarfile.TarError, OSError) as e:
+    except _DAMAGED as e:
         raise FormatError(archive, None, "a readable tar archive", got=str(e)) from None
+    packed = archive.stat().st_size
     with tf:
         try:
             members = tf.getmembers()
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise FormatError(archive, None, "an intact tar archive", got=str(e)) from None
+        except _DAMAGED as e:
+            raise FormatError(archive, None, "an intact tar archive (it may be truncated)", got=str(e)) from None
         problems = []
         for m in members:
             why = _unsafe_name(m.name)
@@ -162,6 +251,11 @@ def _extract_tar(archive: Path, dest: Path, limit: int) -> list[str]:
                 why = f"{m.size} bytes > max_member_bytes = {limit}"
             if why:
                 problems.append(f"{m.name!r} ({why})")
+        declared = sum(m.size for m in members if m.isfile())
+        if declared > budget.total:
+            problems.append(f"{declared} bytes in all > max_total_bytes = {budget.total}")
+        if compressed and max_ratio and declared > RATIO_FLOOR and declared > max_ratio * max(packed, 1):
+            problems.append(f"{declared} bytes from a {packed}-byte archive: ratio > max_compression_ratio = {max_ratio:g}")
         if problems:
             raise UnsafeArchiveError(f"{archive}: refused members: " + "; ".join(problems))
         written = []
@@ -172,7 +266,7 @@ def _extract_tar(archive: Path, dest: Path, limit: int) -> list[str]:
                     _inside(dest, m.name).mkdir(parents=True, exist_ok=True)
                 elif m.isfile():
                     src = tf.extractfile(m)
-                    _copy_limited(src, _inside(dest, m.name), limit, m.name)
+                    _copy_limited(src, _inside(dest, m.name), limit, m.name, budget)
                     written.append(m.name)
                 elif m.issym() or m.islnk():
                     deferred.append(m)
@@ -180,18 +274,33 @@ def _extract_tar(archive: Path, dest: Path, limit: int) -> list[str]:
                 base = "" if m.islnk() else posixpath.dirname(m.name)
                 src_p = _inside(dest, posixpath.normpath(posixpath.join(base, m.linkname)))
                 if src_p.is_file():
-                    shutil.copyfile(src_p, _inside(dest, m.name))
+                    with open(src_p, "rb") as srcf:
+                        _copy_limited(srcf, _inside(dest, m.name), limit, m.name, budget)
                     written.append(m.name)
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise FormatError(archive, None, "an intact tar archive", got=str(e)) from None
+        except UnsafeArchiveError:
+            raise
+        except _DAMAGED as e:
+            raise FormatError(archive, None, "an intact tar archive",
+                              got=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from None
     return written
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy a user's file into the suite's folder. The source is only read (never linked: a later
+    write or unlink in the destination must not reach it); `dst` is created anew (an existing one
+    is unlinked, not written through); only regular files are copied (a FIFO would block); the
+    source and destination being one file is refused (it would be lost)."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FormatError(src, None, "a regular file", got="a FIFO, device or folder" if src.exists() else "nothing")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
+    if dst.exists() and os.path.samefile(src, dst):
+        raise UnsafeArchiveError(f"{src}: source and destination {dst} are the same file")
     try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+        with open(src, "rb") as f, _new_file(dst) as out:
+            shutil.copyfileobj(f, out, CHUNK)
+    except OSError as e:
+        raise FormatError(src, None, "a readable file", got=f"{type(e).__name__}: {e.strerror or e}") from None
+
+
+link_or_copy = copy_file  # the old name: every input is copied now (hard links let extraction write through)

@@ -29,6 +29,11 @@ class NotThisDatasetError(DatasetError):
     """The input is not the dataset it was said to be (e.g. no label.csv in a FashionAI folder)."""
 
 
+class WrongFormatError(FormatError, NotThisDatasetError):
+    """A file that is mostly (or wholly) not the expected format: not this dataset at all, rather
+    than a damaged copy of it."""
+
+
 class ChecksumError(DatasetError):
     def __init__(self, path: str | Path, expected: str, actual: str):
         self.path, self.expected, self.actual = str(path), expected, actual

@@ -5,6 +5,13 @@ Faults make the network's failures reproducible: `faults={"/a.jpg": "drop"}` sen
 and half the body, then closes the connection, on every request; "drop_once" only on the first;
 "404" answers Not Found although the file exists.
 
+Hostile servers, for the downloader's tests: "redirect_loop" (a 302 to itself), "redirect_file"
+(a 302 to file:///etc/hostname), "bad_416" (every Range answered 416 with a wrong size),
+"wrong_range" (every Range answered 206 from byte 0), "no_validators" (no ETag/Last-Modified).
+Every answer carries an ETag (of the content) and Last-Modified; `If-Range` is honoured (a
+validator that does not match gets the whole file with 200). `srv.if_range` records the
+If-Range header of every request.
+
 The DARN twin names its planted faults in `faults.json` beside `urls.txt`
 (`{"<url path>": "drop" | "404"}`); a URL with no file behind it is a 404 anyway.
 """
@@ -12,6 +19,8 @@ The DARN twin names its planted faults in `faults.json` beside `urls.txt`
 from __future__ import annotations
 
 import contextlib
+import email.utils
+import hashlib
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,20 +45,40 @@ class _Handler(BaseHTTPRequestHandler):
         url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         with srv.lock:
             srv.requests.append((url_path, self.headers.get("Range")))
+            srv.if_range.append(self.headers.get("If-Range"))
             fault = srv.faults.get(url_path)
             if fault == "drop_once":
                 if url_path in srv.dropped:
                     fault = None
                 else:
                     srv.dropped.add(url_path)
+        if fault in ("redirect_loop", "redirect_file"):
+            self.send_response(302)
+            self.send_header("Location", self.path if fault == "redirect_loop" else "file:///etc/hostname")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         rel = url_path.lstrip("/")
         target = (srv.root / rel).resolve()
         if fault == "404" or not rel or srv.root not in target.parents or not target.is_file():
             self.send_error(404, "Not Found")
             return
         data = target.read_bytes()
+        etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
+        modified = email.utils.formatdate(target.stat().st_mtime, usegmt=True)
         start, end, status = 0, len(data) - 1, 200
         rng = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and if_range not in (etag, modified):
+            rng = None  # the resource changed since the client's part: send all of it
+        if rng and fault == "bad_416":
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data) + 7}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if rng and fault == "wrong_range":
+            rng = "bytes=0-"
         if rng and rng.startswith("bytes="):
             a, _, b = rng[6:].partition("-")
             try:
@@ -69,6 +98,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(chunk)))
         self.send_header("Accept-Ranges", "bytes")
+        if fault != "no_validators":
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", modified)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         if fault in ("drop", "drop_once"):
@@ -97,6 +129,7 @@ class LoopbackServer(ThreadingHTTPServer):
         self.faults = {("/" + k.lstrip("/")): v for k, v in (faults or {}).items()}
         self.dropped: set[str] = set()
         self.requests: list[tuple[str, str | None]] = []
+        self.if_range: list[str | None] = []
         self.lock = threading.Lock()
 
     @property

@@ -15,8 +15,8 @@ from pathlib import Path
 import polars as pl
 
 from datasets import DATASETS
-from datasets.errors import DatasetError
-from datasets.parsers import ParseResult, SourcesSchema, image_stats
+from datasets.errors import DatasetError, FormatError
+from datasets.parsers import DEFAULT_MAX_PIXELS, ParseResult, SourcesSchema, image_stats
 from datasets import schemas
 from datasets.paths import raw_dir, tables_dir
 from datasets.schemas import (
@@ -45,19 +45,25 @@ def parse_raw(key: str, raw: Path, source: str | None = None) -> ParseResult:
 
     raw = Path(raw)
     if key == "darn":
-        return darn.parse(raw)
-    if source == "asen" or (source is None and asen.is_asen_folder(raw)):
-        return asen.parse(raw, key)
-    if key == "deepfashion":
-        return deepfashion.parse(raw)
-    if key == "fashionai":
-        return fashionai.parse(raw)
-    raise ValueError(f"unknown dataset {key!r}; expected one of {DATASETS}")
+        res = darn.parse(raw)
+    elif source == "asen" or (source is None and asen.is_asen_folder(raw)):
+        res = asen.parse(raw, key)
+    elif key == "deepfashion":
+        res = deepfashion.parse(raw)
+    elif key == "fashionai":
+        res = fashionai.parse(raw)
+    else:
+        raise ValueError(f"unknown dataset {key!r}; expected one of {DATASETS}")
+    if not res.paths:  # an empty annotation is an error, never an empty "usable" dataset
+        raise FormatError(raw, None, "annotations naming at least one image", got="none")
+    return res
 
 
-def build_tables(res: ParseResult, raw: Path | None, stats: bool = True, progress: bool = False) -> dict[str, pl.DataFrame]:
+def build_tables(res: ParseResult, raw: Path | None, stats: bool = True, progress: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, pl.DataFrame]:
     """The canonical tables of a parse result. `stats=False` leaves width/height/bytes/sha256 null
-    (annotation-only checks); otherwise each image under `raw` is read and decoded with OpenCV."""
+    (annotation-only checks); otherwise each image under `raw` is read and decoded with OpenCV
+    (unless its header claims more than `max_pixels`: width/height stay null, validate quarantines it)."""
     n = len(res.paths)
     w, h, b, s = [None] * n, [None] * n, [None] * n, [None] * n
     if stats and raw is not None:
@@ -67,7 +73,7 @@ def build_tables(res: ParseResult, raw: Path | None, stats: bool = True, progres
         cv2.setNumThreads(1)
         it = tqdm(range(n), desc="images", unit="img", file=sys.stderr, disable=not (progress and sys.stderr.isatty()))
         for i in it:
-            w[i], h[i], b[i], s[i] = image_stats(Path(raw) / res.paths[i])
+            w[i], h[i], b[i], s[i] = image_stats(Path(raw) / res.paths[i], max_pixels)
     out = {
         "images": pl.DataFrame(
             {"image_id": list(range(n)), "path": res.paths, "width": w, "height": h, "bytes": b, "sha256": s},
@@ -120,10 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m datasets.parse", description=__doc__)
     ap.add_argument("key", choices=DATASETS)
     args = ap.parse_args(argv)
-    source = load_params()["acquire"][args.key].get("source")
+    params = load_params()
+    source = params["acquire"][args.key].get("source")
     try:
+        try:
+            max_pixels = int(params.get("validate", {}).get("max_pixels", DEFAULT_MAX_PIXELS))
+        except (TypeError, ValueError):
+            raise DatasetError(f"params validate.max_pixels must be an integer, got "
+                               f"{params['validate']['max_pixels']!r}") from None
         res = parse_raw(args.key, raw_dir(args.key), source)
-        tables = build_tables(res, raw_dir(args.key), progress=True)
+        tables = build_tables(res, raw_dir(args.key), progress=True, max_pixels=max_pixels)
     except DatasetError as e:
         print(f"parse {args.key}: {e}", file=sys.stderr)
         return 1

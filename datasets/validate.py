@@ -2,8 +2,9 @@
 
     python -m datasets.validate <key>
 
-Checks: pandera schemas; every image decodes with OpenCV, is a complete JPEG, has 3 channels and
-a shortest side >= validate.min_side; exact (sha256) and near (64-bit dHash, Hamming distance <=
+Checks: pandera schemas; every image's header claims at most validate.max_pixels pixels (checked
+before decoding), it decodes with OpenCV, is a complete JPEG (end marker present, scan data not cut),
+has 3 channels and a shortest side >= validate.min_side; exact (sha256) and near (64-bit dHash, Hamming distance <=
 validate.near_duplicate_hamming, confirmed by 32x32 thumbnails) duplicate groups (reported and kept); labels inside the taxonomy;
 FashionAI exactly one `y` per row and the `m` policy (validate.maybe_policy); lines the parser
 quarantined. Quarantined images take their label, partition and role rows with them.
@@ -24,6 +25,7 @@ import polars as pl
 
 from datasets import DATASETS
 from datasets.errors import DatasetError, ValidationFailed
+from datasets.parsers import DEFAULT_MAX_PIXELS, decode, regular_file_error, too_many_pixels
 from datasets.paths import raw_dir, reports_dir, tables_dir, validated_dir
 from datasets.schemas import DuplicatesSchema, QuarantineSchema, read_table, write_json, write_tables
 
@@ -119,12 +121,27 @@ def is_truncated(data: bytes) -> bool:
     return not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
 
 
-def check_image(path: Path, min_side: int) -> tuple[str | None, str, int | None, str | None]:
-    """(failed check or None, reason, dhash, sha256) of one image file."""
+def scan_cut(data: bytes, img: np.ndarray) -> bool:
+    """A JPEG whose scan data was cut although an end marker follows: libjpeg then fills the
+    missing blocks with exact mid-grey (all coefficients zero), so the last block (bottom right,
+    decoded last) is 128 in every channel. Photographs and the twins' noisy drawings never are."""
+    if data[:2] != b"\xff\xd8" or img.ndim != 3 or img.shape[0] < 8 or img.shape[1] < 8:
+        return False
+    return bool((img[-8:, -8:] == 128).all())
+
+
+def check_image(path: Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, str, int | None, str | None]:
+    """(failed check or None, reason, dhash, sha256) of one image file. An image whose header
+    claims more than ``max_pixels`` is not decoded (validate.max_pixels)."""
     import hashlib
 
     import cv2
 
+    why = regular_file_error(path)
+    if why == "the file does not exist":
+        return "missing_file", "file not found", None, None
+    if why is not None:
+        return "missing_file", f"unreadable: {why}", None, None
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -132,11 +149,16 @@ def check_image(path: Path, min_side: int) -> tuple[str | None, str, int | None,
     except OSError as e:
         return "missing_file", f"unreadable: {e}", None, None
     sha = hashlib.sha256(data).hexdigest()
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    big = too_many_pixels(data, max_pixels)
+    if big is not None:
+        return "too_many_pixels", f"not decoded: the header says {big}", None, sha
+    img = decode(data) if data else None
     if is_truncated(data):
         return "truncated_jpeg", "JPEG ends before its end-of-image marker", None, sha
     if img is None:
         return "corrupt_jpeg", "OpenCV cannot decode it", None, sha
+    if scan_cut(data, img):
+        return "truncated_jpeg", "JPEG scan data cut short before its end marker (the decoder filled the rest grey)", None, sha
     if img.ndim != 3 or img.shape[2] != 3:
         ch = 1 if img.ndim == 2 else img.shape[2]
         return "not_3_channels", f"{ch} channel(s)", None, sha
@@ -152,13 +174,18 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
     import cv2
 
     cv2.setNumThreads(1)
-    min_side = int(params.get("min_side", 32))
-    hamming = int(params.get("near_duplicate_hamming", 4))
+    try:
+        min_side = int(params.get("min_side", 32))
+        hamming = int(params.get("near_duplicate_hamming", 4))
+        max_bad = float(params.get("max_bad_fraction", 0.05))
+        max_mad = float(params.get("near_duplicate_max_mad", NEAR_MAX_MAD))
+        max_pixels = int(params.get("max_pixels", DEFAULT_MAX_PIXELS))
+    except (TypeError, ValueError) as e:
+        raise DatasetError(f"params validate: min_side, near_duplicate_hamming, max_bad_fraction, "
+                           f"near_duplicate_max_mad and max_pixels must be numbers ({e})") from None
     policy = params.get("maybe_policy", "negative")
     if policy not in ("negative", "positive", "drop"):
         raise ValidationFailed(f"validate.maybe_policy must be negative, positive or drop, got {policy!r}")
-    max_bad = float(params.get("max_bad_fraction", 0.05))
-    max_mad = float(params.get("near_duplicate_max_mad", NEAR_MAX_MAD))
 
     images = tables["images"]
     labels = tables["labels"]
@@ -195,7 +222,7 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
     dead_counts: Counter = Counter()
     if not labels_only:
         for image_id, path in paths.items():
-            check, reason, h, sha = check_image(Path(raw) / path, min_side)
+            check, reason, h, sha = check_image(Path(raw) / path, min_side, max_pixels)
             if check == "missing_file" and dead.get(path, {}).get("status") is not None:
                 info = dead[path]
                 status = info.get("status")
@@ -313,7 +340,7 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
     report = {
         "dataset": key,
         "labels_only": labels_only,
-        "params": {"min_side": min_side, "near_duplicate_hamming": hamming, "near_duplicate_max_mad": max_mad, "maybe_policy": policy,
+        "params": {"min_side": min_side, "max_pixels": max_pixels, "near_duplicate_hamming": hamming, "near_duplicate_max_mad": max_mad, "maybe_policy": policy,
                    "max_bad_fraction": max_bad},
         "checks": dict(sorted(findings.items())),
         "quarantined": dict(sorted(Counter(r["check"] for r in q).items())),

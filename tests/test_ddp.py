@@ -56,7 +56,7 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     # 32 triplets / 8 per step = 4 steps per epoch, each rank running 4 triplets per step
     assert steps0 == steps1 == "8"
     assert h0 == h1
-    ck = torch.load(tmp_path / "models" / KEY / "tiny_test" / "seed0" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "models" / KEY / "tiny_test" / "seed0" / "checkpoint.pt", weights_only=True)
     assert ck["complete"] and ck["world_size"] == 2
     h = hashlib.sha256()
     for k, v in sorted(ck["model"].items()):

@@ -184,7 +184,7 @@ def _train(model="tiny_test"):
 def _ckpt(model="tiny_test", seed=0):
     from benchmark.train import checkpoint_path
 
-    return torch.load(checkpoint_path(KEY, model, seed), weights_only=False)
+    return torch.load(checkpoint_path(KEY, model, seed), weights_only=True)
 
 
 def _log(model="tiny_test"):
@@ -320,7 +320,7 @@ def test_several_seeds_one_checkpoint_each(workdir):
     _train()
     paths_ = checkpoint_paths(KEY, "tiny_test", params)
     assert [p.parent.name for p in paths_] == ["seed0", "seed1"]
-    a, b = (torch.load(p, weights_only=False) for p in paths_)
+    a, b = (torch.load(p, weights_only=True) for p in paths_)
     assert a["complete"] and b["complete"] and not _equal_state(a["model"], b["model"])
     rows = _log()
     assert [r["seed"] for r in rows] == ["0"] * 8 + ["1"] * 8

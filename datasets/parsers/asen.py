@@ -15,7 +15,8 @@ from importlib import resources
 from pathlib import Path
 
 from datasets.errors import FormatError, NotThisDatasetError
-from datasets.parsers import ParseResult, QuarantinedLine, guard_bad_share, read_lines, rel, taxonomy_frame
+from datasets.parsers import (ParseResult, QuarantinedLine, guard_bad_share, read_lines, regular_file_error, rel,
+                              safe_relpath, taxonomy_frame)
 
 SECTIONS = {"deepfashion": "DeepFashion", "fashionai": "FashionAI", "darn": "DARN"}
 SPLIT_FILES = {"train": "train", "valid": "val", "test": "test"}
@@ -39,6 +40,9 @@ def parse_meta(path: Path | None, key: str) -> tuple[list[str], list[int], dict[
         data = json.loads(resources.files("datasets").joinpath("data/asen_meta.json").read_text())
         where = "datasets/data/asen_meta.json"
     else:
+        why = regular_file_error(Path(path))
+        if why is not None:
+            raise FormatError(path, None, "a readable JSON file (ASEN meta.json)", got=why)
         raw = Path(path).read_bytes()
         try:
             data = json.loads(raw.decode("utf-8-sig"))
@@ -65,18 +69,21 @@ def parse_meta(path: Path | None, key: str) -> tuple[list[str], list[int], dict[
 
 
 def parse_filenames(path: Path) -> list[tuple[str, int]]:
-    """(relative path, 1-based line) per file index."""
+    """(relative path, 1-based line) per file index. Paths are normalised first (backslashes become
+    '/') and must stay inside the release folder: an absolute path, a drive letter or a '..'
+    component is a FormatError naming the line."""
     out = []
     for i, ln in enumerate(read_lines(path), start=1):
-        name = ln.strip()
+        name = ln.strip(" \t\r")
         if not name:
             if i == 1:
                 raise FormatError(path, 1, "one relative image path per line", got=ln)
             out.append(("", i))
             continue
-        if "\t" in name or name.startswith("/") or ".." in name.split("/"):
-            raise FormatError(path, i, "one relative image path per line", got=ln)
-        out.append((name.replace("\\", "/"), i))
+        norm, why = safe_relpath(name) if "\t" not in name else (None, "a tab in the path")
+        if norm is None:
+            raise FormatError(path, i, f"one relative image path per line inside the release folder ({why})", got=ln)
+        out.append((norm, i))
     return out
 
 
@@ -139,10 +146,17 @@ def parse(raw: Path, key: str, meta_path: Path | None = None) -> ParseResult:
         if not f.is_file():
             continue
         ids: list[int | None] = []
+        seen_here: dict[str, int] = {}
         for name, line in parse_filenames(f):
             if not name:
                 ids.append(None)
                 continue
+            if name in seen_here:
+                # two file indices of one split naming one image (the real DeepFashion valid split has
+                # one): both indices keep pointing at the image, and the line is reported and counted
+                res.bad(f.name, line, "duplicate_index",
+                        f"{name} is also line {seen_here[name]} of {f.name}: both file indices name one image")
+            seen_here.setdefault(name, line)
             img = res.image_id(name, f.name, line)
             if img in res.partition and res.partition[img] != split:
                 res.bad(f.name, line, "partition_conflict", f"{name} is also in the {res.partition[img]} split")
@@ -150,6 +164,9 @@ def parse(raw: Path, key: str, meta_path: Path | None = None) -> ParseResult:
                 res.partition[img] = split
             ids.append(img)
         fidx_to_img[split_name] = ids
+    if not res.paths:
+        first = next(raw / f"filenames_{s}.txt" for s in SPLIT_FILES if (raw / f"filenames_{s}.txt").is_file())
+        raise FormatError(first, 1, "at least one image path in filenames_{train,valid,test}.txt", got="empty files")
 
     deepfashion = key == "deepfashion"
     # DeepFashion: the class is the rank of the global id among its type's ids, over every label file
@@ -221,12 +238,18 @@ def parse(raw: Path, key: str, meta_path: Path | None = None) -> ParseResult:
                 continue
             good, bad = parse_pairs_file(f, "one")
             res.quarantine.extend(bad)
+            first: dict[tuple[int, int], int] = {}
             for line, fidx, [(a, v)] in good:
                 img = resolve(f.name, split_name, line, fidx)
                 if img is None:
                     continue
                 if not _in_range(res, f.name, line, a, v, len(attrs)):
                     continue
+                if (img, a) in first:  # one image twice for one attribute: not merged silently
+                    res.bad(f.name, line, "duplicate_line",
+                            f"file index {fidx} names the image of line {first[(img, a)]} for attribute {a} again")
+                    continue
+                first[(img, a)] = line
                 labels.add((img, a, v, "positive"))
                 roles.add((img, SPLIT_FILES[split_name], role, a))
     res.labels = sorted(labels)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets.errors import FormatError
-from datasets.parsers import ParseResult, read_lines
+from datasets.parsers import ParseResult, read_lines, safe_relpath
 from datasets.parsers import asen
 
 EXPECTED = "'<relative image path> <url>'"
@@ -26,9 +26,10 @@ def parse_urls(path: Path) -> list[tuple[str, str, int]]:
         if len(parts) != 2:
             raise FormatError(path, i, EXPECTED, got=ln)
         name, url = parts[0].strip(), parts[1]
-        if name.startswith("/") or ".." in name.split("/") or "://" in name:
-            raise FormatError(path, i, EXPECTED + " with a relative path", got=ln)
-        out.append((name, url, i))
+        norm, why = safe_relpath(name)
+        if norm is None or "://" in name:
+            raise FormatError(path, i, EXPECTED + f" with a path inside the release folder ({why or 'a URL'})", got=ln)
+        out.append((norm, url, i))
     if not out:
         raise FormatError(path, 1, EXPECTED, got="an empty file")
     return out

@@ -8,15 +8,18 @@ it is the sole annotation folder.
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
 from datasets.errors import FormatError, NotThisDatasetError
-from datasets.parsers import ParseResult, QuarantinedLine, guard_bad_share, read_lines, rel, taxonomy_frame
+from datasets.parsers import ParseResult, QuarantinedLine, guard_bad_share, read_lines, rel, safe_relpath, taxonomy_frame
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png")
 VALUES = {"1": "positive", "-1": None, "0": "unknown"}
 PARTITIONS = {"train": "train", "val": "val", "test": "test"}
+_ASCII_INT = re.compile(r"[0-9]+")
+_SEP = re.compile(r"[ \t]+")  # the release's field separators; other whitespace belongs to a name
 
 
 def type_names() -> list[str]:
@@ -28,17 +31,25 @@ def _count_line(path, lines: list[str]) -> int:
     if len(lines) < 2:
         raise FormatError(path, len(lines) + 1, "a count line then a header line", got="end of file")
     head = lines[0].strip()
-    if not head.isdigit():
+    if not _ASCII_INT.fullmatch(head):  # str.isdigit accepts '²', which int() refuses
         raise FormatError(path, 1, "the number of entries (an integer)", got=lines[0])
     if not lines[1].strip():
         raise FormatError(path, 2, "a header line", got=lines[1])
     return int(head)
 
 
+def _check_count(path, count: int, lines: list[str]) -> None:
+    """The count line must agree with the number of entry lines (a cut or padded file is an error)."""
+    n = sum(1 for ln in lines[2:] if ln.strip())
+    if n != count:
+        raise FormatError(path, 1, f"the number of entry lines ({n}) as the count line",
+                          got=f"{count} (the file is cut or padded)")
+
+
 def parse_attr_cloth(path: Path) -> list[tuple[str, int]]:
     """`<name> <type>` per class (names contain spaces; the type is the last token)."""
     lines = read_lines(path)
-    _count_line(path, lines)
+    _check_count(path, _count_line(path, lines), lines)
     out: list[tuple[str, int]] = []
     for i, ln in enumerate(lines[2:], start=3):
         s = ln.strip()
@@ -56,16 +67,20 @@ def parse_attr_cloth(path: Path) -> list[tuple[str, int]]:
 def parse_attr_img(path: Path, n_classes: int, res: ParseResult, class_of: list[tuple[int, int]], file_label: str) -> set[str]:
     """`<image name> <n values in {1,-1,0}>` per image. Returns the names seen on quarantined lines."""
     lines = read_lines(path)
-    _count_line(path, lines)
+    _check_count(path, _count_line(path, lines), lines)
     bad: list[QuarantinedLine] = []
     n_good = 0
     quarantined_names: set[str] = set()
     expected = f"'<image name> <{n_classes} values in {{1,-1,0}}>'"
     for i, ln in enumerate(lines[2:], start=3):
-        toks = ln.split()
-        if not toks:
+        s = ln.strip(" \t\r")
+        if not s:
             continue
-        name = " ".join(toks[:-n_classes]) if len(toks) > n_classes else ""
+        toks = _SEP.split(s)
+        # the name is the line up to its last n_classes fields, spelled as in the file (a no-break
+        # space or a doubled space inside a name is kept)
+        seps = [m.start() for m in _SEP.finditer(s)]
+        name = s[: seps[-n_classes]] if len(toks) > n_classes else ""
         if not name.lower().endswith(IMAGE_EXT):
             bad.append(QuarantinedLine(file_label, i, "bad_columns",
                                        f"expected {n_classes} values after the image name, got {len(toks) - 1} fields"))
@@ -78,6 +93,12 @@ def parse_attr_img(path: Path, n_classes: int, res: ParseResult, class_of: list[
             bad.append(QuarantinedLine(file_label, i, "bad_value", f"values must be 1, -1 or 0, got {wrong[0]!r}"))
             quarantined_names.add(name)
             continue
+        norm, why = safe_relpath(name)
+        if norm is None:
+            bad.append(QuarantinedLine(file_label, i, "unsafe_path", f"{name!r} leaves the release folder ({why})"))
+            quarantined_names.add(name)
+            continue
+        name = norm
         if res.has(name) is not None:
             bad.append(QuarantinedLine(file_label, i, "duplicate_line", f"{name} listed twice"))
             continue
@@ -88,6 +109,8 @@ def parse_attr_img(path: Path, n_classes: int, res: ParseResult, class_of: list[
             if state is not None:
                 a, c = class_of[g]
                 res.labels.append((img, a, c, state))
+    if n_good == 0 and not bad:
+        raise FormatError(path, 3, f"at least one {expected} line", got="end of file")
     guard_bad_share(path, n_good, bad, expected, lines)
     res.quarantine.extend(bad)
     return quarantined_names
@@ -95,8 +118,9 @@ def parse_attr_img(path: Path, n_classes: int, res: ParseResult, class_of: list[
 
 def parse_partition(path: Path, res: ParseResult, skip: set[str], file_label: str) -> dict[int, str]:
     lines = read_lines(path)
-    _count_line(path, lines)
+    _check_count(path, _count_line(path, lines), lines)
     part: dict[int, str] = {}
+    first_line: dict[int, int] = {}
     bad: list[QuarantinedLine] = []
     n_good = 0
     for i, ln in enumerate(lines[2:], start=3):
@@ -108,13 +132,19 @@ def parse_partition(path: Path, res: ParseResult, skip: set[str], file_label: st
             bad.append(QuarantinedLine(file_label, i, "bad_partition_line", "expected '<image name> train|val|test'"))
             continue
         n_good += 1
-        name = parts[0].strip()
-        img = res.has(name)
+        name = parts[0].strip(" \t\r")
+        norm, _ = safe_relpath(name)
+        img = res.has(norm) if norm is not None else None
         if img is None:
             if name not in skip:
                 bad.append(QuarantinedLine(file_label, i, "unknown_image", f"{name} is not in the attribute file"))
             continue
+        if img in part:  # listed twice: the first line is kept, the second quarantined and counted
+            bad.append(QuarantinedLine(file_label, i, "partition_conflict",
+                                       f"{name} is also line {first_line[img]} ({part[img]})"))
+            continue
         part[img] = PARTITIONS[parts[1]]
+        first_line[img] = i
     guard_bad_share(path, n_good, bad, "'<image name> train|val|test'", lines)
     res.quarantine.extend(bad)
     return part

@@ -7,8 +7,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from datasets.errors import NotThisDatasetError
-from datasets.parsers import ParseResult, QuarantinedLine, guard_bad_share, read_lines, rel, taxonomy_frame
+from datasets.errors import FormatError, NotThisDatasetError
+from datasets.parsers import ParseResult, QuarantinedLine, guard_bad_share, read_lines, rel, safe_relpath, taxonomy_frame
 
 EXPECTED = "'Images/<key>/<name>.jpg,<key>_labels,<one of y/m/n per class>'"
 STATES = {"y": "positive", "m": "maybe", "n": None}
@@ -43,6 +43,11 @@ def parse_label_csv(path: Path, res: ParseResult, prefix: str = "", file_label: 
             bad.append(QuarantinedLine(file_label, i, "bad_columns", f"expected 3 comma-separated fields, got {len(parts)}"))
             continue
         name, key, label = parts[0].strip(), parts[1].strip(), parts[2].strip()
+        norm, why = safe_relpath(name)
+        if norm is None:
+            bad.append(QuarantinedLine(file_label, i, "unsafe_path", f"{name!r} leaves the release folder ({why})"))
+            continue
+        name = norm
         attr = key[: -len("_labels")] if key.endswith("_labels") else key
         if attr not in n_of:
             bad.append(QuarantinedLine(file_label, i, "unknown_attribute", f"{key!r} is not a FashionAI attribute key"))
@@ -61,6 +66,8 @@ def parse_label_csv(path: Path, res: ParseResult, prefix: str = "", file_label: 
         for c, ch in enumerate(label):
             if STATES[ch] is not None:
                 res.labels.append((img, a, c, STATES[ch]))
+    if n_good == 0 and not bad:
+        raise FormatError(path, 1, EXPECTED, got="an empty file" if not lines else "only blank lines")
     guard_bad_share(path, n_good, bad, EXPECTED, lines)
     res.quarantine.extend(bad)
 
