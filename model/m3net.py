@@ -18,6 +18,9 @@ Variants (the paper's ablations, section 4):
 - ``m3net_a``: no class-conditional modules; the class spaces are the attribute space, with one
   prototype per class there (as MODC). L_CC / L_CI then coincide with the attribute-level
   terms L_AC / L_AI and are counted once (weights lambda_cc, lambda_ci).
+- ``m3net_eq11``: ``m3net`` trained on the literal Eq. 11, L = L_M + L_CC + L_CI: MODC's
+  attribute-level terms are off (lambda_ac = lambda_ai = 0). ``m3net`` keeps them (weight 1), since
+  the paper says it builds on MODC's attribute-level losses; both are reported.
 - ``m3net_c``: no attribute-conditional modules; the class branch starts from psi (SCA-C_n on
   psi, no CCA-A) and P_n comes from mean-pooled psi, which is also the attribute-level
   embedding used for ranking. There is no attribute-specific space to shape, so L_AC = L_AI = 0.
@@ -281,3 +284,14 @@ def m3net_a(**kwargs) -> M3Net:
 def m3net_c(**kwargs) -> M3Net:
     kwargs.pop("variant", None)
     return M3Net(variant="class", **kwargs)
+
+
+@register_model("m3net_eq11")
+def m3net_eq11(**kwargs) -> M3Net:
+    """M3-Net on the literal Eq. 11 (L_M + L_CC + L_CI): lambda_ac = lambda_ai = 0, enforced."""
+    kwargs.pop("variant", None)
+    for k in ("lambda_ac", "lambda_ai"):
+        if float(kwargs.get(k, 0.0)) != 0.0:
+            raise ValueError(f"m3net_eq11 is the literal Eq. 11: {k} must be 0, got {kwargs[k]}")
+        kwargs[k] = 0.0
+    return M3Net(variant="full", **kwargs)

@@ -96,7 +96,7 @@ def test_dvc_parses_the_pipeline():
     assert out.returncode == 0, out.stderr
     stages = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
     assert "train@deepfashion-m3net" in stages and "evaluate@darn-modc" in stages
-    assert len(stages) == 6 * 3 + 2 * 21 + 1
+    assert len(stages) == 6 * 3 + 2 * 24 + 1  # 3 datasets x 8 models train + evaluate
 
 
 def test_splits_schema_rejects_a_train_image_with_a_query_role():

@@ -245,6 +245,28 @@ def test_embed_respects_max_classes_and_top1():
         assert j == top1[n][i].argmax().item()
 
 
+def test_m3net_eq11_is_the_literal_equation_11():
+    """m3net_eq11: the full model with lambda_ac = lambda_ai = 0, so L = L_M + L_CC + L_CI exactly,
+    and the same network (and weights, same seed) as m3net; a non-zero attribute-level weight is refused."""
+    kw = dict(classes_per_attribute=CPA, trunk=nn.Conv2d(3, C_TRUNK, kernel_size=4, stride=4), embed_dim=C_TRUNK,
+              inner_dim=D_INNER, w_p=3.0, lambda_ac=0.0, lambda_ai=0.0)
+    torch.manual_seed(0)
+    eq11 = build_model("m3net_eq11", **kw).double().eval()
+    assert eq11.variant == "full" and eq11.lambdas["ac"] == 0.0 and eq11.lambdas["ai"] == 0.0
+    batch = make_batch()
+    for bank in (eq11.prototypes_attribute, eq11.prototypes_class):
+        bank.seen.fill_(True)
+    out = eq11(batch)
+    assert out["loss_ac"].item() > 0 or out["loss_ai"].item() > 0  # computed and logged, but not trained on
+    torch.testing.assert_close(out["loss"], out["loss_m"] + out["loss_cc"] + out["loss_ci"], rtol=1e-12, atol=1e-12)
+    full = build_model("m3net", **{**kw, "lambda_ac": 1.0, "lambda_ai": 1.0}).double().eval()
+    full.load_state_dict(eq11.state_dict())
+    out_full = full(batch)
+    torch.testing.assert_close(out_full["loss"], out["loss"] + out["loss_ac"] + out["loss_ai"], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="literal Eq. 11"):
+        build_model("m3net_eq11", **{**kw, "lambda_ac": 1.0})
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_attention_maps(variant):
     m = tiny_model(variant).eval()
