@@ -32,7 +32,7 @@ import torch
 
 from benchmark.loaders import normalize
 from benchmark.params import load_params, training_profile
-from benchmark.train import checkpoint_path
+from benchmark.train import read_selection, selected_checkpoint_path
 from datasets import paths
 from datasets.schemas import (
     CooccurrencePairsSchema,
@@ -91,10 +91,10 @@ def load_trained_model(path: str | Path, device="cpu") -> RetrievalModel:
 class ImageSource:
     """Images by id through the loaders' decoding (the same resize and normalisation as training)."""
 
-    def __init__(self, root: Path, images: pl.DataFrame, size: int, workers: int = 0):
+    def __init__(self, root: Path, images: pl.DataFrame, size: int, workers: int = 0, preprocess: str = "squash"):
         from benchmark.loaders import ImageFolderTable
 
-        self.table = ImageFolderTable(images, root, size)
+        self.table = ImageFolderTable(images, root, size, preprocess=preprocess)
         self.size = int(size)
         self.workers = int(workers)
         self.row_of = {int(i): r for r, i in enumerate(self.table.image_ids.tolist())}
@@ -112,7 +112,7 @@ class ImageSource:
         from benchmark.loaders import ImageFolderTable, image_loader
 
         sub = ImageFolderTable(pl.DataFrame({"image_id": self.table.image_ids, "path": self.table.paths}),
-                               self.table.raw_root, self.size, image_ids=ids)
+                               self.table.raw_root, self.size, image_ids=ids, preprocess=self.table.preprocess)
         return image_loader(sub, batch_size=batch_size, workers=self.workers)
 
 
@@ -455,16 +455,19 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     cooc, n_pairs = cooccurring_classes(pairs, ev["cooccurrence_min_rate"])
     ks = list(ev.get("ks", [100]))
     gammas = [float(g) for g in ev["gamma_sweep"]]
-    source = ImageSource(paths.raw_dir(key), images, prof["image_size"], prof.get("workers", 0))
+    source = ImageSource(paths.raw_dir(key), images, prof["image_size"], prof.get("workers", 0),
+                         preprocess=prof.get("preprocess", "squash"))
     out_dir = eval_dir(key, model_name)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_examples = int(ev.get("examples", 4))
     top = int(ev.get("example_top", 8))
 
-    per_seed, per_query_tables, gamma_rows = [], [], []
+    per_seed, per_query_tables, gamma_rows, selections = [], [], [], []
     pointing, examples = None, {}
     for si, seed in enumerate(seeds):
-        model = load_trained_model(checkpoint_path(key, model_name, seed), device)
+        selection = read_selection(key, model_name, seed)  # train's checkpoint policy: last | best_val
+        selections.append(selection)
+        model = load_trained_model(selected_checkpoint_path(key, model_name, seed), device)
         class_level = bool(model.has_class_level)
         emb = extract_embeddings(model, source, ids, gamma=min(gammas + [ev["gamma"]]),
                                  max_classes=ev["max_classes"], batch_size=int(ev.get("batch_size", 64)),
@@ -511,6 +514,9 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
         result["seeds"] = {"count": len(seeds)}
     if pointing is not None:
         result["pointing_game"] = pointing
+    result["checkpoint"] = {"policy": selections[0]["policy"], "epoch": selections[0]["epoch"]}
+    if len(selections) > 1:
+        result["checkpoint"]["epochs"] = [sel["epoch"] for sel in selections]
 
     per_query = pl.concat(per_query_tables)
     write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)
