@@ -100,6 +100,17 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
         out += ["", "± = standard deviation over `train.seeds`."]
     out += [""]
 
+    out += ["## Checkpoint evaluated", "",
+            "Which epoch's weights were evaluated (`train.profiles.<profile>.checkpoint`): `last` = the final epoch; "
+            "`best_val` = the epoch with the highest val MAP@all of the attribute-level ranking, as ASEN and ASEN++ "
+            "keep their `model_best` (for ASEN++, among its second stage's epochs).", "",
+            "| model | policy | epoch |", "|---|---|---|"]
+    for model, label in MODELS.items():
+        ck = (metrics.get(model) or {}).get("checkpoint")
+        epoch = DASH if not ck else ", ".join(str(e) for e in ck.get("epochs", [ck.get("epoch")]))
+        out.append(f"| {label} | {ck['policy'] if ck else DASH} | {epoch} |")
+    out += [""]
+
     out += ["## 95% bootstrap confidence intervals over queries (test)", "",
             "| model | MAP@all | MAP@100 | Recall@100 |", "|---|---|---|---|"]
     for model, label in MODELS.items():

@@ -22,7 +22,8 @@ def _metrics(seed: int) -> dict:
     split = lambda: {"map_all": sec(), "map_100": sec(), "recall_100": sec(),  # noqa: E731
                      "queries": {"used": 120, "left_out": 3},
                      "cooccurring": {"map_all": 50.0, "queries": 40, "classes": 6, "pairs": 4}}
-    return {"test": split(), "val": split(), "pointing_game": {"accuracy": 37.5, "n": 16, "chance": 5.125}}
+    return {"test": split(), "val": split(), "pointing_game": {"accuracy": 37.5, "n": 16, "chance": 5.125},
+            "checkpoint": {"policy": "best_val", "epoch": 3 + seed}}
 
 
 def _write_examples(root, model):
@@ -92,6 +93,10 @@ def test_tables_match_metrics_and_paper(reports_tree):
     lo, hi = (float(x) for x in ci_row[1].split(" – "))
     assert (lo, hi) == (round(written["m3net"][1]["test"]["map_all"]["low"], 2),
                         round(written["m3net"][1]["test"]["map_all"]["high"], 2))
+    _, ck = report.parse_table(md, "Checkpoint evaluated")
+    ck = {r[0]: r[1:] for r in ck}
+    assert ck["ASEN"] == ["best_val", "3"] and ck["M3-Net"] == ["best_val", "4"] and ck["MODC"] == ["–", "–"]
+    assert ck["M3-Net (Eq. 11 only)"] == ["–", "–"]
     _, pg = report.parse_table(md, "Pointing game")
     assert {r[0]: r for r in pg}["ASEN"][1:] == ["37.50", "5.12", "16"]
     assert "not comparable with the paper" in md
