@@ -434,6 +434,13 @@ def test_paper_profile_samples_as_each_reference():
     assert {m: triplets_per_epoch(prof, m) for m in ("asen", "asen_v2", "asenpp", "m3net", "m3net_a", "modc")} == {
         "asen": 100000, "asen_v2": 100000, "asenpp": 100000, "m3net": 40000, "m3net_a": 40000, "modc": 40000}
     assert prof["preprocess"] == "resize_crop" and prof["checkpoint"] == "best_val"
+    from benchmark.train import lr_schedule
+
+    models = load_params(Path(__file__).resolve().parent.parent / "params.yaml")["models"]
+    # ASEN++: StepLR x0.9 every 3 epochs in stage 1, every epoch in stage 2 (the authors' configs); no flips
+    assert lr_schedule(models["asenpp"], "global") == (3, 0.9) and lr_schedule(models["asenpp"], "joint") == (1, 0.9)
+    assert models["asenpp"]["flip"] is False and models["asen"].get("flip", True) is True
+    assert lr_schedule(models["asen"], "main") == (1, 0.985) and lr_schedule(models["m3net"], "main") == (1, 0.975)
 
 
 def test_lr_schedule_per_phase(workdir):
@@ -563,3 +570,22 @@ def test_best_val_resume_equals_uninterrupted(workdir):
     resumed = torch.load(best_path(KEY, "tiny_test", 0), weights_only=False)
     assert resumed["epoch"] == straight[0]["epoch"] and _equal_state(resumed["model"], straight[0]["model"])
     assert (checkpoint_path(KEY, "tiny_test", 0).parent / "selection.json").read_text() == straight[1]
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_model_flip_setting_reaches_the_sampler(workdir, monkeypatch, flip):
+    """models.<m>.flip: false (ASEN++: no mirror augmentation) samples triplets without flips."""
+    import benchmark.sampling as sampling
+
+    seen = []
+    real = sampling.sample_triplets
+
+    def spy(*args, **kw):
+        t = real(*args, **kw)
+        seen.append(bool(t.flip.any()))
+        return t
+
+    monkeypatch.setattr(sampling, "sample_triplets", spy)
+    make_params(workdir, epochs=2, flip=flip)
+    _train()
+    assert seen == [flip, flip]
