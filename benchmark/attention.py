@@ -2,7 +2,7 @@
 
     python -m benchmark.attention <dataset> <model>
 
-Reads the checkpoint of the first seed of ``train.seeds``, the validated tables, the splits and
+Reads the selected checkpoint of the first seed of ``train.seeds``, the validated tables, the splits and
 ``raw/regions.json`` where the release has one (the twins' acquisition copies the generator's
 regions there); writes ``data/<key>/attention/<model>/`` (``pointing.json``, and
 ``attention.npz`` + ``names.json`` for the report's Figure 3) and the DVC metric
@@ -19,7 +19,7 @@ import torch
 
 from benchmark.evalsets import load_eval_set
 from benchmark.examples import attention_examples, save_examples
-from benchmark.inference import ImageSource, load_trained_model
+from benchmark.inference import ImageSource, load_selected_model
 from benchmark.params import load_params, training_profile
 from benchmark.pointing import load_regions, pointing_game
 from datasets import DATASETS, paths
@@ -32,8 +32,9 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     seed = (params["train"].get("seeds") or [0])[0]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     es = load_eval_set(key, params.get("validate", {}).get("maybe_policy", "negative"))
-    source = ImageSource(paths.raw_dir(key), es.images, prof["image_size"], prof.get("workers", 0))
-    model = load_trained_model(paths.checkpoint_path(key, model_name, seed), device)
+    source = ImageSource(paths.raw_dir(key), es.images, prof["image_size"], prof.get("workers", 0),
+                         preprocess=prof.get("preprocess", "squash"))
+    model, _ = load_selected_model(key, model_name, seed, device)
     out = paths.attention_dir(key, model_name)
     out.mkdir(parents=True, exist_ok=True)
     regions = load_regions(key)

@@ -2,7 +2,8 @@
 
     python -m benchmark.embed <dataset> <model>
 
-Reads the validated images, the splits and the checkpoint of every seed of ``train.seeds``;
+Reads the validated images, the splits and, for every seed of ``train.seeds``, the checkpoint
+the train stage selected (``selection.json``: the last epoch or the best validation epoch);
 writes ``data/<key>/embeddings/<model>/seed<k>.npz`` (format: ``benchmark.inference``). This is
 the only stage after training that runs the network on every evaluation image, so a change to
 how rankings are scored or summarised (``evaluate.*``) reruns the cheap evaluate stage only.
@@ -20,7 +21,7 @@ import sys
 import torch
 
 from benchmark.evalsets import evaluation_image_ids
-from benchmark.inference import ImageSource, embeddings_path, extract_embeddings, load_trained_model, save_embeddings
+from benchmark.inference import ImageSource, embeddings_path, extract_embeddings, load_selected_model, save_embeddings
 from benchmark.params import load_params, training_profile
 from datasets import DATASETS, paths
 from datasets.schemas import ImagesSchema, SplitsSchema, read_table
@@ -33,16 +34,17 @@ def run(key: str, model_name: str, params: dict, device=None) -> list:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     images = read_table(paths.validated_dir(key) / "images.parquet", ImagesSchema)
     ids = evaluation_image_ids(read_table(paths.splits_path(key), SplitsSchema))
-    source = ImageSource(paths.raw_dir(key), images, prof["image_size"], prof.get("workers", 0))
+    source = ImageSource(paths.raw_dir(key), images, prof["image_size"], prof.get("workers", 0),
+                         preprocess=prof.get("preprocess", "squash"))
     gamma = min([float(g) for g in ev["gamma_sweep"]] + [float(ev["gamma"])])
     out = paths.embeddings_dir(key, model_name)
     written = []
     for seed in seeds:
-        model = load_trained_model(paths.checkpoint_path(key, model_name, seed), device)
+        model, selection = load_selected_model(key, model_name, seed, device)  # train's policy: last | best_val
         emb = extract_embeddings(model, source, ids, gamma=gamma, max_classes=int(ev["max_classes"]),
                                  batch_size=int(ev.get("batch_size", 64)), device=device)
         class_level = bool(model.has_class_level) and emb.class_index is not None
-        save_embeddings(embeddings_path(out, seed), emb, ids, class_level)
+        save_embeddings(embeddings_path(out, seed), emb, ids, class_level, selection)
         written.append(embeddings_path(out, seed))
     return written
 

@@ -34,7 +34,7 @@ import torch
 
 from benchmark.evalsets import EVAL_SPLITS, load_eval_set
 from benchmark.examples import retrieval_example, save_examples
-from benchmark.inference import ImageSource, embeddings_path, load_embeddings
+from benchmark.inference import ImageSource, embeddings_checkpoint, embeddings_path, load_embeddings
 from benchmark.params import load_params, training_profile
 from datasets import paths
 from datasets.schemas import CooccurrencePairsSchema, PerQuerySchema, read_table, write_json, write_table
@@ -240,10 +240,11 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     top = int(ev.get("example_top", 8))
     emb_dir = paths.embeddings_dir(key, model_name)
 
-    per_seed, per_query_tables, gamma_rows = [], [], []
+    per_seed, per_query_tables, gamma_rows, checkpoints = [], [], [], []
     examples = {}
     for si, seed in enumerate(seeds):
         emb_ids, emb, class_level = load_embeddings(embeddings_path(emb_dir, seed))
+        checkpoints.append(embeddings_checkpoint(embeddings_path(emb_dir, seed)))
         if not np.array_equal(emb_ids, ids):
             raise SystemExit(f"{embeddings_path(emb_dir, seed)}: its images are not this split's val and test "
                              f"images: rerun the embed stage (dvc repro embed@{key}-{model_name})")
@@ -279,11 +280,15 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     if std is not None:
         result["std"] = std
         result["seeds"] = {"count": len(seeds)}
+    result["checkpoint"] = dict(checkpoints[0])  # the train stage's policy (last | best_val) and the epoch
+    if len(checkpoints) > 1:
+        result["checkpoint"]["epochs"] = [c["epoch"] for c in checkpoints]
 
     per_query = pl.concat(per_query_tables)
     write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)
     ci = _confidence_intervals(per_query, ev, no_relevant)
-    source = ImageSource(paths.raw_dir(key), es.images, prof["image_size"], prof.get("workers", 0))
+    source = ImageSource(paths.raw_dir(key), es.images, prof["image_size"], prof.get("workers", 0),
+                         preprocess=prof.get("preprocess", "squash"))
     save_examples(out_dir, examples, source, names, es.taxonomy)
     write_json(out_dir / "info.json", {"dataset": key, "model": model_name, "ranking": per_query["ranking"][0],
                                        "attributes": names, "classes_per_attribute": classes_per_attribute,

@@ -25,20 +25,30 @@ from model.base import Embeddings, RetrievalModel
 
 
 def load_trained_model(path: str | Path, device="cpu") -> RetrievalModel:
-    """The trainer's checkpoint (models/<key>/<model>/seed<k>/checkpoint.pt) as a model in eval mode."""
+    """A checkpoint of the train stage (models/<key>/<model>/seed<k>/{checkpoint,best}.pt) as a model in
+    eval mode."""
     from benchmark.train import load_trained_model as load
 
     model, _ = load(path, map_location="cpu")
     return model.to(device).eval()
 
 
+def load_selected_model(key: str, model_name: str, seed: int, device="cpu") -> tuple[RetrievalModel, dict]:
+    """(model, selection) of the checkpoint that the train stage selected for evaluation
+    (``selection.json``: ``last`` or ``best_val``, and which epoch)."""
+    from benchmark.train import read_selection, selected_checkpoint_path
+
+    selection = read_selection(key, model_name, seed)
+    return load_trained_model(selected_checkpoint_path(key, model_name, seed), device), selection
+
+
 class ImageSource:
     """Images by id through the loaders' decoding (the same resize and normalisation as training)."""
 
-    def __init__(self, root: Path, images: pl.DataFrame, size: int, workers: int = 0):
+    def __init__(self, root: Path, images: pl.DataFrame, size: int, workers: int = 0, preprocess: str = "squash"):
         from benchmark.loaders import ImageFolderTable
 
-        self.table = ImageFolderTable(images, root, size)
+        self.table = ImageFolderTable(images, root, size, preprocess=preprocess)
         self.size = int(size)
         self.workers = int(workers)
         self.row_of = {int(i): r for r, i in enumerate(self.table.image_ids.tolist())}
@@ -56,7 +66,7 @@ class ImageSource:
         from benchmark.loaders import ImageFolderTable, image_loader
 
         sub = ImageFolderTable(pl.DataFrame({"image_id": self.table.image_ids, "path": self.table.paths}),
-                               self.table.raw_root, self.size, image_ids=ids)
+                               self.table.raw_root, self.size, image_ids=ids, preprocess=self.table.preprocess)
         return image_loader(sub, batch_size=batch_size, workers=self.workers)
 
 
@@ -89,10 +99,15 @@ def embeddings_path(out_dir: Path, seed: int) -> Path:
     return Path(out_dir) / f"seed{int(seed)}.npz"
 
 
-def save_embeddings(path: Path, emb: Embeddings, ids: np.ndarray, class_level: bool) -> None:
-    """Write one seed's embeddings (float32, so that evaluation from the file is exact)."""
+def save_embeddings(path: Path, emb: Embeddings, ids: np.ndarray, class_level: bool,
+                    selection: dict | None = None) -> None:
+    """Write one seed's embeddings (float32, so that evaluation from the file is exact), with the
+    train stage's checkpoint policy and the epoch it selected."""
+    selection = selection or {}
     arrays = {"image_id": np.asarray(ids, dtype=np.int64), "attribute": emb.attribute.numpy().astype(np.float32),
-              "class_level": np.array(bool(class_level))}
+              "class_level": np.array(bool(class_level)),
+              "checkpoint_policy": np.array(str(selection.get("policy", ""))),
+              "checkpoint_epoch": np.array(int(selection["epoch"]) if selection.get("epoch") is not None else -1)}
     if emb.probs is not None:
         arrays["probs"] = emb.probs.numpy().astype(np.float32)
     if emb.class_index is not None:
@@ -128,3 +143,11 @@ def load_embeddings(path: Path) -> tuple[np.ndarray, Embeddings, bool]:
         emb = Embeddings(attribute=t("attribute"), probs=t("probs"), class_index=t("class_index"),
                          class_emb=t("class_emb"))
         return z["image_id"], emb, bool(z["class_level"])
+
+
+def embeddings_checkpoint(path: Path) -> dict:
+    """{policy, epoch} of the checkpoint an embeddings file came from."""
+    with np.load(path, allow_pickle=False) as z:
+        epoch = int(z["checkpoint_epoch"]) if "checkpoint_epoch" in z else -1
+        return {"policy": str(z["checkpoint_policy"]) if "checkpoint_policy" in z else None,
+                "epoch": None if epoch < 0 else epoch}

@@ -135,7 +135,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8: the paper resizes, no crop.
+    """(H, W, 3) uint8 -> (size, size, 3) uint8, the aspect ratio not kept (``preprocess: squash``).
 
     Bilinear with antialiasing, torchvision's ``Resize(antialias=True)`` (what the PIL pipeline of
     the ASEN/M3-Net code computes), on the uint8 pixels: 3.4x faster than OpenCV's INTER_AREA at
@@ -147,6 +147,31 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
 
     # to_chw's view keeps the pixels channels-last: torchvision's uint8 fast path
     return resize(to_chw(img), [size, size], antialias=True).permute(1, 2, 0).numpy()
+
+
+def resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8: the short side resized to ``size`` (the long side to
+    int(size * long / short), torchvision's ``Resize(size)``), then the centre ``size`` x ``size``
+    crop (``CenterCrop(size)``: offset round((long - size) / 2)). ASEN's and ASEN++'s pipeline
+    (Maryeon/asen main.py, Maryeon/asenpp GlobalTransform), for training and evaluation alike.
+    A square image gives exactly :func:`resize_square`'s result."""
+    h, w = img.shape[:2]
+    if h == w:
+        return resize_square(img, size)
+    from torchvision.transforms.v2.functional import center_crop, resize
+
+    out = resize(to_chw(img), [size], antialias=True)  # short side -> size
+    return center_crop(out, [size, size]).permute(1, 2, 0).numpy()
+
+
+def preprocess_image(img: np.ndarray, size: int, mode: str = "squash") -> np.ndarray:
+    """``squash``: :func:`resize_square` (every image to size x size, aspect not kept);
+    ``resize_crop``: :func:`resize_center_crop` (the ASEN / ASEN++ references)."""
+    if mode == "squash":
+        return resize_square(img, size)
+    if mode == "resize_crop":
+        return resize_center_crop(img, size)
+    raise ValueError(f"preprocess must be 'squash' or 'resize_crop', got {mode!r}")
 
 
 def to_chw(img: np.ndarray, *, flip: bool = False) -> torch.Tensor:
@@ -191,16 +216,19 @@ class ImageFolderTable(Dataset):
     """Images of a table (``image_id``, ``path`` relative to ``raw_root``), resized and normalised.
 
     ``image_ids`` selects and orders the rows (default: the table's order). Item i is
-    (image (3, S, S) float32, image_id). ``augment`` mirrors an image with probability 1/2, the
+    (image (3, S, S) uint8, image_id). ``preprocess`` (:func:`preprocess_image`): ``squash`` or
+    ``resize_crop`` (short side to S, centre crop; the references' pipeline). ``augment`` mirrors an image with probability 1/2, the
     decision a function of (seed, epoch, i) so that it does not depend on worker scheduling
     (call :meth:`set_epoch`). ``cache`` keeps decoded, resized uint8 images in memory (small
     datasets; each DataLoader worker has its own copy).
     """
 
     def __init__(self, images: pl.DataFrame, raw_root, image_size: int, *, image_ids=None,
-                 augment: bool = False, seed: int = 0, cache: bool = False):
+                 augment: bool = False, seed: int = 0, cache: bool = False, preprocess: str = "squash"):
         self.raw_root = Path(raw_root)
         self.image_size = int(image_size)
+        preprocess_image(np.zeros((1, 1, 3), np.uint8), 1, preprocess)  # a bad mode fails here, not in a worker
+        self.preprocess = preprocess
         if image_ids is None:
             image_ids = images["image_id"]
         self.image_ids = np.asarray(image_ids, dtype=np.int64)
@@ -222,7 +250,7 @@ class ImageFolderTable(Dataset):
         """Row i decoded and resized: (S, S, 3) uint8 RGB."""
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        img = resize_square(read_image(self.raw_root / self.paths[i]), self.image_size)
+        img = preprocess_image(read_image(self.raw_root / self.paths[i]), self.image_size, self.preprocess)
         if self._cache is not None:
             self._cache[i] = img
         return img

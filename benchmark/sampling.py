@@ -1,4 +1,4 @@
-"""Triplet sampling (SPEC section 3): attribute, then class, then anchor/positive/negative.
+"""Triplet sampling (docs/PROTOCOL.md): attribute, then class, then anchor/positive/negative.
 
 Per triplet:
 1. an attribute n, uniform over the attributes that have at least one usable class;

@@ -8,6 +8,8 @@ Reads params ``train`` (the active profile) and ``models.<model>``; per-dataset 
 
     models/<dataset>/<model>/seed<k>/checkpoint.pt   (every epoch, atomically; ``complete`` at the end)
     models/<dataset>/<model>/seed<k>/checkpoint.prev.pt  (the epoch before: the fallback of a corrupt latest)
+    models/<dataset>/<model>/seed<k>/best.pt         (``checkpoint: best_val`` only: the best validation epoch)
+    models/<dataset>/<model>/seed<k>/selection.json  (which epoch the evaluate stage loads, and why)
     models/<dataset>/<model>/done.json               (when every seed is complete)
     reports/<dataset>/<model>/train_log.csv          (one row per step: step, epoch, lr, loss, loss_<term>...)
 
@@ -16,12 +18,23 @@ killed run resumes from its last epoch and, on the CPU, ends with bitwise the we
 uninterrupted one (triplets are a function of (seed, epoch); RNG states are restored). A non-finite
 loss stops the run with an error naming the step and the terms; the last good checkpoint stays.
 
+Which checkpoint is evaluated (``train.profiles.<p>.checkpoint``): ``last`` (the final epoch) or
+``best_val`` (ASEN's and ASEN++'s ``model_best``: after every epoch of the last phase the model is
+scored on the val split, MAP@all of the attribute-level ranking, and the best epoch is kept; a
+multi-phase model such as ASEN++ starts its last phase from the previous phase's last epoch, as
+the authors' stage 2 resumes stage 1's ``checkpoint.pth.tar``).
+
+Schedules follow the references: ``triplets_per_epoch`` may be keyed by model (ASEN's 100,000
+against M3-Net's 40,000); ``models.<m>.lr_schedule`` gives a StepLR (step_size, gamma) per phase
+(ASEN++: x0.9 every 3 epochs in stage 1, x0.9 per epoch in stage 2), otherwise x lr_decay per epoch.
+
 Checkpoints hold tensors and plain types only (the numpy and Python RNG states are stored as a
 tensor and lists) and are read with ``torch.load(weights_only=True)``: a crafted file cannot run
 code. A latest checkpoint that cannot be read (truncated, empty, garbage, or pickling anything but
 tensors and plain types) is reported by name and training resumes from the previous one.
 
-For the evaluate stage: :func:`checkpoint_paths` and :func:`load_trained_model`.
+For the stages after training: :func:`selected_checkpoint_path`, :func:`read_selection` and
+:func:`load_trained_model`.
 """
 
 from __future__ import annotations
@@ -91,6 +104,62 @@ def checkpoint_paths(dataset: str, model: str, params: dict | None = None) -> li
     """One checkpoint per seed of ``train.seeds``, in that order (the evaluate stage's input)."""
     params = load_params() if params is None else params
     return [checkpoint_path(dataset, model, s) for s in params["train"]["seeds"]]
+
+
+CHECKPOINT_POLICIES = ("last", "best_val")
+PREPROCESSING = ("squash", "resize_crop")
+
+
+def best_path(dataset: str, model: str, seed: int) -> Path:
+    return checkpoint_path(dataset, model, seed).with_name("best.pt")
+
+
+def selection_path(dataset: str, model: str, seed: int) -> Path:
+    return checkpoint_path(dataset, model, seed).with_name("selection.json")
+
+
+def checkpoint_policy(prof: dict) -> str:
+    """The profile's ``checkpoint`` policy: ``last`` (default) or ``best_val``."""
+    policy = prof.get("checkpoint", "last")
+    if policy not in CHECKPOINT_POLICIES:
+        raise ValueError(f"train checkpoint must be one of {CHECKPOINT_POLICIES}, got {policy!r}")
+    return policy
+
+
+def read_selection(dataset: str, model: str, seed: int) -> dict:
+    """selection.json of one seed: {policy, epoch, phase, val_map_all, file, val_scores}."""
+    path = selection_path(dataset, model, seed)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint selection; run `python -m benchmark.train {dataset} {model}`")
+    return json.loads(path.read_text())
+
+
+def selected_checkpoint_path(dataset: str, model: str, seed: int) -> Path:
+    """The checkpoint the evaluate stage loads: best.pt under ``best_val``, checkpoint.pt under ``last``
+    (as recorded in selection.json by the train stage)."""
+    sel = read_selection(dataset, model, seed)
+    return checkpoint_path(dataset, model, seed).with_name(sel["file"])
+
+
+def triplets_per_epoch(prof: dict, model_name: str) -> int:
+    """The profile's ``triplets_per_epoch``: a number, or a mapping {<model>: n, default: n}."""
+    spec = prof["triplets_per_epoch"]
+    if isinstance(spec, dict):
+        if model_name not in spec and "default" not in spec:
+            raise ValueError(f"train triplets_per_epoch {spec} names neither {model_name!r} nor a default")
+        spec = spec.get(model_name, spec.get("default"))
+    return int(spec)
+
+
+def lr_schedule(model_params: dict, phase: str) -> tuple[int, float]:
+    """(step_size, gamma) of the phase's StepLR: ``lr_schedule: {<phase>: {step_size, gamma}}`` when the
+    model has one (ASEN++), else (1, lr_decay): x lr_decay after every epoch."""
+    spec = model_params.get("lr_schedule")
+    if spec is not None:
+        if phase not in spec:
+            raise ValueError(f"lr_schedule {spec} has no entry for phase {phase!r}")
+        return int(spec[phase].get("step_size", 1)), float(spec[phase]["gamma"])
+    return 1, float(model_params.get("lr_decay", 1.0))
 
 
 def done_path(dataset: str, model: str) -> Path:
@@ -178,6 +247,8 @@ def run_fingerprint(dataset: str, model: str, params: dict, seed: int) -> str:
         "maybe_policy": params.get("validate", {}).get("maybe_policy", "negative"),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
+    if checkpoint_policy(used["train"]) == "best_val":  # the selection reads the val split's relevance
+        used["val_relevance"] = params.get("evaluate", {}).get("relevance", "all")
     h.update(json.dumps(used, sort_keys=True, default=str).encode())
     vdir = paths.validated_dir(dataset)
     for p in [vdir / "images.parquet", vdir / "labels.parquet", vdir / "taxonomy.parquet", paths.splits_path(dataset)]:
@@ -197,7 +268,8 @@ def run_fingerprint(dataset: str, model: str, params: dict, seed: int) -> str:
 class TrainData:
     """The training split's images, label matrix and triplet index."""
 
-    def __init__(self, dataset: str, image_size: int, maybe_policy: str, *, cache: bool):
+    def __init__(self, dataset: str, image_size: int, maybe_policy: str, *, cache: bool,
+                 preprocess: str = "squash", validation: bool = False):
         from benchmark.loaders import ImageFolderTable, classes_per_attribute, dense_annotation, label_matrix
         from benchmark.sampling import build_triplet_index
         from datasets.schemas import ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, read_table
@@ -217,8 +289,77 @@ class TrainData:
                                                     dense=dense_annotation(dataset))
         # decoded images are kept in memory only when they fit easily (the twins: a few MB)
         cache = cache and len(train_ids) * image_size * image_size * 3 <= _CACHE_BYTES
-        self.table = ImageFolderTable(images, paths.raw_dir(dataset), image_size, image_ids=train_ids, cache=cache)
+        self.table = ImageFolderTable(images, paths.raw_dir(dataset), image_size, image_ids=train_ids, cache=cache,
+                                      preprocess=preprocess)
         self.index = build_triplet_index(self.targets.numpy(), self.annotated.numpy(), self.classes_per_attribute)
+        self.val = None
+        if validation:  # best_val: the val split's query and candidate images, decoded once
+            val = splits.filter((splits["split"] == "val") & splits["role"].is_in(["query", "candidate"]))
+            val = val.filter(val["image_id"].is_in(images["image_id"].to_list())).sort("image_id")
+            if val.height == 0:
+                raise ValueError(f"{paths.splits_path(dataset)}: checkpoint best_val needs val queries and candidates")
+            val_ids = val["image_id"].to_numpy()
+            val_labels, _ = label_matrix(labels, self.taxonomy, val_ids, maybe_policy, dense=dense_annotation(dataset))
+            self.val = ValSet(
+                table=ImageFolderTable(images, paths.raw_dir(dataset), image_size, image_ids=val_ids,
+                                       cache=len(val_ids) * image_size * image_size * 3 <= _CACHE_BYTES,
+                                       preprocess=preprocess),
+                labels=val_labels, is_query=torch.from_numpy((val["role"] == "query").to_numpy()),
+                classes_per_attribute=self.classes_per_attribute)
+
+
+class ValSet:
+    """The val split's images and labels, for the ``best_val`` checkpoint selection."""
+
+    def __init__(self, *, table, labels: torch.Tensor, is_query: torch.Tensor, classes_per_attribute: list[int]):
+        self.table, self.labels, self.is_query = table, labels.bool(), is_query.bool()
+        self.classes_per_attribute = list(classes_per_attribute)
+
+
+@torch.no_grad()
+def validation_map(model, val: ValSet, device: torch.device, *, relevance_mode: str = "all",
+                   batch_size: int = 64) -> float:
+    """MAP@all (%) of the attribute-level ranking on the val split: for each attribute n, every val
+    query image positive in n against every val candidate positive in n, relevance ``relevance_mode``;
+    queries with no relevant candidate are left out; the mean over all queries (query-weighted, the
+    overall figure of the evaluate stage). NaN when no query has a relevant candidate."""
+    from benchmark.loaders import image_loader, normalize
+    from benchmark.metrics import retrieval_metrics
+    from benchmark.retrieval import attribute_similarity, relevance
+
+    was_training = model.training
+    model.eval()
+    embs = []
+    for images, _ in image_loader(val.table, batch_size=batch_size):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            embs.append(model.embed(normalize(images.to(device))).attribute.float().cpu())
+    model.train(was_training)
+    emb = torch.cat(embs)  # (n, N, D)
+    aps = []
+    start = 0
+    for n, m_n in enumerate(val.classes_per_attribute):
+        lab = val.labels[:, start:start + m_n]
+        start += m_n
+        pos = lab.any(1)
+        q, c = torch.nonzero(pos & val.is_query).flatten(), torch.nonzero(pos & ~val.is_query).flatten()
+        if len(q) == 0 or len(c) == 0:
+            continue
+        per_q = retrieval_metrics(attribute_similarity(emb[q, n], emb[c, n]), relevance(lab[q], lab[c], relevance_mode))
+        aps.append(per_q["ap_all"].double())
+    ap = torch.cat(aps) if aps else torch.zeros(0, dtype=torch.float64)
+    ap = ap[~torch.isnan(ap)]
+    return float(100.0 * ap.mean()) if len(ap) else float("nan")
+
+
+def _selection_record(policy: str, sel: dict, total_epochs: int, final_phase: str) -> dict:
+    """selection.json: deterministic (no timestamps), what the evaluate stage loads and why."""
+    if policy == "last":
+        return {"policy": "last", "epoch": total_epochs, "phase": final_phase, "file": "checkpoint.pt",
+                "val_map_all": None, "val_scores": {},
+                "reason": "the last epoch (train checkpoint: last)"}
+    return {"policy": "best_val", "epoch": sel["best_epoch"], "phase": final_phase, "file": "best.pt",
+            "val_map_all": sel["best_score"], "val_scores": {str(k): v for k, v in sel["scores"].items()},
+            "reason": f"the highest val MAP@all (attribute-level ranking) over the epochs of phase {final_phase!r}"}
 
 
 # ------------------------------------------------------------------------------------ training
@@ -348,7 +489,7 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
                log_rows_before: list[dict]) -> list[dict]:
     """Train (or resume, or skip) one seed; returns its log rows."""
     from torch.optim import Adam
-    from torch.optim.lr_scheduler import ExponentialLR
+    from torch.optim.lr_scheduler import StepLR
 
     from benchmark.loaders import TripletDataset, batch_to_device, triplet_loader
     from benchmark.sampling import sample_triplets
@@ -357,7 +498,9 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
 
     prof = training_profile(params)
     mp = resolve_model_params(params, model_name, dataset)
-    lr, lr_decay = float(mp.get("lr", 1e-4)), float(mp.get("lr_decay", 1.0))
+    lr = float(mp.get("lr", 1e-4))
+    policy = checkpoint_policy(prof)
+    flip = bool(mp.get("flip", True))  # training mirror augmentation (ASEN: yes; ASEN++'s GlobalTransform: no)
     device = _device(str(prof.get("device", "auto")), dist)
     cuda = device.type == "cuda"
     ckpt_file = checkpoint_path(dataset, model_name, seed)
@@ -366,7 +509,7 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
     batch_size = int(prof["batch_size"])
     if batch_size % dist.world:
         raise ValueError(f"train batch_size {batch_size} is not divisible by {dist.world} processes")
-    steps_per_epoch = int(prof["triplets_per_epoch"]) // batch_size
+    steps_per_epoch = triplets_per_epoch(prof, model_name) // batch_size
     if steps_per_epoch < 1:
         raise ValueError("train.triplets_per_epoch is smaller than batch_size")
 
@@ -377,7 +520,7 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
             if dist.main:
                 print(f"[train] {ckpt_file}: params, data or code changed; training from scratch", file=sys.stderr)
             ckpt = None
-        elif ckpt.get("complete"):
+        elif ckpt.get("complete") and selection_path(dataset, model_name, seed).exists():
             if dist.main:
                 print(f"[train] {ckpt_file}: complete and up to date", file=sys.stderr)
             return ckpt["log"]
@@ -392,9 +535,13 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
     phase_of_epoch = [p for p, e in zip(phases, per_phase) for _ in range(e)]
     total_epochs = len(phase_of_epoch)
     start_epoch, rows = 0, []
+    # best_val bookkeeping (restored on resume): val score per epoch of the last phase, the best so far
+    sel = {"scores": {}, "best_epoch": None, "best_score": None}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         start_epoch, rows = int(ckpt["epoch"]), list(ckpt["log"])
+        sel = dict(ckpt.get("selection") or sel)
+        sel["scores"] = {int(k): v for k, v in sel.get("scores", {}).items()}
         if dist.main:
             print(f"[train] resuming {ckpt_file} after epoch {start_epoch}/{total_epochs}", file=sys.stderr)
     model.to(device)
@@ -412,7 +559,11 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
                      "num_attributes": len(data.classes_per_attribute),
                      "num_classes": int(sum(data.classes_per_attribute))},
         "image_size": int(prof["image_size"]), "world_size": dist.world,
+        "checkpoint_policy": policy,
     }
+    if policy == "best_val" and data.val is None:
+        raise ValueError("train checkpoint best_val needs TrainData(..., validation=True)")
+    val_relevance = params.get("evaluate", {}).get("relevance", "all")
     check_every = 1 if not cuda else 25  # a host sync per step would stall a launch-bound GPU step
     show = dist.main and sys.stderr.isatty()
 
@@ -422,7 +573,8 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
             continue
         model.set_phase(phase)
         optimizer = Adam(model.param_groups(lr), lr=lr)
-        scheduler = ExponentialLR(optimizer, gamma=lr_decay)
+        step_size, gamma = lr_schedule(mp, phase)
+        scheduler = StepLR(optimizer, step_size=step_size, gamma=gamma)
         if ckpt is not None and start_epoch > epochs[0]:  # resuming inside this phase
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -440,7 +592,8 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
             if epoch < start_epoch:
                 continue
             model.train()
-            tds.set_triplets(sample_triplets(data.index, steps_per_epoch * batch_size, seed=seed, epoch=epoch))
+            tds.set_triplets(sample_triplets(data.index, steps_per_epoch * batch_size, seed=seed, epoch=epoch,
+                                             flip=flip))
             loader = triplet_loader(tds, batch_size=batch_size // dist.world, workers=int(prof.get("workers", 0)),
                                     rank=dist.rank, world_size=dist.world, pin_memory=cuda)
             from tqdm import tqdm
@@ -480,11 +633,31 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
                 for b in model.buffers():
                     tdist.broadcast(b, 0)
             complete = epoch == total_epochs - 1
+            if dist.main and policy == "best_val" and pi == len(phases) - 1:
+                # ASEN's model_best: scored after every epoch; only the last phase's epochs compete
+                score = validation_map(model, data.val, device, relevance_mode=val_relevance)
+                sel["scores"][epoch + 1] = score
+                if math.isfinite(score) and (sel["best_score"] is None or score > sel["best_score"]):
+                    sel["best_epoch"], sel["best_score"] = epoch + 1, score
+                    _atomic_save({**ckpt_meta, "model": model.state_dict(), "epoch": epoch + 1, "phase": phase,
+                                  "complete": True, "selected": "best_val", "val_map_all": score},
+                                 best_path(dataset, model_name, seed))
+                elif sel["best_epoch"] is None and complete:  # no finite score at all: fall back to the last epoch
+                    sel["best_epoch"], sel["best_score"] = epoch + 1, None
+                    _atomic_save({**ckpt_meta, "model": model.state_dict(), "epoch": epoch + 1, "phase": phase,
+                                  "complete": True, "selected": "best_val", "val_map_all": None},
+                                 best_path(dataset, model_name, seed))
             if dist.main:
                 _atomic_save({**ckpt_meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "phase": phase,
-                              "rng": _rng_state(), "log": rows, "complete": complete}, ckpt_file, keep_previous=True)
+                              "rng": _rng_state(), "log": rows, "complete": complete,
+                              "selection": {**sel, "scores": {str(k): v for k, v in sel["scores"].items()}}},
+                             ckpt_file, keep_previous=True)
                 write_log(log_rows_before + rows, log_path(dataset, model_name))
+    if dist.main:
+        if policy == "best_val" and (sel["best_epoch"] is None or not best_path(dataset, model_name, seed).exists()):
+            raise RuntimeError(f"{ckpt_file}: checkpoint best_val selected no epoch; delete {ckpt_file.parent} and retrain")
+        _write_json(_selection_record(policy, sel, total_epochs, phases[-1]), selection_path(dataset, model_name, seed))
     return rows
 
 
@@ -520,7 +693,9 @@ def run(dataset: str, model_name: str, params: dict) -> int:
             d = json.loads(done.read_text())
         except (OSError, ValueError):
             d = {}  # an unreadable done.json: not done
-        if isinstance(d, dict) and d.get("fingerprints") == prints and all(checkpoint_path(dataset, model_name, s).exists() for s in seeds):
+        if isinstance(d, dict) and d.get("fingerprints") == prints and all(
+                checkpoint_path(dataset, model_name, s).exists() and selection_path(dataset, model_name, s).exists()
+                for s in seeds):
             try:
                 # DVC deletes the (unpersisted) log before running the stage: write it back from the checkpoints
                 rows = [r for s in seeds for r in read_checkpoint(checkpoint_path(dataset, model_name, s))["log"]]
@@ -546,8 +721,11 @@ def run(dataset: str, model_name: str, params: dict) -> int:
     t0 = time.perf_counter()
     image_size = int(prof["image_size"])
     workers = int(prof.get("workers", 0))
+    preprocess = prof.get("preprocess", "squash")
+    if preprocess not in PREPROCESSING:
+        raise ValueError(f"train preprocess must be one of {PREPROCESSING}, got {preprocess!r}")
     data = TrainData(dataset, image_size, params.get("validate", {}).get("maybe_policy", "negative"),
-                     cache=workers == 0)
+                     cache=workers == 0, preprocess=preprocess, validation=checkpoint_policy(prof) == "best_val")
     all_rows: list[dict] = []
     for s in seeds:
         all_rows += train_seed(dataset, model_name, params, s, data, dist, list(all_rows))

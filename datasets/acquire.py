@@ -237,6 +237,10 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
             _copy_tree(path, raw, skip)
             _hoist(raw, _markers(key))
             _expand_nested(key, raw, max_bytes, cfg.get("sha256"), report)
+        if (path / "regions.json").is_file():
+            # the generator's ground-truth regions of localised classes, for the pointing game (which
+            # reads raw/regions.json: a real release has none unless its user adds one)
+            copy_file(path / "regions.json", raw / "regions.json")
     elif source == "local":
         if path is None:
             raise DatasetError(f"acquire.{key}.path is required for source: local")

@@ -2,7 +2,7 @@
 
 One network, N attribute-specific embedding spaces. For image I and attribute a (section 3):
     psi = CNN(I)                                    (B, c, h, w), ResNet-50 to layer3, c = 1024
-    ASA (section 3.2, Eq. 1-2): alpha = softmax_p( conv1x1( tanh(conv1x1(psi)) * tanh(FC(onehot(a))) ) )
+    ASA (section 3.2, Eq. 1-2): alpha = softmax_p( tanh( conv1x1( tanh(conv1x1(psi)) * tanh(FC(onehot(a))) ) ) )
                                  x = sum_p alpha_p psi_p                      (B, c)
     ACA (section 3.3, Eq. 3-4): beta = sigmoid(FC(relu(FC([x; relu(FC(onehot(a)))]))))
                                  x = beta * x                                 (B, c)
@@ -10,10 +10,13 @@ One network, N attribute-specific embedding spaces. For image I and attribute a 
 Loss (section 3.4, Eq. 5): triplet ranking on cosine similarities, margin 0.2, the triplet
 compared in its sampled attribute.
 
-Choices where SPEC and paper are silent (from the authors' code, Maryeon/asen):
-- the channel-attention MLP's hidden width is c / 2 (512 at c = 1024, SPEC's "FC 512"); the
-  attribute side of ACA is a 512-d relu(FC(onehot)); the spatial inner width is ``inner_dim`` (512);
-- the loss is averaged over the B triplets of the batch.
+Sizes and choices from the authors' code (Maryeon/asen, model.py ``ASENet``):
+- the tanh after the one-channel 1x1 conv (``conv2 -> tanh -> softmax``): the logits lie in
+  [-1, 1], so the softmax over the 14 x 14 positions is nearly flat (max / min weight <= e^2);
+- the attribute FCs on the one-hot vector have no bias: ``mask_fc1`` N -> 512 (spatial branch,
+  ``inner_dim``), ``mask_fc2`` N -> 1024 = c (channel branch); the channel MLP is then
+  ``fc1`` 2c -> c / 2 (2048 -> 512) and ``fc2`` c / 2 -> c; the spatial inner width is ``inner_dim``;
+- the loss is averaged over the B triplets of the batch (MarginRankingLoss's mean).
 """
 
 from __future__ import annotations

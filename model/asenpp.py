@@ -9,7 +9,7 @@
                                   L_align = sum over anchor/positive/negative of mean(1 - cos(g, l))
     test feature:   [sqrt(b) g, sqrt(1 - b) l], b = 0.6, g and l L2-normalised (so unit norm)
 
-Choices where SPEC is silent, following the authors' code (Maryeon/asenpp):
+Choices where the paper is silent, following the authors' code (Maryeon/asenpp):
 - both branches use ASEN_v2's scaled dot-product spatial attention (without BN) and ASEN's
   channel attention and final FC to ``embed_dim``; the learned 512-d attribute embedding is shared
   by the two branches and trained with the global one; the local spatial inner width is
@@ -25,7 +25,14 @@ Choices where SPEC is silent, following the authors' code (Maryeon/asenpp):
   backbone's name to the local one (the twin's ResNet-18 gets a ResNet-18);
 - in the joint stage the crop boxes carry no gradient (as the authors', computed from a detached
   map); the alignment term trains both branches; local parameters get lr, global ones
-  lr x joint_global_lr_scale (1e-4 and 1e-5 in the paper).
+  lr x joint_global_lr_scale (1e-4 and 1e-5 in the paper);
+- the trainer (benchmark/train.py, params ``lr_schedule``) decays each stage with its own StepLR,
+  as the authors' configs: x0.9 every 3 epochs in stage 1 (modules/config/defaults.py
+  SOLVER.STEP_SIZE 3, DECAY_RATE 0.9), x0.9 every epoch in stage 2 (config/<Dataset>/s2.yaml);
+  training images are not mirrored (params ``flip: false``: the authors train through
+  GlobalTransform, resize + centre crop + normalise); stage 2 starts from stage 1's last epoch
+  and, under ``checkpoint: best_val``, the evaluated weights are stage 2's best val epoch (the
+  README's ``--resume runs/<Dataset>_s1/checkpoint.pth.tar``, then ``model_best``).
 """
 
 from __future__ import annotations

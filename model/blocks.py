@@ -23,13 +23,17 @@ class SpatialAttention(nn.Module):
     """ASA: alpha = softmax over positions of score(tanh(conv(psi)), tanh(FC(a))); out = sum alpha psi.
 
     ``score="conv"`` (ASEN, AAAI 2020 Eq. 1-2): the product of the two tanh branches goes through a
-    1x1 conv to one channel. ``score="scaled_dot"`` (ASEN_v2, ASEN++): the sum over the inner
-    channels of that product, divided by sqrt(inner_dim). ``batch_norm`` (ASEN_v2) puts a BN
-    between the 1x1 conv and its tanh.
+    1x1 conv to one channel and then a tanh, as in the authors' ``ASENet`` (Maryeon/asen model.py:
+    ``conv2 -> tanh -> softmax``): the logits lie in [-1, 1], so over any number of positions the
+    largest attention weight is at most e^2 times the smallest (a nearly flat map at 14 x 14).
+    ``score="scaled_dot"`` (ASEN_v2, ASEN++): the sum over the inner channels of that product,
+    divided by sqrt(inner_dim), with no tanh (``ASENet_V2``, asenpp ``AttnEmbedding.spatial_attn``).
+    ``batch_norm`` (ASEN_v2) puts a BN between the 1x1 conv and its tanh. ``attribute_bias``: whether
+    the attribute FC has a bias (ASEN's ``mask_fc1`` has none; ASEN_v2's ``attr_transform1`` has one).
     """
 
     def __init__(self, *, in_channels: int, attr_dim: int, inner_dim: int = 512,
-                 score: str = "conv", batch_norm: bool = False):
+                 score: str = "conv", batch_norm: bool = False, attribute_bias: bool = True):
         super().__init__()
         if score not in ("conv", "scaled_dot"):
             raise ValueError(f"score must be 'conv' or 'scaled_dot', not {score!r}")
@@ -37,7 +41,7 @@ class SpatialAttention(nn.Module):
         self.inner_dim = inner_dim
         self.feature_proj = nn.Conv2d(in_channels, inner_dim, kernel_size=1)  # c -> c'
         self.feature_bn = nn.BatchNorm2d(inner_dim) if batch_norm else nn.Identity()
-        self.attribute_proj = nn.Linear(attr_dim, inner_dim)  # d -> c'
+        self.attribute_proj = nn.Linear(attr_dim, inner_dim, bias=attribute_bias)  # d -> c'
         if score == "conv":
             self.score_conv = nn.Conv2d(inner_dim, 1, kernel_size=1)  # c' -> 1
 
@@ -48,7 +52,8 @@ class SpatialAttention(nn.Module):
         if self.score == "conv":
             # conv1x1(img * att) = sum_i w_i img_i att_i + bias: fold w into the attribute side
             w_i = self.score_conv.weight.view(-1)  # (c',)
-            return torch.einsum("bip,bki->bkp", img_bip, att_bki * w_i) + self.score_conv.bias
+            score_bkp = torch.einsum("bip,bki->bkp", img_bip, att_bki * w_i) + self.score_conv.bias
+            return torch.tanh(score_bkp)  # ASEN: conv2 -> tanh -> softmax
         return torch.einsum("bip,bki->bkp", img_bip, att_bki) / math.sqrt(self.inner_dim)
 
     def forward(self, feat_bchw: torch.Tensor, attr_bkd: torch.Tensor):
@@ -61,12 +66,18 @@ class SpatialAttention(nn.Module):
 
 
 class ChannelAttention(nn.Module):
-    """ACA: beta = sigmoid(FC2(relu(FC1([x; relu(FC_a(a))])))); out = beta * x (ASEN Eq. 3-4)."""
+    """ACA: beta = sigmoid(FC2(relu(FC1([x; relu(FC_a(a))])))); out = beta * x (ASEN Eq. 3-4).
 
-    def __init__(self, *, in_channels: int, attr_dim: int, attr_hidden: int = 512, hidden: int | None = None):
+    ``attr_hidden`` is the width of relu(FC_a(a)), ``attribute_bias`` whether FC_a has a bias:
+    ASEN's ``mask_fc2`` is a bias-free Linear(N, 1024) (= c), so its ``fc1`` is 2048 -> 512;
+    ASEN_v2's and ASEN++'s ``attr_transform2`` is Linear(512, 512) with a bias (fc1 1536 -> 512).
+    """
+
+    def __init__(self, *, in_channels: int, attr_dim: int, attr_hidden: int = 512, hidden: int | None = None,
+                 attribute_bias: bool = True):
         super().__init__()
         hidden = in_channels // 2 if hidden is None else hidden  # ASEN's reduction rate 2: 1024 -> 512
-        self.attribute_proj = nn.Linear(attr_dim, attr_hidden)
+        self.attribute_proj = nn.Linear(attr_dim, attr_hidden, bias=attribute_bias)
         self.fc1 = nn.Linear(in_channels + attr_hidden, hidden)
         self.fc2 = nn.Linear(hidden, in_channels)
 
@@ -84,7 +95,9 @@ class AttributeHead(nn.Module):
     """ASA -> ACA -> optional FC, from a feature map and attribute ids to attribute embeddings.
 
     ``attribute_input="one_hot"`` (ASEN): the attribute enters as a one-hot vector, each branch has
-    its own FC on it. ``"embedding"`` (ASEN_v2, ASEN++, MODC): a learned 512-d attribute embedding
+    its own bias-free FC on it (the authors' ``mask_fc1`` N -> 512 for the spatial branch, ``mask_fc2``
+    N -> c for the channel branch, so the channel MLP reads [x; relu(FC(a))] of width 2c and ``fc1``
+    is 2048 -> 512 at c = 1024). ``"embedding"`` (ASEN_v2, ASEN++, MODC): a learned 512-d attribute embedding
     (``nn.Embedding``) feeds both branches; it may be shared with another head (ASEN++'s local
     branch shares the global one's, as in the authors' code).
     """
@@ -103,9 +116,13 @@ class AttributeHead(nn.Module):
             d = self.attribute_embedding.embedding_dim
         else:
             raise ValueError(f"attribute_input must be 'one_hot' or 'embedding', not {attribute_input!r}")
+        one_hot = attribute_input == "one_hot"
         self.spatial_attention = SpatialAttention(
-            in_channels=in_channels, attr_dim=d, inner_dim=inner_dim, score=score, batch_norm=batch_norm)
-        self.channel_attention = ChannelAttention(in_channels=in_channels, attr_dim=d, attr_hidden=attr_dim)
+            in_channels=in_channels, attr_dim=d, inner_dim=inner_dim, score=score, batch_norm=batch_norm,
+            attribute_bias=not one_hot)
+        self.channel_attention = ChannelAttention(
+            in_channels=in_channels, attr_dim=d, attr_hidden=in_channels if one_hot else attr_dim,
+            attribute_bias=not one_hot)
         # ASEN's final FC c -> D; ASEN_v2 has none (out_dim None: the embedding is the gated c-vector)
         self.feature_fc = nn.Linear(in_channels, out_dim) if out_dim is not None else nn.Identity()
         self.out_dim = in_channels if out_dim is None else out_dim

@@ -1,7 +1,10 @@
-"""Losses shared by M3-Net and the baselines (paper Eq. 7-11; SPEC section 3).
+"""Losses shared by M3-Net and the baselines (paper Eq. 7-11; docs/PROTOCOL.md).
 
 - :func:`cosine_triplet`: max(0, margin + s(a, n) - s(a, p)) with cosine similarity s.
-- :func:`weighted_bce`: Eq. 7, the multi-label loss with positive weight w_p, from logits.
+- :func:`attribute_bce`: Eq. 7, the multi-label loss L_M with positive weight w_p, averaged over
+  the M_n classes inside each attribute, then over the annotated (image, attribute) pairs.
+- :func:`weighted_bce`: the same weighted BCE averaged over (masked) entries.
+- :func:`seen_mean`: the mean of per-sample terms over the rows whose prototype was ever updated.
 - :class:`PrototypeBank`: MODC's online clustering, one unit-norm prototype per class space,
   an EMA of the L2-normalised embeddings assigned to it.
 """
@@ -42,6 +45,35 @@ def weighted_bce(
         return loss_bm.mean()
     keep_bm = mask.to(logits.dtype)
     return (loss_bm * keep_bm).sum() / keep_bm.sum().clamp_min(1.0)
+
+
+def attribute_bce(
+    logits: torch.Tensor, targets: torch.Tensor, w_p: float, class_attribute: torch.Tensor,
+    annotated: torch.Tensor, classes_per_attribute,
+) -> torch.Tensor:
+    """Eq. 7 summed the paper's way: (B, C) logits over global class ids -> scalar.
+
+    For image i and attribute n, L_M(i, n) = -1/M_n sum_{m in n} [w_p y log x + (1 - y) log(1 - x)],
+    x = sigmoid(logit): the 1/M_n is inside each attribute, so every attribute weighs the same
+    whatever its class count. The loss is the mean of L_M(i, n) over the annotated pairs
+    (``annotated`` (B, N) bool; zero, with a gradient path, when none is). ``class_attribute`` (C,)
+    long is the attribute of each global class id. Averaging over all annotated (image, class)
+    entries instead (:func:`weighted_bce` with a mask) would weight an attribute by M_n.
+    """
+    targets = targets.to(logits.dtype)
+    loss_bc = w_p * targets * F.softplus(-logits) + (1.0 - targets) * F.softplus(logits)  # (B, C)
+    m_n = torch.as_tensor(list(classes_per_attribute), dtype=logits.dtype, device=logits.device)  # (N,)
+    sum_bn = loss_bc.new_zeros(loss_bc.shape[0], m_n.shape[0]).index_add_(1, class_attribute, loss_bc)  # (B, N)
+    keep_bn = annotated.to(logits.dtype)
+    return (sum_bn / m_n * keep_bn).sum() / keep_bn.sum().clamp_min(1.0)
+
+
+def seen_mean(loss_b: torch.Tensor, seen_b: torch.Tensor) -> torch.Tensor:
+    """Mean of (B,) per-sample losses over the rows whose prototype has been updated at least once
+    (``seen_b`` (B,) bool): a prototype still at its random start is no class centre. Zero, with a
+    gradient path, when no row qualifies. No host sync."""
+    keep_b = seen_b.to(loss_b.dtype)
+    return (loss_b * keep_b).sum() / keep_b.sum().clamp_min(1.0)
 
 
 class PrototypeBank(nn.Module):

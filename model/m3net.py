@@ -1,4 +1,4 @@
-"""M3-Net (CVPR 2023, paper section 3; SPEC section 3) and its two ablations, M3-Net_a and M3-Net_c.
+"""M3-Net (CVPR 2023, paper section 3; docs/PROTOCOL.md) and its two ablations, M3-Net_a and M3-Net_c.
 
 psi = trunk(I)                                   generic map, (B, c, h, w)
 phi_n = SCA-A(psi, n) * psi                      Alg. 1, Eq. 1
@@ -13,11 +13,14 @@ Nothing of size c x h x w is built per (image, attribute, class): see model/atte
 the factoring. Rows of the head are (image, attribute) pairs with K classes each: in training
 R = 1 attribute (the triplet's) and K = 1 class per image; in ``embed`` R = N, K <= max_classes.
 
-Variants (SPEC 3 ablations):
+Variants (the paper's ablations, section 4):
 - ``m3net``: all of the above.
 - ``m3net_a``: no class-conditional modules; the class spaces are the attribute space, with one
   prototype per class there (as MODC). L_CC / L_CI then coincide with the attribute-level
   terms L_AC / L_AI and are counted once (weights lambda_cc, lambda_ci).
+- ``m3net_eq11``: ``m3net`` trained on the literal Eq. 11, L = L_M + L_CC + L_CI: MODC's
+  attribute-level terms are off (lambda_ac = lambda_ai = 0). ``m3net`` keeps them (weight 1), since
+  the paper says it builds on MODC's attribute-level losses; both are reported.
 - ``m3net_c``: no attribute-conditional modules; the class branch starts from psi (SCA-C_n on
   psi, no CCA-A) and P_n comes from mean-pooled psi, which is also the attribute-level
   embedding used for ranking. There is no attribute-specific space to shape, so L_AC = L_AI = 0.
@@ -39,7 +42,7 @@ from torch import nn
 from model.attention import ChannelConditionalAttention, SpatialConditionalAttention, grouped_linear
 from model.backbone import build_trunk, trunk_channels
 from model.base import Embeddings, RetrievalModel
-from model.losses import PrototypeBank, cosine_triplet, weighted_bce
+from model.losses import PrototypeBank, attribute_bce, cosine_triplet, seen_mean
 from model.registry import register_model
 
 VARIANTS = ("full", "attribute", "class")
@@ -184,16 +187,18 @@ class M3Net(RetrievalModel):
         alpha_bnl, x_bnc = self.attribute_branch(psi_bcl)
         # L_M (Eq. 7) on every image, in every attribute it is annotated in
         logits_bC = self.class_logits(x_bnc)
-        loss_m = weighted_bce(logits_bC, batch["targets"], self.w_p, batch["target_mask"][:, self.class_attr])
+        loss_m = attribute_bce(logits_bC, batch["targets"], self.w_p, self.class_attr, batch["target_mask"],
+                               self.classes_per_attribute)
 
         attr_r = attribute.repeat(3)  # (3B,) anchors, positives, negatives share the triplet's attribute
-        class_r = class_id.repeat(3)  # the anchor's class is applied to the negative too (SPEC 3)
+        class_r = class_id.repeat(3)  # the anchor's class is applied to the negative too (docs/PROTOCOL.md)
         row = torch.arange(3 * B, device=images.device)
         emb_attr = self.project(x_bnc[row, attr_r])  # (3B, D)
         global_id = self.class_offsets[attribute] + class_id  # (B,)
         a, p, n = emb_attr.split(B)
         proto = self.prototypes_attribute(global_id)
-        loss_ac = cosine_triplet(a, proto, n, self.margin).mean()  # MODC's prototypical term on x_n
+        # MODC's prototypical term on x_n, over the triplets whose class prototype was ever updated
+        loss_ac = seen_mean(cosine_triplet(a, proto, n, self.margin), self.prototypes_attribute.seen[global_id])
         loss_ai = cosine_triplet(a, p, n, self.margin).mean()  # MODC's instance term on x_n
         zero = loss_m.new_zeros(())
         if self.variant == "attribute":  # class spaces are the attribute space: the same terms
@@ -204,7 +209,8 @@ class M3Net(RetrievalModel):
             x_c = self.class_branch(psi_bcl, alpha_r1l, attr_r[:, None], class_r[:, None, None])[:, 0, 0]
             emb_class = self.project(x_c)  # (3B, D)
             ca, cp, cn = emb_class.split(B)
-            loss_cc = cosine_triplet(ca, self.prototypes_class(global_id), cn, self.margin).mean()  # Eq. 9
+            loss_cc = seen_mean(cosine_triplet(ca, self.prototypes_class(global_id), cn, self.margin),
+                                self.prototypes_class.seen[global_id])  # Eq. 9, updated prototypes only
             loss_ci = cosine_triplet(ca, cp, cn, self.margin).mean()  # Eq. 10
             if self.variant == "class":
                 loss_ac = loss_ai = zero
@@ -278,3 +284,14 @@ def m3net_a(**kwargs) -> M3Net:
 def m3net_c(**kwargs) -> M3Net:
     kwargs.pop("variant", None)
     return M3Net(variant="class", **kwargs)
+
+
+@register_model("m3net_eq11")
+def m3net_eq11(**kwargs) -> M3Net:
+    """M3-Net on the literal Eq. 11 (L_M + L_CC + L_CI): lambda_ac = lambda_ai = 0, enforced."""
+    kwargs.pop("variant", None)
+    for k in ("lambda_ac", "lambda_ai"):
+        if float(kwargs.get(k, 0.0)) != 0.0:
+            raise ValueError(f"m3net_eq11 is the literal Eq. 11: {k} must be 0, got {kwargs[k]}")
+        kwargs[k] = 0.0
+    return M3Net(variant="full", **kwargs)

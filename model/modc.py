@@ -5,7 +5,7 @@ Attribute-specific embeddings x_n = normalize(FC(ACA(ASA(psi, n), n)))  (B, D), 
 paper, live in N spaces; each space is split into class clusters by one prototype per class
 (global class id = class_offsets[n] + m), an EMA of the normalised embeddings of the training
 images of that class (model/losses.py PrototypeBank, renormalised after each update).
-Losses, cosine similarity s, margin zeta (0.4, SPEC section 3):
+Losses, cosine similarity s, margin zeta (0.4, docs/PROTOCOL.md):
     L_proto = max(0, zeta + s(x_a, x_neg) - s(x_a, prototype[m]))   prototypical triplet
     L_inst  = max(0, zeta + s(x_a, x_neg) - s(x_a, x_pos))           instance triplet
     L = lambda_proto L_proto + lambda_instance L_inst
@@ -13,7 +13,7 @@ Inference: each (image, attribute n) is assigned the class of its nearest protot
 that gives the class level of the multi-granularity ranking, whose class space is the
 attribute space itself (class_emb = x_n).
 
-Choices where SPEC is silent:
+Choices where the paper is silent:
 - the head is ASEN_v2's (512-d attribute embedding, BN + scaled dot-product spatial attention,
   channel attention) followed by an FC to ``embed_dim``, on the shared layer3 trunk (the paper's
   2048-d comes from that FC here, not from ResNet's layer4);
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from model.backbone import build_trunk, trunk_channels
 from model.base import Embeddings, RetrievalModel
 from model.blocks import AttributeHead, all_attributes, split_triplet
-from model.losses import PrototypeBank, cosine_triplet
+from model.losses import PrototypeBank, cosine_triplet, seen_mean
 from model.registry import register_model
 
 
@@ -72,9 +72,8 @@ class MODC(RetrievalModel):
         class_gid_b = self.class_offsets[attribute_b] + batch["class_id"]  # (B,) global class ids
         # prototypical triplet: the anchor's own class prototype is the positive
         proto_bd = self.prototypes.get(class_gid_b)
-        seen_b = self.prototypes.seen[class_gid_b].to(x_3bd.dtype)
-        loss_proto_b = cosine_triplet(anchor_bd, proto_bd, negative_bd, self.margin)
-        loss_proto = (loss_proto_b * seen_b).sum() / seen_b.sum().clamp_min(1.0)
+        loss_proto = seen_mean(cosine_triplet(anchor_bd, proto_bd, negative_bd, self.margin),
+                               self.prototypes.seen[class_gid_b])
         loss_instance = cosine_triplet(anchor_bd, positive_bd, negative_bd, self.margin).mean()
         if self.training:
             self._update_prototypes(x_3bd, attr_3b, batch.get("targets"), class_gid_b)

@@ -101,11 +101,15 @@ def test_embed_matches_per_attribute_path(name):
 
 # --- attention modules against float64 loops ------------------------------------------------------
 
-@pytest.mark.parametrize("score,batch_norm", [("conv", False), ("scaled_dot", True), ("scaled_dot", False)])
-def test_spatial_attention_matches_loops(score, batch_norm):
+@pytest.mark.parametrize("score,batch_norm,attribute_bias",
+                         [("conv", False, False), ("conv", False, True), ("scaled_dot", True, True), ("scaled_dot", False, True)])
+def test_spatial_attention_matches_loops(score, batch_norm, attribute_bias):
     torch.manual_seed(1)
     c, d, inner, h, w, b, k = 6, 5, 4, 3, 2, 2, 3
-    sa = SpatialAttention(in_channels=c, attr_dim=d, inner_dim=inner, score=score, batch_norm=batch_norm).double()
+    sa = SpatialAttention(in_channels=c, attr_dim=d, inner_dim=inner, score=score, batch_norm=batch_norm,
+                          attribute_bias=attribute_bias).double()
+    if score == "conv":  # large weights: without ASEN's tanh after the score conv the logits would leave [-1, 1]
+        sa.score_conv.weight.data.mul_(20.0)
     if batch_norm:  # non-trivial running statistics, eval mode
         sa.feature_bn.running_mean.uniform_(-1, 1)
         sa.feature_bn.running_var.uniform_(0.5, 2)
@@ -120,8 +124,8 @@ def test_spatial_attention_matches_loops(score, batch_norm):
     A, bA = sa.attribute_proj.weight, sa.attribute_proj.bias
     for bi in range(b):
         for ki in range(k):
-            u = [math.tanh(sum(A[i, j].item() * attr[bi, ki, j].item() for j in range(d)) + bA[i].item())
-                 for i in range(inner)]
+            u = [math.tanh(sum(A[i, j].item() * attr[bi, ki, j].item() for j in range(d))
+                           + (bA[i].item() if bA is not None else 0.0)) for i in range(inner)]
             logits = []
             for y in range(h):
                 for x in range(w):
@@ -134,7 +138,8 @@ def test_spatial_attention_matches_loops(score, batch_norm):
                             t = t * bn.weight[i].item() + bn.bias[i].item()
                         t = math.tanh(t)
                         s += (sa.score_conv.weight[0, i, 0, 0].item() if score == "conv" else 1.0) * t * u[i]
-                    s = s + sa.score_conv.bias[0].item() if score == "conv" else s / math.sqrt(inner)
+                    # ASEN: conv2 -> tanh -> softmax; ASEN_v2 / ASEN++: scaled dot product, no tanh
+                    s = math.tanh(s + sa.score_conv.bias[0].item()) if score == "conv" else s / math.sqrt(inner)
                     logits.append(s)
             z = sum(math.exp(v) for v in logits)
             alpha = [math.exp(v) / z for v in logits]
@@ -145,18 +150,19 @@ def test_spatial_attention_matches_loops(score, batch_norm):
                 assert pooled[bi, ki, ch].item() == pytest.approx(ref, rel=1e-10, abs=1e-12)
 
 
-def test_channel_attention_matches_loops():
+@pytest.mark.parametrize("attribute_bias", [True, False])
+def test_channel_attention_matches_loops(attribute_bias):
     torch.manual_seed(2)
     c, d, ah, hid, b, k = 6, 4, 5, 3, 2, 2
-    ca = ChannelAttention(in_channels=c, attr_dim=d, attr_hidden=ah, hidden=hid).double()
+    ca = ChannelAttention(in_channels=c, attr_dim=d, attr_hidden=ah, hidden=hid, attribute_bias=attribute_bias).double()
     x = torch.randn(b, k, c, dtype=torch.float64)
     attr = torch.randn(b, k, d, dtype=torch.float64)
     out = ca(x, attr)
     P, F1, F2 = ca.attribute_proj, ca.fc1, ca.fc2
     for bi in range(b):
         for ki in range(k):
-            a = [max(0.0, sum(P.weight[i, j].item() * attr[bi, ki, j].item() for j in range(d)) + P.bias[i].item())
-                 for i in range(ah)]
+            a = [max(0.0, sum(P.weight[i, j].item() * attr[bi, ki, j].item() for j in range(d))
+                     + (P.bias[i].item() if P.bias is not None else 0.0)) for i in range(ah)]
             cat = [x[bi, ki, ch].item() for ch in range(c)] + a
             hidden = [max(0.0, sum(F1.weight[i, j].item() * cat[j] for j in range(c + ah)) + F1.bias[i].item())
                       for i in range(hid)]
@@ -164,6 +170,39 @@ def test_channel_attention_matches_loops():
                 z = sum(F2.weight[ch, i].item() * hidden[i] for i in range(hid)) + F2.bias[ch].item()
                 ref = x[bi, ki, ch].item() / (1.0 + math.exp(-z))
                 assert out[bi, ki, ch].item() == pytest.approx(ref, rel=1e-10, abs=1e-12)
+
+
+def test_asen_attention_is_nearly_flat_at_most_e_squared():
+    """ASEN's tanh before the softmax bounds the logits to [-1, 1]: max / min weight <= e^2 over the
+    positions, however large the weights (the authors' conv2 -> tanh -> softmax)."""
+    model = make("asen").eval()
+    with torch.no_grad():
+        for mod in (model.head.spatial_attention.score_conv, model.head.spatial_attention.feature_proj):
+            mod.weight.mul_(50.0)
+        images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 3
+        attn = model.attention_map(images, torch.tensor([0, 1, 2, 0]))  # (4, 4, 4)
+        logits = model.head.spatial_attention.logits(model.trunk(images), model.head.attribute_vector(
+            torch.tensor([0, 1, 2, 0])[:, None]))
+    assert logits.abs().max() <= 1.0
+    ratio = attn.flatten(1).amax(1) / attn.flatten(1).amin(1)
+    assert (ratio <= math.exp(2.0) * (1 + 1e-6)).all()
+    assert (ratio > 1.5).any()  # the map is not trivially uniform: the bound is what holds it
+
+
+def test_asen_channel_attention_sizes_follow_the_authors_code():
+    """ASENet: mask_fc1 Linear(N, 512, bias=False), mask_fc2 Linear(N, c, bias=False), fc1 2c -> c/2;
+    ASEN_v2 / ASEN++ keep a 512-d attribute embedding with biased transforms (fc1 c + 512 -> c/2)."""
+    asen = make("asen", inner_dim=512)
+    c = 256  # resnet18_layer3
+    sa, ca = asen.head.spatial_attention, asen.head.channel_attention
+    assert sa.attribute_proj.bias is None and tuple(sa.attribute_proj.weight.shape) == (512, len(CLASSES))
+    assert ca.attribute_proj.bias is None and tuple(ca.attribute_proj.weight.shape) == (c, len(CLASSES))
+    assert tuple(ca.fc1.weight.shape) == (c // 2, 2 * c) and tuple(ca.fc2.weight.shape) == (c, c // 2)
+    v2 = make("asen_v2")
+    ca2 = v2.head.channel_attention
+    assert ca2.attribute_proj.bias is not None and tuple(ca2.attribute_proj.weight.shape) == (512, 512)
+    assert tuple(ca2.fc1.weight.shape) == (c // 2, c + 512)
+    assert v2.head.spatial_attention.attribute_proj.bias is not None
 
 
 # --- loss properties --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from datasets.schemas import (
     CooccurrencePairsSchema, ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, write_table,
 )
+from benchmark.inference import ImageSource
 from model.base import Embeddings, RetrievalModel
 from model.registry import _REGISTRY, register_model
 
@@ -147,14 +148,16 @@ def tiny(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _save_checkpoint(root, name, seed=0):
-    """A checkpoint in the trainer's format (benchmark.train.load_trained_model reads it)."""
+def _save_checkpoint(root, name, seed=0, file="checkpoint.pt", policy="last", epoch=2):
+    """A checkpoint in the trainer's format (benchmark.train.load_trained_model reads it) and the
+    train stage's selection.json naming it."""
     model = _REGISTRY[name](classes_per_attribute=CLASSES, seed=seed)
     d = root / "models" / KEY / name / f"seed{seed}"
     d.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(),
                 "build": {"model_name": name, "classes_per_attribute": CLASSES, "backbone": "none",
-                          "model_params": {"seed": seed}}}, d / "checkpoint.pt")
+                          "model_params": {"seed": seed}}}, d / file)
+    (d / "selection.json").write_text(json.dumps({"policy": policy, "epoch": epoch, "file": file}))
     return model
 
 
@@ -207,7 +210,7 @@ def test_metrics_match_a_direct_computation(tiny):
         assert set(m[split]) >= {"map_all", "map_100", "recall_100", "queries", "cooccurring"}
         assert set(m[split]["map_all"]) == {"overall", "macro", "colour", "shape"}
     images = pl.read_parquet(tiny / "data" / KEY / "validated" / "images.parquet")
-    src = evaluate.ImageSource(tiny / "data" / KEY / "raw", images, SIZE)
+    src = ImageSource(tiny / "data" / KEY / "raw", images, SIZE)
     labels = _labels_by_image(tiny)
     overall, per_attr, used = _direct_test_map(model.eval(), list(range(20, 25)), list(range(25, 40)), labels,
                                                [slice(0, 3), slice(3, 7)], src.tensor)
@@ -244,6 +247,25 @@ def test_metrics_match_a_direct_computation(tiny):
     with torch.no_grad():
         direct = model.eval().embed(src.tensor(ids[:3])).attribute
     assert torch.allclose(emb.attribute[:3], direct, atol=1e-6)
+
+
+def test_evaluates_the_selected_checkpoint_and_records_it(tiny):
+    """best_val: selection.json names best.pt; the embed stage loads that file (not checkpoint.pt),
+    and evaluate writes the policy and the epoch into metrics.json."""
+
+    _save_checkpoint(tiny, "standin_eval", seed=5)  # a different model in checkpoint.pt (the last epoch)
+    d = tiny / "models" / KEY / "standin_eval" / "seed0"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "checkpoint.pt").write_bytes((tiny / "models" / KEY / "standin_eval" / "seed5" / "checkpoint.pt").read_bytes())
+    best = _save_checkpoint(tiny, "standin_eval", seed=0, file="best.pt", policy="best_val", epoch=3)
+    _run_stages("standin_eval", attention=True)
+    m = json.loads((tiny / "reports" / KEY / "standin_eval" / "metrics.json").read_text())
+    assert m["checkpoint"] == {"policy": "best_val", "epoch": 3}
+    images = pl.read_parquet(tiny / "data" / KEY / "validated" / "images.parquet")
+    src = ImageSource(tiny / "data" / KEY / "raw", images, SIZE)
+    overall, _, _ = _direct_test_map(best.eval(), list(range(20, 25)), list(range(25, 40)), _labels_by_image(tiny),
+                                     [slice(0, 3), slice(3, 7)], src.tensor)
+    assert m["test"]["map_all"]["overall"] == pytest.approx(overall, abs=1e-3)
 
 
 def test_class_level_model_gets_multi_granularity_and_a_gamma_sweep(tiny):

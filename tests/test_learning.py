@@ -16,7 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "fashionai"
-MODELS = ["m3net", "m3net_a", "m3net_c", "asen", "asen_v2", "asenpp", "modc"]
+MODELS = ["m3net", "m3net_eq11", "m3net_a", "m3net_c", "asen", "asen_v2", "asenpp", "modc"]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from benchmark.loaders import (
     image_loader,
     label_matrix,
     normalize,
+    preprocess_image,
+    resize_center_crop,
     resize_square,
     triplet_loader,
 )
@@ -142,6 +144,50 @@ def test_resize_is_antialiased_bilinear_and_keeps_flat_colour():
     assert resize_square(out, 224) is out  # already the size: untouched
     up = resize_square(img[:20, :20], 64)  # enlarging works too
     assert up.shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("h,w", [(40, 80), (90, 30), (37, 51)])
+def test_resize_crop_is_the_references_resize_then_centre_crop(h, w):
+    """preprocess resize_crop = torchvision Resize(S) (short side) + CenterCrop(S) on the PIL image,
+    the ASEN / ASEN++ pipeline: the long side's borders are cut, not squashed in."""
+    from PIL import Image
+    from torchvision import transforms
+
+    rng = np.random.default_rng(h * w)
+    import cv2
+
+    img = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (5, 5), 2)
+    img[:, : w // 8] = (255, 0, 0)  # red borders on the long side (when it is the width)
+    img[:, w - w // 8:] = (255, 0, 0)
+    out = resize_center_crop(img, 20)
+    assert out.shape == (20, 20, 3) and out.dtype == np.uint8
+    ref = np.asarray(transforms.Compose([transforms.Resize(20), transforms.CenterCrop(20)])(Image.fromarray(img)))
+    assert np.abs(out.astype(int) - ref.astype(int)).mean() < 3.0
+    if w >= 2 * h:  # a wide image: the centre crop holds none of the red borders; squashing keeps them
+        assert resize_square(img, 20)[:, 0, 0].min() > 200 and resize_square(img, 20)[:, 0, 1].max() < 60
+        assert out[:, 0, 1].mean() > 60
+    square = img[: min(h, w), : min(h, w)]
+    assert np.array_equal(preprocess_image(square, 20, "resize_crop"), resize_square(square, 20))  # twins: no change
+    with pytest.raises(ValueError, match="squash"):
+        preprocess_image(img, 20, "stretch")
+
+
+def test_image_table_resize_crop_option(tmp_path):
+    import cv2
+
+    rgb = np.zeros((20, 60, 3), np.uint8)
+    rgb[:, :20] = (255, 0, 0)  # red | green | blue thirds
+    rgb[:, 20:40] = (0, 255, 0)
+    rgb[:, 40:] = (0, 0, 255)
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    images = pl.DataFrame({"image_id": [1], "path": ["a.png"]})
+    crop = ImageFolderTable(images, tmp_path, 10, preprocess="resize_crop")[0][0]
+    squash = ImageFolderTable(images, tmp_path, 10)[0][0]
+    assert crop.shape == squash.shape == (3, 10, 10)
+    assert (crop[1] > 200).all() and (crop[0] < 60).all()  # only the green centre third survives
+    assert squash[0, :, 0].min() > 200 and squash[2, :, -1].min() > 200  # squashed: all three thirds
+    with pytest.raises(ValueError, match="resize_crop"):
+        ImageFolderTable(images, tmp_path, 10, preprocess="crop")
 
 
 def test_loaders_import_without_polars_and_decode_one_file(tmp_path):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.losses import PrototypeBank, cosine_triplet, weighted_bce
+from model.losses import PrototypeBank, attribute_bce, cosine_triplet, seen_mean, weighted_bce
 
 torch.set_num_threads(1)
 
@@ -91,6 +91,71 @@ def test_bce_matches_eq7_loop_with_and_without_mask():
     assert weighted_bce(logits, targets, 1.0).item() == pytest.approx(
         F.binary_cross_entropy_with_logits(logits, targets).item(), rel=1e-10
     )
+
+
+def _eq7_loop(logits, targets, w_p, annotated, cpa):
+    """Eq. 7: per (image, attribute n) the BCE summed over n's M_n classes divided by M_n; the mean
+    over the annotated (image, attribute) pairs."""
+    offsets = [sum(cpa[:n]) for n in range(len(cpa))]
+    tot, cnt = 0.0, 0
+    for i in range(logits.shape[0]):
+        for n, m_n in enumerate(cpa):
+            if not annotated[i, n]:
+                continue
+            s = 0.0
+            for j in range(offsets[n], offsets[n] + m_n):
+                x = 1 / (1 + math.exp(-logits[i, j].item()))
+                y = targets[i, j].item()
+                s += -(w_p * y * math.log(x) + (1 - y) * math.log(1 - x))
+            tot += s / m_n
+            cnt += 1
+    return tot / max(cnt, 1)
+
+
+@pytest.mark.parametrize("cpa", [[5, 10], [3, 1, 6, 2], [4]])
+def test_attribute_bce_is_eq7_averaged_within_each_attribute(cpa):
+    g = torch.Generator().manual_seed(4)
+    n_img, C = 6, sum(cpa)
+    logits = torch.randn(n_img, C, generator=g, dtype=torch.float64) * 3
+    targets = (torch.rand(n_img, C, generator=g) > 0.6).double()
+    annotated = torch.rand(n_img, len(cpa), generator=g) > 0.3
+    annotated[0] = True
+    class_attr = torch.repeat_interleave(torch.arange(len(cpa)), torch.tensor(cpa))
+    for w_p in (1.0, 100.0):
+        got = attribute_bce(logits, targets, w_p, class_attr, annotated, cpa).item()
+        assert got == pytest.approx(_eq7_loop(logits, targets, w_p, annotated, cpa), rel=1e-10)
+    if len(set(cpa)) > 1:  # unequal class counts: the per-entry mean weights attributes by M_n, Eq. 7 does not
+        entry = weighted_bce(logits, targets, 100.0, annotated[:, class_attr]).item()
+        assert entry != pytest.approx(attribute_bce(logits, targets, 100.0, class_attr, annotated, cpa).item(), rel=1e-6)
+    else:  # one class count: both averages agree
+        assert weighted_bce(logits, targets, 3.0, annotated[:, class_attr]).item() == pytest.approx(
+            attribute_bce(logits, targets, 3.0, class_attr, annotated, cpa).item(), rel=1e-10)
+    none = attribute_bce(logits.requires_grad_(), targets, 1.0, class_attr, torch.zeros_like(annotated), cpa)
+    assert none.item() == 0.0 and none.requires_grad
+
+
+def test_attribute_bce_weighs_attributes_equally():
+    """FashionAI-like: a 5-class and a 10-class attribute with the same per-class loss contribute the
+    same; the per-entry mean would give the 10-class one twice the weight."""
+    cpa = [5, 10]
+    class_attr = torch.repeat_interleave(torch.arange(2), torch.tensor(cpa))
+    logits = torch.zeros(2, 15, dtype=torch.float64)
+    logits[0, :5] = 4.0  # image 0 is wrong (target 0, high logit) everywhere in attribute 0
+    logits[1, 5:] = 4.0  # image 1 the same in attribute 1
+    targets = torch.zeros(2, 15, dtype=torch.float64)
+    ann = torch.tensor([[True, False], [False, True]])
+    per_attr = attribute_bce(logits, targets, 1.0, class_attr, ann, cpa)
+    only0 = attribute_bce(logits[:1], targets[:1], 1.0, class_attr, ann[:1], cpa)
+    only1 = attribute_bce(logits[1:], targets[1:], 1.0, class_attr, ann[1:], cpa)
+    assert only0.item() == pytest.approx(only1.item(), rel=1e-12)
+    assert per_attr.item() == pytest.approx(only0.item(), rel=1e-12)
+
+
+def test_seen_mean_ignores_unseen_rows():
+    v = torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=torch.float64, requires_grad=True)
+    assert seen_mean(v, torch.tensor([True, False, True, False])).item() == pytest.approx(2.5)
+    z = seen_mean(v, torch.zeros(4, dtype=torch.bool))
+    assert z.item() == 0.0 and z.requires_grad
 
 
 def test_bce_stable_and_empty_mask():

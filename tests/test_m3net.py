@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.losses import cosine_triplet, weighted_bce
+from model.losses import cosine_triplet
 from model.m3net import M3Net
 from model.registry import build_model
 
@@ -137,33 +137,64 @@ def test_class_branch_fast_equals_reference_both_layouts(variant):
                     assert torch.allclose(x_sel[i, 0, k], rx, **TOL)
 
 
+def eq7_loop(logits, targets, w_p, annotated):
+    """Eq. 7 per (image, attribute): -1/M_n sum over the attribute's M_n classes; then the mean over
+    the annotated (image, attribute) pairs."""
+    offsets = [sum(CPA[:n]) for n in range(len(CPA))]
+    tot, cnt = 0.0, 0
+    for i in range(logits.shape[0]):
+        for n, m_n in enumerate(CPA):
+            if not annotated[i, n]:
+                continue
+            s = 0.0
+            for j in range(offsets[n], offsets[n] + m_n):
+                x = 1 / (1 + math.exp(-logits[i, j].item()))
+                y = targets[i, j].item()
+                s += -(w_p * y * math.log(x) + (1 - y) * math.log(1 - x))
+            tot += s / m_n
+            cnt += 1
+    return tot / max(cnt, 1)
+
+
+def seen_mean_loop(values, seen):
+    kept = [v.item() for v, k in zip(values, seen) if k]
+    return sum(kept) / len(kept) if kept else 0.0
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_losses_match_reference(variant):
     m = tiny_model(variant, lambda_ac=0.5, lambda_ai=0.25)
     m.eval()  # keeps the prototypes fixed between the two computations
     batch = make_batch()
-    out = m(batch)
     B = 3
+    gid = m.class_offsets[batch["attribute"]] + batch["class_id"]
+    # some prototypes updated once, the others still at their random start (left out of L_AC / L_CC)
+    for bank in (m.prototypes_attribute, getattr(m, "prototypes_class", None)):
+        if bank is not None:
+            bank.seen[gid[:2]] = True
+            bank.seen[gid[2:]] = False
+    out = m(batch)
     psi = m.trunk(batch["images"])
     N = len(CPA)
     logits = torch.stack([torch.cat([ref_attribute(m, psi[i], n)[2] for n in range(N)]) for i in range(3 * B)])
-    mask = batch["target_mask"][:, m.class_attr]
-    loss_m = weighted_bce(logits, batch["targets"], 3.0, mask)
+    loss_m = torch.tensor(eq7_loop(logits, batch["targets"], 3.0, batch["target_mask"]), dtype=torch.float64)
     a_of = lambda i: batch["attribute"][i % B]  # noqa: E731
     c_of = lambda i: batch["class_id"][i % B]  # noqa: E731
     xa = torch.stack([ref_attribute(m, psi[i], a_of(i))[1] for i in range(3 * B)])
     xc = torch.stack([ref_class(m, psi[i], a_of(i), c_of(i))[1] for i in range(3 * B)])
-    gid = m.class_offsets[batch["attribute"]] + batch["class_id"]
     pa = m.prototypes_attribute.prototypes[gid]
+    seen_a = m.prototypes_attribute.seen[gid].tolist()
     loss_ai = cosine_triplet(xa[:B], xa[B:2 * B], xa[2 * B:], 0.4).mean()
-    loss_ac = cosine_triplet(xa[:B], pa, xa[2 * B:], 0.4).mean()
+    loss_ac = torch.tensor(seen_mean_loop(cosine_triplet(xa[:B], pa, xa[2 * B:], 0.4), seen_a), dtype=torch.float64)
     if variant == "attribute":
         loss_cc, loss_ci = loss_ac, loss_ai
         total = loss_m + loss_cc + loss_ci
     else:
         pc = m.prototypes_class.prototypes[gid]
+        seen_c = m.prototypes_class.seen[gid].tolist()
         loss_ci = cosine_triplet(xc[:B], xc[B:2 * B], xc[2 * B:], 0.4).mean()
-        loss_cc = cosine_triplet(xc[:B], pc, xc[2 * B:], 0.4).mean()
+        loss_cc = torch.tensor(seen_mean_loop(cosine_triplet(xc[:B], pc, xc[2 * B:], 0.4), seen_c),
+                               dtype=torch.float64)
         if variant == "class":
             loss_ac = loss_ai = torch.zeros((), dtype=torch.float64)
         total = loss_m + loss_cc + loss_ci + 0.5 * loss_ac + 0.25 * loss_ai
@@ -214,6 +245,28 @@ def test_embed_respects_max_classes_and_top1():
         assert j == top1[n][i].argmax().item()
 
 
+def test_m3net_eq11_is_the_literal_equation_11():
+    """m3net_eq11: the full model with lambda_ac = lambda_ai = 0, so L = L_M + L_CC + L_CI exactly,
+    and the same network (and weights, same seed) as m3net; a non-zero attribute-level weight is refused."""
+    kw = dict(classes_per_attribute=CPA, trunk=nn.Conv2d(3, C_TRUNK, kernel_size=4, stride=4), embed_dim=C_TRUNK,
+              inner_dim=D_INNER, w_p=3.0, lambda_ac=0.0, lambda_ai=0.0)
+    torch.manual_seed(0)
+    eq11 = build_model("m3net_eq11", **kw).double().eval()
+    assert eq11.variant == "full" and eq11.lambdas["ac"] == 0.0 and eq11.lambdas["ai"] == 0.0
+    batch = make_batch()
+    for bank in (eq11.prototypes_attribute, eq11.prototypes_class):
+        bank.seen.fill_(True)
+    out = eq11(batch)
+    assert out["loss_ac"].item() > 0 or out["loss_ai"].item() > 0  # computed and logged, but not trained on
+    torch.testing.assert_close(out["loss"], out["loss_m"] + out["loss_cc"] + out["loss_ci"], rtol=1e-12, atol=1e-12)
+    full = build_model("m3net", **{**kw, "lambda_ac": 1.0, "lambda_ai": 1.0}).double().eval()
+    full.load_state_dict(eq11.state_dict())
+    out_full = full(batch)
+    torch.testing.assert_close(out_full["loss"], out["loss"] + out["loss_ac"] + out["loss_ai"], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="literal Eq. 11"):
+        build_model("m3net_eq11", **{**kw, "lambda_ac": 1.0})
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_attention_maps(variant):
     m = tiny_model(variant).eval()
@@ -254,6 +307,27 @@ def test_registered_models_with_resnet18_trunk_and_projection(name):
     e = m.embed(batch["images"][:2])
     assert e.attribute.shape == (2, 3, 32) and e.class_emb.shape[1] == 32
     assert e.class_index.shape[1] == 3 and len(e.class_index) >= 2 * 3
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_never_updated_prototypes_are_left_out(variant):
+    """A prototype still at its random start contributes nothing to L_AC / L_CC (as in MODC): with no
+    prototype seen, those terms are exactly 0 whatever the random prototypes are."""
+    m = tiny_model(variant).eval()
+    batch = make_batch()
+    out = m(batch)
+    if variant != "class":
+        assert out["loss_ac"].item() == 0.0
+    if variant != "attribute":
+        assert out["loss_cc"].item() == 0.0
+    # once seen, the same prototypes give a non-zero hinge for at least one triplet
+    for bank in (m.prototypes_attribute, getattr(m, "prototypes_class", None)):
+        if bank is not None:
+            bank.seen.fill_(True)
+            bank.prototypes.copy_(-bank.prototypes.new_ones(bank.prototypes.shape) / bank.prototypes.shape[1] ** 0.5)
+    out = m(batch)
+    key = "loss_cc" if variant != "attribute" else "loss_ac"
+    assert out[key].item() > 0.0
 
 
 def test_prototypes_updated_in_training_only():

@@ -388,3 +388,204 @@ def test_compile_setting_goes_through_torch_compile_and_trains_like_eager(workdi
         assert torch.allclose(v.float(), traced["model"][k].float(), atol=1e-5), k
     losses = lambda rows: [float(r["loss"]) for r in rows]  # noqa: E731
     assert losses(traced_log) == pytest.approx(losses(eager_log), rel=1e-5, abs=1e-6)
+
+
+# ------------------------------------------------- per-model triplets, per-phase lr, checkpoint choice
+
+
+def _with_profile(root: Path, params: dict, **profile) -> dict:
+    params["train"]["profiles"]["tiny"].update(profile)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return params
+
+
+def _val_queries(root: Path) -> None:
+    """Rewrite the splits so that the val split has queries and candidates (ids 40..59 -> val)."""
+    from datasets import paths
+    from datasets.schemas import SplitsSchema, write_table
+
+    n = 60
+    split = np.where(np.arange(n) < 40, "train", np.where(np.arange(n) < 52, "val", "test"))
+    role = np.where(split == "train", "train", np.where(np.arange(n) % 3 == 0, "query", "candidate"))
+    write_table(pl.DataFrame({"image_id": np.arange(n), "split": split, "role": role}),
+                root / paths.splits_path(KEY), SplitsSchema)
+
+
+def test_triplets_per_epoch_can_be_given_per_model(workdir):
+    from benchmark.train import triplets_per_epoch
+
+    spec = {"triplets_per_epoch": {"default": 40000, "asen": 100000}}
+    assert triplets_per_epoch(spec, "asen") == 100000
+    assert triplets_per_epoch(spec, "m3net") == 40000
+    assert triplets_per_epoch({"triplets_per_epoch": 320}, "asen") == 320
+    with pytest.raises(ValueError, match="names neither"):
+        triplets_per_epoch({"triplets_per_epoch": {"asen": 1}}, "modc")
+    params = make_params(workdir, epochs=1, batch=8)
+    _with_profile(workdir, params, triplets_per_epoch={"default": 16, "tiny_test": 40})
+    _train()
+    assert len(_log()) == 40 // 8
+
+
+def test_paper_profile_samples_as_each_reference():
+    from benchmark.params import load_params
+    from benchmark.train import triplets_per_epoch
+
+    prof = load_params(Path(__file__).resolve().parent.parent / "params.yaml")["train"]["profiles"]["paper"]
+    assert {m: triplets_per_epoch(prof, m) for m in ("asen", "asen_v2", "asenpp", "m3net", "m3net_a", "modc")} == {
+        "asen": 100000, "asen_v2": 100000, "asenpp": 100000, "m3net": 40000, "m3net_a": 40000, "modc": 40000}
+    assert prof["preprocess"] == "resize_crop" and prof["checkpoint"] == "best_val"
+    from benchmark.train import lr_schedule
+
+    models = load_params(Path(__file__).resolve().parent.parent / "params.yaml")["models"]
+    # ASEN++: StepLR x0.9 every 3 epochs in stage 1, every epoch in stage 2 (the authors' configs); no flips
+    assert lr_schedule(models["asenpp"], "global") == (3, 0.9) and lr_schedule(models["asenpp"], "joint") == (1, 0.9)
+    assert models["asenpp"]["flip"] is False and models["asen"].get("flip", True) is True
+    assert lr_schedule(models["asen"], "main") == (1, 0.985) and lr_schedule(models["m3net"], "main") == (1, 0.975)
+
+
+def test_lr_schedule_per_phase(workdir):
+    """ASEN++'s StepLR per stage: x0.9 every 3 epochs in stage 1, x0.5 (here) every epoch in stage 2,
+    each stage starting from the base lr; without lr_schedule, x lr_decay per epoch."""
+    from benchmark.train import lr_schedule
+
+    assert lr_schedule({"lr_decay": 0.985}, "main") == (1, 0.985)
+    sched = {"global": {"step_size": 3, "gamma": 0.9}, "joint": {"step_size": 1, "gamma": 0.5}}
+    assert lr_schedule({"lr_schedule": sched}, "global") == (3, 0.9)
+    make_params(workdir, model="tiny_test2", epochs=6, triplets=8, batch=8, lr=0.01,
+                lr_schedule=sched, phase_epochs=[4, 3])
+    _train("tiny_test2")
+    lr_of_epoch = {int(r["epoch"]): float(r["lr"]) for r in _log("tiny_test2")}
+    want = {1: 0.01, 2: 0.01, 3: 0.01, 4: 0.009, 5: 0.01, 6: 0.005, 7: 0.0025}
+    assert lr_of_epoch == pytest.approx(want)
+
+
+def _brute_val_map(model, root: Path) -> float:
+    """Val MAP@all by hand: per attribute, val queries positive in it against val candidates positive
+    in it, relevance 'all' (single-label here: the same class), AP over the full ranking, queries
+    without a relevant candidate left out, the mean over all queries."""
+    from benchmark.loaders import ImageFolderTable, label_matrix, normalize
+    from datasets import paths
+    from datasets.schemas import read_table
+
+    sp = pl.read_parquet(root / paths.splits_path(KEY)).filter(pl.col("split") == "val").sort("image_id")
+    images = pl.read_parquet(root / paths.validated_dir(KEY) / "images.parquet")
+    labels = pl.read_parquet(root / paths.validated_dir(KEY) / "labels.parquet")
+    tax = pl.read_parquet(root / paths.validated_dir(KEY) / "taxonomy.parquet")
+    ids = sp["image_id"].to_numpy()
+    lab, _ = label_matrix(labels, tax, ids, "negative")
+    table = ImageFolderTable(images, root / paths.raw_dir(KEY), 16, image_ids=ids)
+    model.eval()
+    with torch.no_grad():
+        emb = model.embed(normalize(torch.stack([table.load(i) for i in range(len(ids))]))).attribute.double()
+    is_q = (sp["role"] == "query").to_numpy()
+    aps, start = [], 0
+    for n, m_n in enumerate(CPA):
+        sl = lab[:, start:start + m_n].numpy()
+        start += m_n
+        qs = [i for i in range(len(ids)) if is_q[i] and sl[i].any()]
+        cs = [i for i in range(len(ids)) if not is_q[i] and sl[i].any()]
+        for q in qs:
+            sims = [float(F.cosine_similarity(emb[q, n], emb[c, n], dim=0)) for c in cs]
+            order = sorted(range(len(cs)), key=lambda j: (-sims[j], j))
+            rel = [bool((sl[cs[j]] >= sl[q]).all()) for j in order]
+            if not any(rel):
+                continue
+            hits, ap = 0, 0.0
+            for r, ok in enumerate(rel, 1):
+                if ok:
+                    hits += 1
+                    ap += hits / r
+            aps.append(ap / hits)
+    return 100.0 * float(np.mean(aps))
+
+
+def test_best_val_keeps_the_best_validation_epoch(workdir):
+    from benchmark.train import best_path, checkpoint_path, load_trained_model, read_selection, selected_checkpoint_path
+
+    _val_queries(workdir)
+    params = make_params(workdir, epochs=4, triplets=32, batch=8, lr=0.05)
+    _with_profile(workdir, params, checkpoint="best_val")
+    _train()
+    sel = read_selection(KEY, "tiny_test", 0)
+    scores = {int(k): v for k, v in sel["val_scores"].items()}
+    assert sorted(scores) == [1, 2, 3, 4] and sel["policy"] == "best_val" and sel["file"] == "best.pt"
+    best_epoch = max(scores, key=lambda e: (scores[e], -e))  # the first of equal scores, as `>` keeps it
+    assert sel["epoch"] == best_epoch and sel["val_map_all"] == scores[best_epoch]
+    assert selected_checkpoint_path(KEY, "tiny_test", 0) == best_path(KEY, "tiny_test", 0)
+    model, meta = load_trained_model(best_path(KEY, "tiny_test", 0))
+    assert meta["epoch"] == best_epoch
+    assert _brute_val_map(model, workdir) == pytest.approx(sel["val_map_all"], abs=1e-3)
+    last, _ = load_trained_model(checkpoint_path(KEY, "tiny_test", 0))
+    assert _brute_val_map(last, workdir) == pytest.approx(scores[4], abs=1e-3)
+    # deterministic: a fresh run writes the same selection.json, byte for byte
+    before = (best_path(KEY, "tiny_test", 0).parent / "selection.json").read_text()
+    for f in ("checkpoint.pt", "best.pt", "selection.json"):
+        (checkpoint_path(KEY, "tiny_test", 0).parent / f).unlink()
+    (Path("models") / KEY / "tiny_test" / "done.json").unlink()
+    _train()
+    assert (best_path(KEY, "tiny_test", 0).parent / "selection.json").read_text() == before
+
+
+def test_last_policy_selects_the_final_epoch(workdir):
+    from benchmark.train import best_path, checkpoint_path, read_selection, selected_checkpoint_path
+
+    make_params(workdir, epochs=2)
+    _train()
+    sel = read_selection(KEY, "tiny_test", 0)
+    assert sel["policy"] == "last" and sel["epoch"] == 2 and sel["file"] == "checkpoint.pt"
+    assert selected_checkpoint_path(KEY, "tiny_test", 0) == checkpoint_path(KEY, "tiny_test", 0)
+    assert not best_path(KEY, "tiny_test", 0).exists()
+
+
+def test_best_val_in_a_two_phase_model_selects_within_the_last_phase(workdir):
+    """ASEN++: stage 2 starts from stage 1's last epoch; only stage 2's epochs compete (the authors'
+    stage-2 run keeps its own model_best)."""
+    from benchmark.train import read_selection
+
+    _val_queries(workdir)
+    params = make_params(workdir, model="tiny_test2", epochs=4, triplets=16, batch=8, phase_epochs=[2, 2])
+    _with_profile(workdir, params, checkpoint="best_val")
+    _train("tiny_test2")
+    sel = read_selection(KEY, "tiny_test2", 0)
+    assert sorted(int(k) for k in sel["val_scores"]) == [3, 4] and sel["epoch"] in (3, 4) and sel["phase"] == "joint"
+
+
+def test_best_val_resume_equals_uninterrupted(workdir):
+    from benchmark.train import best_path, checkpoint_path
+
+    _val_queries(workdir)
+    params = make_params(workdir, epochs=3, triplets=32, batch=8, lr=0.05)
+    _with_profile(workdir, params, checkpoint="best_val")
+    _train()
+    straight = (torch.load(best_path(KEY, "tiny_test", 0), weights_only=False),
+                (checkpoint_path(KEY, "tiny_test", 0).parent / "selection.json").read_text())
+    for f in ("checkpoint.pt", "best.pt", "selection.json"):
+        (checkpoint_path(KEY, "tiny_test", 0).parent / f).unlink()
+    (Path("models") / KEY / "tiny_test" / "done.json").unlink()
+    CALLS[0], CRASH_AT[0] = 0, 4 * 2 + 2  # killed in epoch 3
+    with pytest.raises(SimulatedKill):
+        _train()
+    CRASH_AT[0] = None
+    _train()
+    resumed = torch.load(best_path(KEY, "tiny_test", 0), weights_only=False)
+    assert resumed["epoch"] == straight[0]["epoch"] and _equal_state(resumed["model"], straight[0]["model"])
+    assert (checkpoint_path(KEY, "tiny_test", 0).parent / "selection.json").read_text() == straight[1]
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_model_flip_setting_reaches_the_sampler(workdir, monkeypatch, flip):
+    """models.<m>.flip: false (ASEN++: no mirror augmentation) samples triplets without flips."""
+    import benchmark.sampling as sampling
+
+    seen = []
+    real = sampling.sample_triplets
+
+    def spy(*args, **kw):
+        t = real(*args, **kw)
+        seen.append(bool(t.flip.any()))
+        return t
+
+    monkeypatch.setattr(sampling, "sample_triplets", spy)
+    make_params(workdir, epochs=2, flip=flip)
+    _train()
+    assert seen == [flip, flip]
