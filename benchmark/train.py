@@ -61,7 +61,7 @@ from datasets.schemas import write_json
 CHECKPOINT_FORMAT = 2  # 2: RNG states as tensors/lists, loadable with weights_only=True
 _CODE_FILES = ("benchmark/train.py", "benchmark/loaders.py", "benchmark/sampling.py")
 _LOG_HEAD = ["step", "epoch", "lr", "loss"]
-_LOG_TAIL = ["seed", "phase", "images_per_s"]
+_LOG_TAIL = ["seed", "phase"]
 _CACHE_BYTES = 1 << 30
 
 
@@ -164,6 +164,11 @@ def lr_schedule(model_params: dict, phase: str) -> tuple[int, float]:
 
 def done_path(dataset: str, model: str) -> Path:
     return paths.model_dir(dataset, model) / "done.json"
+
+
+def timing_path(dataset: str, model: str) -> Path:
+    """Wall-clock figures of the last run (seconds, images/s): tracked by neither DVC nor git."""
+    return paths.model_reports_dir(dataset, model) / "train_timing.json"
 
 
 def log_path(dataset: str, model: str) -> Path:
@@ -468,7 +473,8 @@ def _write_json(obj, path: Path) -> None:
 
 
 def write_log(rows: list[dict], path: Path) -> None:
-    """The step log as CSV (atomically): step, epoch, lr, loss, loss_<term>..., seed, phase, images_per_s."""
+    """The step log as CSV (atomically): step, epoch, lr, loss, loss_<term>..., seed, phase. No timings:
+    a rerun that reproduces the weights reproduces this file byte for byte (timings: timing_path)."""
     terms = sorted({k for r in rows for k in r if k.startswith("loss_")})
     cols = _LOG_HEAD + terms + _LOG_TAIL
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -666,7 +672,7 @@ def _flush(pending, rows, epoch, seed, phase, dataset, model_name, ckpt_file, di
         return
     vals = torch.stack([p[1] for p in pending]).cpu()  # one host sync for the whole buffer
     for (step, _, names, lr, ips), v in zip(pending, vals.tolist()):
-        row = {"step": step, "epoch": epoch + 1, "lr": lr, "seed": seed, "phase": phase, "images_per_s": round(ips, 1)}
+        row = {"step": step, "epoch": epoch + 1, "lr": lr, "seed": seed, "phase": phase}
         row.update(dict(zip(names, v)))
         rows.append(row)
         if not all(math.isfinite(x) for x in v):
@@ -733,7 +739,11 @@ def run(dataset: str, model_name: str, params: dict) -> int:
         write_log(all_rows, log_path(dataset, model_name))
         _write_json({"dataset": dataset, "model": model_name, "seeds": seeds, "fingerprints": prints,
                      "checkpoints": [str(checkpoint_path(dataset, model_name, s)) for s in seeds],
-                     "steps": len(all_rows), "seconds": round(time.perf_counter() - t0, 2)}, done)
+                     "steps": len(all_rows)}, done)  # no timing in a DVC output: the same weights, the same bytes
+        seconds = time.perf_counter() - t0
+        _write_json({"seconds": round(seconds, 2), "steps": len(all_rows),
+                     "images_per_s": round(3 * int(prof["batch_size"]) * len(all_rows) / max(seconds, 1e-9), 1)},
+                    timing_path(dataset, model_name))
         print(f"[train] {dataset}/{model_name}: {len(all_rows)} steps in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     if dist.world > 1:
         import torch.distributed as tdist
