@@ -1,19 +1,12 @@
-"""Reading params.yaml: the one source of every size, seed and hyperparameter."""
+"""Reading params.yaml (``datasets.params.load_params``) and the active training profile."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import yaml
+from datasets.params import ParamsError, load_params
 
-
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run from the repository root (where dvc.yaml is)")
-    with open(path) as f:
-        return yaml.safe_load(f)
+__all__ = ["ParamsError", "load_params", "training_profile"]
 
 
 def training_profile(params: dict[str, Any]) -> dict[str, Any]:

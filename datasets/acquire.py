@@ -310,7 +310,7 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmark.params import load_params
+    from datasets.params import load_params
 
     ap = argparse.ArgumentParser(prog="python -m datasets.acquire", description=__doc__)
     ap.add_argument("key", choices=DATASETS)

@@ -121,7 +121,7 @@ def write_tables(tables: dict[str, pl.DataFrame], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmark.params import load_params
+    from datasets.params import load_params
 
     ap = argparse.ArgumentParser(prog="python -m datasets.parse", description=__doc__)
     ap.add_argument("key", choices=DATASETS)

@@ -356,7 +356,7 @@ def run(key: str, params: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from benchmark.params import load_params
+    from datasets.params import load_params
 
     ap = argparse.ArgumentParser(prog="python -m datasets.splits", description=__doc__.splitlines()[0])
     ap.add_argument("key", choices=DATASETS)

@@ -376,7 +376,7 @@ def write_validated(out: dict[str, pl.DataFrame], folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmark.params import load_params
+    from datasets.params import load_params
 
     ap = argparse.ArgumentParser(prog="python -m datasets.validate", description=__doc__)
     ap.add_argument("key", choices=DATASETS)

@@ -10,8 +10,8 @@ from .common import KEYS
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
-    """The ``twins`` section of params.yaml (read by benchmark.params, which names a missing file)."""
-    from benchmark.params import load_params as load_all
+    """The ``twins`` section of params.yaml (read by datasets.params, which names a missing file)."""
+    from datasets.params import load_params as load_all
 
     return load_all(path)["twins"]
 
