@@ -176,21 +176,30 @@ def log_path(dataset: str, model: str) -> Path:
 
 
 def resolve_model_params(params: dict, model: str, dataset: str) -> dict[str, Any]:
-    """models.<model> with every per-dataset mapping (e.g. w_p) resolved to the dataset's value."""
+    """models.<model> with every mapping keyed by dataset (``w_p: {deepfashion: 100, ...}``) or by
+    training profile (``lr: {twin: 2.0e-4, paper: 1.0e-4}``) resolved to this run's value.
+
+    One source for each value: the twin profile's smaller heads and larger learning rate are
+    written beside the paper's in ``models.<model>``, so ``dvc exp run -S models.asen.lr.twin=3e-4``
+    changes what the twin run uses, and nothing in ``train.profiles`` can override it silently.
+    """
     if model not in params.get("models", {}):
         raise KeyError(f"params.yaml has no models.{model} section")
+    train = params.get("train", {})
+    profile = train.get("profile")
+    profiles = set(train.get("profiles", {}))
+    if train.get("profiles", {}).get(profile, {}).get("model_overrides"):
+        raise ValueError(f"train.profiles.{profile}.model_overrides is gone: write the profile's value in "
+                         f"models.<model>.<key> as {{{profile}: value, ...}}")
     out = {}
     for k, v in params["models"][model].items():
         if isinstance(v, dict) and dataset in v:
             v = v[dataset]
+        elif isinstance(v, dict) and v and set(v) <= profiles:
+            if profile not in v:
+                raise KeyError(f"models.{model}.{k} has no value for the active profile {profile!r}: {v}")
+            v = v[profile]
         out[k] = v
-    # A profile may shrink the models for its hardware (the twin profile's CPU budget); only keys
-    # the model already has are overridden, so a profile cannot add hyperparameters by accident.
-    train = params.get("train", {})
-    prof = train.get("profiles", {}).get(train.get("profile"), {})
-    for k, v in (prof.get("model_overrides") or {}).items():
-        if k in out:
-            out[k] = v
     return out
 
 
@@ -737,6 +746,9 @@ def run(dataset: str, model_name: str, params: dict) -> int:
         all_rows += train_seed(dataset, model_name, params, s, data, dist, list(all_rows))
     if dist.main:
         write_log(all_rows, log_path(dataset, model_name))
+        # what this run used, resolved (profile- and dataset-keyed values): the record of a `dvc exp run -S ...`
+        _write_json({"model_params": resolve_model_params(params, model_name, dataset), "train": training_profile(params)},
+                    paths.model_dir(dataset, model_name) / "params_used.json")
         _write_json({"dataset": dataset, "model": model_name, "seeds": seeds, "fingerprints": prints,
                      "checkpoints": [str(checkpoint_path(dataset, model_name, s)) for s in seeds],
                      "steps": len(all_rows)}, done)  # no timing in a DVC output: the same weights, the same bytes

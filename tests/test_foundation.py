@@ -106,8 +106,8 @@ def test_dvc_parses_the_pipeline():
     dvc = _dvc_yaml()
     n_models = len(next(v["model_names"] for v in dvc["vars"] if "model_names" in v))
     # per dataset: twins, acquire, parse, validate, splits, cooccurrence, leaderboard; train, embed,
-    # evaluate and attention per (dataset, model); one report
-    assert len(stages) == 7 * 3 + 4 * 3 * n_models + 1
+    # evaluate and attention per (dataset, model); code per model; one report
+    assert len(stages) == 7 * 3 + 4 * 3 * n_models + n_models + 1
 
 
 def test_splits_schema_rejects_a_train_image_with_a_query_role():

@@ -340,15 +340,24 @@ def test_triplets_come_from_train_split_only(workdir):
     assert set(used.tolist()) <= train_ids
 
 
-def test_profile_model_overrides_replace_only_existing_keys():
+def test_model_values_keyed_by_profile_or_dataset_resolve_to_this_run():
     from benchmark.train import resolve_model_params
 
-    p = {"models": {"m": {"embed_dim": 1024, "lr": 1e-4}},
-         "train": {"profile": "twin", "profiles": {"twin": {"model_overrides": {"embed_dim": 256, "inner_dim": 128}}}}}
-    assert resolve_model_params(p, "m", "darn") == {"embed_dim": 256, "lr": 1e-4}
+    p = {"models": {"m": {"embed_dim": {"twin": 256, "paper": 1024}, "lr": 1e-4,
+                          "w_p": {"darn": 1, "deepfashion": 100}, "local_backbone": {"resnet18_layer3": "x"}}},
+         "train": {"profile": "twin", "profiles": {"twin": {}, "paper": {}}}}
+    assert resolve_model_params(p, "m", "darn") == {"embed_dim": 256, "lr": 1e-4, "w_p": 1,
+                                                    "local_backbone": {"resnet18_layer3": "x"}}
     p["train"]["profile"] = "paper"
-    p["train"]["profiles"]["paper"] = {}
-    assert resolve_model_params(p, "m", "darn")["embed_dim"] == 1024
+    assert resolve_model_params(p, "m", "deepfashion")["embed_dim"] == 1024
+    assert resolve_model_params(p, "m", "deepfashion")["w_p"] == 100
+    p["models"]["m"]["embed_dim"] = {"twin": 256}
+    with pytest.raises(KeyError, match="no value for the active profile 'paper'"):
+        resolve_model_params(p, "m", "darn")
+    # an override in the profile would make models.<m> look settable while it is not: refused
+    p["train"]["profiles"]["paper"]["model_overrides"] = {"lr": 2e-4}
+    with pytest.raises(ValueError, match="model_overrides is gone"):
+        resolve_model_params(p, "m", "darn")
 
 
 def test_compile_setting_goes_through_torch_compile_and_trains_like_eager(workdir, monkeypatch):
