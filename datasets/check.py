@@ -17,7 +17,13 @@ from pathlib import Path
 from datasets import DATASETS
 from datasets.errors import DatasetError, FormatError, NotThisDatasetError, ValidationFailed
 
-DEFAULTS = {"max_bad_fraction": 0.05, "min_side": 32, "maybe_policy": "negative", "near_duplicate_hamming": 4}
+SUITE_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the suite's own: defaults of --params
+
+
+def _defaults() -> dict:
+    import yaml
+
+    return dict(yaml.safe_load(SUITE_PARAMS.read_text())["validate"])
 
 
 def add_arguments(parser) -> None:
@@ -26,11 +32,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--labels-only", action="store_true", help="check the annotation files, not the images")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the validation report here")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params.yaml whose validate section to use (defaults when absent)")
+                        help="params.yaml whose validate section to use (the suite's params.yaml fills what it lacks)")
 
 
 def _params(path: Path) -> dict:
-    out = dict(DEFAULTS)
+    out = _defaults()
     if path.is_file():
         import yaml
 
