@@ -36,7 +36,7 @@ bench: $(STAMP)
 # SCALE_ARGS narrows it, e.g. `make scale SCALE_ARGS="--datasets deepfashion --images deepfashion=20000"`.
 SCALE_ARGS ?=
 scale: $(STAMP)
-	$(BIN)/python -m benchmark.scale $(SCALE_ARGS)
+	$(BIN)/python -m benchmark.scale --docs docs/SCALE.md $(SCALE_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

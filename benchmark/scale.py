@@ -274,6 +274,48 @@ def _evaluate_main(key: str, model: str) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- the docs' table
+
+TABLE_START, TABLE_END = "<!-- scale-table:start -->", "<!-- scale-table:end -->"
+
+
+def markdown_table(report: dict) -> str:
+    """One row per (dataset, stage): seconds and peak RSS, the size run and the machine named."""
+    m = report["machine"]
+    lines = [f"Measured by `{report.get('command', 'python -m benchmark.scale')}` on {report.get('started', '?')}: "
+             f"{m['cores']} cores, {m['memory_gb']} GiB, load average {m['loadavg'][0]:.1f} at the start "
+             f"(a machine shared with other work: times are upper bounds).", "",
+             "| dataset | images (real) | stage | seconds | peak RSS (GiB) | notes |", "|---|---|---|---:|---:|---|"]
+    for key, d in report["datasets"].items():
+        for stage, r in d["stages"].items():
+            notes = []
+            if stage == "validate":
+                notes.append(f"{r['workers']} workers, {r['speedup_vs_1_worker']:.2f}x one worker"
+                             + (f" ({r['seconds_1_worker']:.1f} s)" if "seconds_1_worker" in r else ""))
+            if stage == "loader" and r.get("images_per_s"):
+                notes.append(f"{r['images_per_s']:.0f} images/s, {r['batches']} batches of {r['batch_size']} triplets "
+                             f"at {r['image_size']} px, {r['workers']} workers")
+            if stage == "evaluate" and "embedding_seconds" in r:
+                notes.append(f"embedding {r['embedding_seconds']:.1f} s ({r['embedded_images']} images), "
+                             f"ranking and metrics {r['ranking_and_metrics_seconds']:.1f} s, "
+                             f"{r['test_queries']['used']} test queries")
+            if stage == "train":
+                notes.append("twin profile, one epoch of two batches (a model to evaluate)")
+            lines.append(f"| {key} | {d['images']:,} ({d['real_images']:,}) at {d['image_size']} px | {stage} | "
+                         f"{r['seconds']:.1f} | {r['peak_rss_gb']:.2f} | {'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+def write_docs_table(report: dict, docs: Path) -> None:
+    """Replace the table between the markers in ``docs`` (the markers must be there)."""
+    text = docs.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"{docs}: no {TABLE_START} ... {TABLE_END} markers to put the table between")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    docs.write_text(head + TABLE_START + "\n" + markdown_table(report) + "\n" + TABLE_END + tail)
+
+
 # ----------------------------------------------------------------------------- main
 
 def _sizes(args) -> dict[str, int]:
@@ -294,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         return _loader_main(argv[1])
     if argv[:1] == ["_evaluate"]:
         return _evaluate_main(argv[1], argv[2])
+    if argv[:1] == ["table"]:  # python -m benchmark.scale table REPORT DOCS: the docs' table from a report
+        write_docs_table(json.loads(Path(argv[1]).read_text()), Path(argv[2]))
+        return 0
     ap = argparse.ArgumentParser(prog="python -m benchmark.scale", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"work folder outside the repository (default {DEFAULT_OUT})")
     ap.add_argument("--datasets", nargs="+", choices=sorted(REAL), default=list(REAL))
@@ -304,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-compare", action="store_true", help="skip validate's second run with one worker")
     ap.add_argument("--loader-batches", type=int, default=20)
     ap.add_argument("--report", type=Path, default=ROOT / "reports" / "scale.json")
+    ap.add_argument("--docs", type=Path, default=None, help="also write the table into this file (docs/SCALE.md)")
     args = ap.parse_args(argv)
     out = args.out.resolve()
     if out == ROOT or ROOT in out.parents:
@@ -319,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     report["machine"]["loadavg_after"] = list(os.getloadavg())
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n")
+    if args.docs is not None:
+        write_docs_table(report, args.docs)
     print(f"scale: wrote {args.report}", file=sys.stderr)
     return 0
 
