@@ -238,3 +238,30 @@ def test_resized_copies_the_twins_did_not_choose_are_all_found_and_nothing_else(
     found = set(confirm_near(cand, lambda k: files[k], PARAMS["near_duplicate_max_mad"]))
     planted = {(k, k + 1) for k in range(0, len(files), 2)}
     assert found == planted, (sorted(planted - found), sorted(found - planted))
+
+
+def test_same_layout_in_other_colours_is_not_a_near_duplicate(tmp_path):
+    """Two pictures with the same grey levels everywhere but other colours (as two twin dresses on
+    similar backgrounds were among 10,000 images) share their pHash; the colour thumbnails keep
+    them apart, while a true resized copy is still confirmed."""
+    import cv2
+    import numpy as np
+
+    from datasets.neardup import near_pairs as pairs_of
+    from datasets.validate import check_images, confirm_near
+
+    rng = np.random.default_rng(5)
+    g = cv2.GaussianBlur(rng.uniform(60, 200, (300, 300)).astype(np.float32), (0, 0), 12)
+    g = (g - g.min()) / (g.max() - g.min()) * 150 + 50  # grey levels 50..200
+    grey = np.repeat(g[:, :, None], 3, 2)
+    # same luminance (0.114 B + 0.587 G + 0.299 R), other colour: R and B up 40, G down to compensate
+    tinted = np.stack([g + 40, g - 40 * (0.299 + 0.114) / 0.587, g + 40], 2)
+    for name, img in (("grey.jpg", grey), ("tinted.jpg", tinted)):
+        cv2.imwrite(str(tmp_path / name), np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    small = cv2.resize(cv2.imread(str(tmp_path / "grey.jpg")), (120, 120), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / "copy.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    files = [tmp_path / "grey.jpg", tmp_path / "tinted.jpg", tmp_path / "copy.jpg"]
+    res = check_images(files, 32, workers=1, progress=False)
+    cand = pairs_of({k: r[2] for k, r in enumerate(res)}, PARAMS["near_duplicate_hamming"])
+    assert (0, 1) in cand and (0, 2) in cand  # the hash alone pairs all three
+    assert confirm_near(cand, lambda k: files[k], PARAMS["near_duplicate_max_mad"]) == [(0, 2)]
