@@ -15,7 +15,7 @@ batches: a model to evaluate) and evaluate (val and test at the sizes the splits
 Each stage's wall time and peak resident memory go into --report (default reports/scale.json) as
 ``datasets.<key>.stages.<stage>.{seconds, peak_rss_gb}``. Peak RSS is that of the stage's whole
 process tree: the larger of the kernel's peak for the largest single process (wait4's ru_maxrss)
-and the sum over the tree's processes sampled every 50 ms (validate's workers count together),
+and the sum over the tree's processes sampled every 100 ms (validate's workers count together),
 in GiB (2^30 bytes). ``machine`` gives cores, memory and the load average before and after.
 
 Not part of `make test` at full size (hours on two cores); tests/test_scale.py runs a few hundred
@@ -86,7 +86,7 @@ def run_measured(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) 
             if pid != 0:
                 break
             peak_sampled = max(peak_sampled, _tree_rss(p.pid))
-            time.sleep(0.05)
+            time.sleep(0.1)
         seconds = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
     peak = max(peak_sampled, ru.ru_maxrss * 1024)  # Linux: ru_maxrss in KiB
@@ -350,19 +350,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loader-batches", type=int, default=20)
     ap.add_argument("--report", type=Path, default=ROOT / "reports" / "scale.json")
     ap.add_argument("--docs", type=Path, default=None, help="also write the table into this file (docs/SCALE.md)")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=None,
+                    help="only these stages, on the work folder an earlier run left (its twin kept); their "
+                         "records replace those in --report, the rest of it is kept")
     args = ap.parse_args(argv)
     out = args.out.resolve()
     if out == ROOT or ROOT in out.parents:
         raise SystemExit(f"--out {out} is inside the repository; the scale run writes its data outside it")
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     sizes = _sizes(args)
-    report = {"command": "python -m benchmark.scale " + " ".join(argv), "machine": machine(),
+    command = "python -m benchmark.scale " + " ".join(argv)
+    report = {"command": command, "machine": machine(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "datasets": {}}
+    if args.stages:
+        if "twins" not in args.stages and not all((out / k / "data" / "twins" / k).is_dir() for k in sizes):
+            raise SystemExit(f"--stages without twins needs the twins an earlier run left in {out}")
+        old = json.loads(args.report.read_text()) if args.report.is_file() else {}
+        report = dict(old, datasets=old.get("datasets", {}))
+        report.setdefault("machine", machine())
+        report.setdefault("reruns", []).append({"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                "machine": machine()})
     for key, n in sizes.items():
         size = args.image_size or REAL[key]["image_size"]
-        report["datasets"][key] = run_dataset(key, n, size, out, base, args.validate_workers, not args.no_compare,
-                                              args.loader_batches)
-    report["machine"]["loadavg_after"] = list(os.getloadavg())
+        rec = run_dataset(key, n, size, out, base, args.validate_workers, not args.no_compare, args.loader_batches,
+                          stages=args.stages or STAGES)
+        if args.stages and key in report["datasets"]:
+            prev = report["datasets"][key]
+            if (prev["images"], prev["image_size"]) != (rec["images"], rec["image_size"]):
+                raise SystemExit(f"--stages: {args.report} has {key} at {prev['images']} images, not {rec['images']}")
+            prev["stages"].update(rec["stages"])
+            prev["counts"] = rec["counts"]
+        else:
+            report["datasets"][key] = rec
+    (report["reruns"][-1]["machine"] if args.stages else report["machine"])["loadavg_after"] = list(os.getloadavg())
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     if args.docs is not None:

@@ -63,5 +63,11 @@ def test_small_scale_run_writes_the_contract_and_counts_reconcile(tmp_path):
     e = d["stages"]["evaluate"]
     assert e["embedded_images"] == c["validated"]["kept"] - c["splits"]["train/train"]
     assert 0 < e["embedding_seconds"] < e["seconds"]
-    # nothing of the run was written into the repository
     assert (tmp_path / "work" / "deepfashion" / "data" / "deepfashion" / "splits.parquet").is_file()
+    # one stage again on the twin the run left: its record is replaced, the others are kept
+    assert main(["--out", str(tmp_path / "work"), "--datasets", "deepfashion", "--images", f"deepfashion={n}",
+                 "--image-size", "112", "--no-compare", "--stages", "splits", "--report", str(report)]) == 0
+    again = json.loads(report.read_text())
+    assert again["datasets"]["deepfashion"]["stages"]["evaluate"] == e
+    assert again["datasets"]["deepfashion"]["stages"]["splits"] != d["stages"]["splits"]
+    assert len(again["reruns"]) == 1 and again["machine"] == rep["machine"]
