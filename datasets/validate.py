@@ -175,6 +175,7 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
     import cv2
 
     cv2.setNumThreads(1)
+
     def required(name):
         if name not in params:
             raise ValidationFailed(f"validate.{name} is missing from params.yaml (its only source)")
