@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv repro test bench clean-venv
+.PHONY: venv repro test bench scale clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(STAMP)
 # Performance benchmarks (pytest-benchmark), not run by `make test`.
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:randomly tests/benchmarks --benchmark-enable --benchmark-only
+
+# The scale run (benchmark/scale.py): twins at the real releases' sizes through every stage, each
+# timed with its peak memory, into reports/scale.json; data go to /tmp/fashionbench-scale (--out).
+# Hours on two cores: not part of `make test` (tests/test_scale.py runs a small version).
+# SCALE_ARGS narrows it, e.g. `make scale SCALE_ARGS="--datasets deepfashion --images deepfashion=20000"`.
+SCALE_ARGS ?=
+scale: $(STAMP)
+	$(BIN)/python -m benchmark.scale --docs docs/SCALE.md $(SCALE_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,6 +3,9 @@
     python -m benchmark.train <dataset> <model>
     torchrun --nproc_per_node=K -m benchmark.train <dataset> <model>     (DDP; gloo on CPU, nccl on CUDA)
 
+With ``train.processes: K`` (K > 1) the first command launches the second itself, so `dvc repro`
+trains on K GPUs without editing the stage's command.
+
 Reads params ``train`` (the active profile) and ``models.<model>``; per-dataset values such as
 ``w_p: {deepfashion: 100, ...}`` are resolved to the dataset's number. Writes
 
@@ -256,7 +259,8 @@ def run_fingerprint(dataset: str, model: str, params: dict, seed: int) -> str:
     h = hashlib.sha256()
     used = {
         "dataset": dataset, "model": model, "seed": int(seed),
-        "train": training_profile(params),
+        # train.processes is how the stage is launched; the world size it gives is recorded below
+        "train": {k: v for k, v in training_profile(params).items() if k != "processes"},
         "model_params": params["models"][model],
         "maybe_policy": params.get("validate", {}).get("maybe_policy", "negative"),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
@@ -765,13 +769,30 @@ def run(dataset: str, model_name: str, params: dict) -> int:
     return 0
 
 
+def torchrun_command(dataset: str, model: str, params_path: str, processes: int) -> list[str]:
+    """The torchrun line that runs this stage in ``processes`` processes on this machine (a free
+    rendezvous port, so two stages can run side by side)."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    return launcher + [f"--nproc_per_node={int(processes)}", "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0",
+                       "-m", "benchmark.train", dataset, model, "--params", str(params_path)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmark.train", description=__doc__.split("\n")[0])
     ap.add_argument("dataset")
     ap.add_argument("model")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    return run(args.dataset, args.model, load_params(args.params))
+    params = load_params(args.params)
+    processes = int(params["train"].get("processes", 1))
+    if processes < 1:
+        raise ValueError(f"{args.params}: train.processes must be >= 1, got {processes}")
+    if processes > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun: launch it
+        import subprocess
+
+        return subprocess.call(torchrun_command(args.dataset, args.model, args.params, processes))
+    return run(args.dataset, args.model, params)
 
 
 if __name__ == "__main__":

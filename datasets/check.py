@@ -28,7 +28,6 @@ from pathlib import Path
 from datasets import DATASETS
 from datasets.errors import DatasetError, NotThisDatasetError, ValidationFailed
 
-DEFAULTS = {"max_bad_fraction": 0.05, "min_side": 32, "maybe_policy": "negative", "near_duplicate_hamming": 4}
 NUMERIC = {"max_bad_fraction": float, "min_side": int, "near_duplicate_hamming": int, "near_duplicate_max_mad": float,
            "max_pixels": int}
 TMP_PREFIX = "fashionbench-check-"
@@ -38,19 +37,28 @@ class UsageError(Exception):
     """An argument of `fashionbench check` that cannot be used (exit 2)."""
 
 
+SUITE_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the suite's own: defaults of --params
+
+
+def _defaults() -> dict:
+    import yaml
+
+    return dict(yaml.safe_load(SUITE_PARAMS.read_text())["validate"])
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("dataset", choices=DATASETS)
     parser.add_argument("path", type=Path, help="release folder, archive, label file or ASEN split folder")
     parser.add_argument("--labels-only", action="store_true", help="check the annotation files, not the images")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the validation report here")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params.yaml whose validate section to use (defaults when absent)")
+                        help="params.yaml whose validate section to use (the suite's params.yaml fills what it lacks)")
 
 
 def _params(path: Path) -> tuple[dict, dict]:
     """(validate params, acquire params) from a params.yaml; UsageError naming the file when it is
     not YAML or a value is not a number."""
-    out = dict(DEFAULTS)
+    out = _defaults()
     acq: dict = {}
     if path.exists():
         import yaml

@@ -14,8 +14,8 @@ from datasets.parse import build_tables, parse_raw, write_tables
 from datasets.validate import load_tables, main as validate_main, validate_tables, write_validated
 from tests.fixtures_data import write_deepfashion
 
-PARAMS = {"max_bad_fraction": 0.6, "min_side": 32, "maybe_policy": "negative", "near_duplicate_hamming": 6,
-          "near_duplicate_max_mad": 8.0}
+PARAMS = {"max_bad_fraction": 0.6, "min_side": 32, "maybe_policy": "negative", "near_duplicate_max_mad": 8.0,
+          "near_duplicate_hamming": load_params()["validate"]["near_duplicate_hamming"], "workers": 1}
 
 
 def _run(key, src, tmp, cfg=None, vparams=PARAMS):
@@ -63,7 +63,7 @@ def test_too_many_bad_fails_with_clear_message(tmp_path, monkeypatch, capsys):
     (tmp_path / "tables").rename(tmp_path / "data" / "deepfashion" / "tables")
     (tmp_path / "raw").rename(tmp_path / "data" / "deepfashion" / "raw")
     (tmp_path / "params.yaml").write_text("validate:\n  max_bad_fraction: 0.05\n  min_side: 32\n  maybe_policy: negative\n"
-                                          "  near_duplicate_hamming: 6\n")
+                                          "  near_duplicate_hamming: 6\n  near_duplicate_max_mad: 8.0\n  workers: 1\n")
     assert validate_main(["deepfashion"]) == 1
     assert "more than validate.max_bad_fraction" in capsys.readouterr().err
     v = json.loads((tmp_path / "reports" / "deepfashion" / "validation.json").read_text())
@@ -125,7 +125,7 @@ def test_twin_validation_finds_exactly_the_planted_defects(tmp_path, key):
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(0, 2**64 - 1), min_size=0, max_size=60), st.integers(0, 8), st.data())
 def test_near_pairs_equal_a_brute_force_pair_loop(base, max_dist, data):
-    from datasets.validate import near_pairs
+    from datasets.neardup import near_pairs
 
     # plant close relatives of some hashes so that pairs exist at every distance up to max_dist + 1
     hashes = list(base)
@@ -136,6 +136,8 @@ def test_near_pairs_equal_a_brute_force_pair_loop(base, max_dist, data):
     want = sorted((a, c) for a in by_id for c in by_id
                   if a < c and (by_id[a] ^ by_id[c]).bit_count() <= max_dist)
     assert near_pairs(by_id, max_dist) == want
+    # rows compared a few at a time (the bounded-memory path a big bucket takes) give the same pairs
+    assert near_pairs(by_id, max_dist, block=data.draw(st.integers(1, 40))) == want
 
 
 def test_darn_twin_acquired_twice_gives_identical_raw_files(tmp_path):
@@ -158,3 +160,108 @@ def test_darn_twin_acquired_twice_gives_identical_raw_files(tmp_path):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     missing = json.loads((tmp_path / "a" / "raw" / "acquire_missing.json").read_text())
     assert sum(1 for v in missing.values() if v["status"] in (404, "dropped")) == 3
+
+
+def _small_twin(tmp, key="deepfashion", n=250):
+    from datasets.twins.build import build
+
+    tp = copy.deepcopy(load_params()["twins"])
+    tp[key]["images"] = n
+    tp["defects"].update(corrupt_jpeg=2, truncated_jpeg=2, exact_duplicate=2, resized_duplicate=2)
+    build(key, tp, tmp / "twin", progress=False)
+    return tmp / "twin"
+
+
+def test_two_worker_processes_give_the_results_of_one(tmp_path):
+    """Decoding and hashing in worker processes changes nothing: the per-image results, the
+    validated tables and the report are identical to one process's."""
+    from datasets.validate import MIN_PER_WORKER, check_images
+
+    twin = _small_twin(tmp_path)
+    rep1, out1, report1 = _run("deepfashion", twin, tmp_path / "one", vparams=dict(PARAMS, workers=1))
+    raw = tmp_path / "one" / "raw"
+    files = sorted(raw.rglob("*.jpg"))
+    assert len(files) >= 2 * MIN_PER_WORKER  # so two processes are really used
+    files.append(raw / "img" / "no_such_file.jpg")
+    assert check_images(files, 32, workers=2, progress=False) == check_images(files, 32, workers=1, progress=False)
+    _, report2 = validate_tables("deepfashion", load_tables(tmp_path / "one" / "tables"), raw, dict(PARAMS, workers=2))
+    write_validated(validate_tables("deepfashion", load_tables(tmp_path / "one" / "tables"), raw,
+                                    dict(PARAMS, workers=2))[0], tmp_path / "two")
+    assert json.dumps(report2, sort_keys=True) == json.dumps(report1, sort_keys=True)
+    for f in sorted((tmp_path / "one" / "validated").glob("*.parquet")):
+        assert pl.read_parquet(f).equals(pl.read_parquet(tmp_path / "two" / f.name)), f.name
+    assert report1["duplicate_groups"]["near"] == 2 and report1["duplicate_groups"]["exact"] == 2
+
+
+def test_near_duplicate_params_have_one_source():
+    for name in ("near_duplicate_hamming", "near_duplicate_max_mad", "workers"):
+        p = dict(PARAMS)
+        del p[name]
+        with pytest.raises(ValidationFailed, match=f"validate.{name} is missing"):
+            validate_tables("fashionai", {}, None, p)
+    with pytest.raises(ValidationFailed, match="0..63"):
+        validate_tables("fashionai", {}, None, dict(PARAMS, near_duplicate_hamming=64))
+
+
+def test_resized_copies_the_twins_did_not_choose_are_all_found_and_nothing_else(tmp_path):
+    """150 copies made here, without looking at any hash: scale 0.3-3x, JPEG quality 50-95. With the
+    params' distance and thumbnail confirmation every copy is paired with its original (pHash recall
+    1.0) and no two different pictures are paired."""
+    import cv2
+    import numpy as np
+
+    from datasets.neardup import near_pairs as pairs_of
+    from datasets.twins.build import build
+    from datasets.validate import check_images, confirm_near
+
+    tp = copy.deepcopy(load_params()["twins"])
+    tp["deepfashion"]["images"] = 150
+    tp["defects"] = {}
+    clean = build("deepfashion", tp, None, progress=False)["clean_images"]
+    rng = np.random.default_rng(2024)
+    files, source = [], {}
+    for i, data in sorted(clean.items()):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        (tmp_path / f"o{i}.jpg").write_bytes(data)
+        f, q = float(rng.uniform(0.3, 3.0)), int(rng.integers(50, 96))
+        side = max(32, int(round(img.shape[0] * f)))
+        small = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA if side < img.shape[0] else cv2.INTER_LINEAR)
+        ok, enc = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])
+        assert ok
+        (tmp_path / f"c{i}.jpg").write_bytes(enc.tobytes())
+        files += [tmp_path / f"o{i}.jpg", tmp_path / f"c{i}.jpg"]
+        source[len(files) - 2] = source[len(files) - 1] = i
+    res = check_images(files, 32, workers=1, progress=False)
+    assert all(r[0] is None for r in res)
+    hashes = {k: r[2] for k, r in enumerate(res)}
+    cand = pairs_of(hashes, PARAMS["near_duplicate_hamming"])
+    found = set(confirm_near(cand, lambda k: files[k], PARAMS["near_duplicate_max_mad"]))
+    planted = {(k, k + 1) for k in range(0, len(files), 2)}
+    assert found == planted, (sorted(planted - found), sorted(found - planted))
+
+
+def test_same_layout_in_other_colours_is_not_a_near_duplicate(tmp_path):
+    """Two pictures with the same grey levels everywhere but other colours (as two twin dresses on
+    similar backgrounds were among 10,000 images) share their pHash; the colour thumbnails keep
+    them apart, while a true resized copy is still confirmed."""
+    import cv2
+    import numpy as np
+
+    from datasets.neardup import near_pairs as pairs_of
+    from datasets.validate import check_images, confirm_near
+
+    rng = np.random.default_rng(5)
+    g = cv2.GaussianBlur(rng.uniform(60, 200, (300, 300)).astype(np.float32), (0, 0), 12)
+    g = (g - g.min()) / (g.max() - g.min()) * 150 + 50  # grey levels 50..200
+    grey = np.repeat(g[:, :, None], 3, 2)
+    # same luminance (0.114 B + 0.587 G + 0.299 R), other colour: R and B up 40, G down to compensate
+    tinted = np.stack([g + 40, g - 40 * (0.299 + 0.114) / 0.587, g + 40], 2)
+    for name, img in (("grey.jpg", grey), ("tinted.jpg", tinted)):
+        cv2.imwrite(str(tmp_path / name), np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    small = cv2.resize(cv2.imread(str(tmp_path / "grey.jpg")), (120, 120), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / "copy.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    files = [tmp_path / "grey.jpg", tmp_path / "tinted.jpg", tmp_path / "copy.jpg"]
+    res = check_images(files, 32, workers=1, progress=False)
+    cand = pairs_of({k: r[2] for k, r in enumerate(res)}, PARAMS["near_duplicate_hamming"])
+    assert (0, 1) in cand and (0, 2) in cand  # the hash alone pairs all three
+    assert confirm_near(cand, lambda k: files[k], PARAMS["near_duplicate_max_mad"]) == [(0, 2)]

@@ -1,0 +1,395 @@
+"""The scale run: twins at the real releases' sizes through the real stages, timed.
+
+    python -m benchmark.scale [--out /tmp/fashionbench-scale] [--datasets deepfashion ...]
+                              [--images deepfashion=20000 ...] [--report reports/scale.json]
+
+Writes, per dataset, a twin in the real raw format (by default the real image count and image
+size: DeepFashion 289,222 images at 300 px) into a work folder outside the repository (--out,
+which becomes the working directory of every stage: its own params.yaml, data/, models/,
+reports/), then runs there, each as its own process: the twin generator, acquire (from the
+archive; DARN downloaded from the loopback server), parse, validate (with validate.workers
+processes and, for the speed-up, once more with one), splits, co-occurrence, the training loader
+(triplet batches of the twin profile, no model), train (the twin profile, one epoch of two
+batches: a model to evaluate) and evaluate (val and test at the sizes the splits give).
+
+Each stage's wall time and peak resident memory go into --report (default reports/scale.json) as
+``datasets.<key>.stages.<stage>.{seconds, peak_rss_gb}``. Peak RSS is that of the stage's whole
+process tree: the larger of the kernel's peak for the largest single process (wait4's ru_maxrss)
+and the sum over the tree's processes sampled every 100 ms (validate's workers count together),
+in GiB (2^30 bytes). ``machine`` gives cores, memory and the load average before and after.
+
+Not part of `make test` at full size (hours on two cores); tests/test_scale.py runs a few hundred
+images per dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = Path("/tmp/fashionbench-scale")
+
+#: the real releases: images and stored image size (long side, px). DeepFashion's count is exact;
+#: FashionAI's train1 + train2 hold about 180,000; DARN's URL list about 250,000 entries, of which
+#: about 15% are dead (one group recovered 214,619 images).
+REAL = {
+    "deepfashion": {"images": 289_222, "image_size": 300},
+    "fashionai": {"images": 180_000, "image_size": 512},
+    "darn": {"images": 250_000, "image_size": 300},
+}
+#: DARN's dead links at the real share (about 15% of the URLs)
+DARN_DEAD = {"darn_404": 0.12, "darn_drop": 0.03}
+DARN_MAX_BAD = 0.2
+
+STAGES = ("twins", "acquire", "parse", "validate", "splits", "cooccurrence", "loader", "train", "evaluate")
+TRAIN_MODEL = "m3net"
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        procs = [p] + p.children(recursive=True)
+    except psutil.Error:
+        return 0
+    total = 0
+    for q in procs:
+        try:
+            total += q.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_measured(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> dict:
+    """Run ``cmd`` in ``cwd``; (seconds, peak_rss_gb, returncode). stdout and stderr go to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as fh:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        peak_sampled = 0
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid != 0:
+                break
+            peak_sampled = max(peak_sampled, _tree_rss(p.pid))
+            time.sleep(0.1)
+        seconds = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    peak = max(peak_sampled, ru.ru_maxrss * 1024)  # Linux: ru_maxrss in KiB
+    return {"seconds": round(seconds, 3), "peak_rss_gb": round(peak / 2**30, 4), "returncode": p.returncode}
+
+
+def machine() -> dict:
+    import psutil
+
+    return {"cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 2),
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "loadavg": list(os.getloadavg())}
+
+
+# ----------------------------------------------------------------------------- the work folder
+
+def work_params(key: str, images: int, image_size: int, base: dict, validate_workers: int) -> dict:
+    """The repository's params.yaml for the work folder: the twin's size, acquire from the twin,
+    the twin training profile shrunk to one epoch of two batches (a model to evaluate)."""
+    p = copy.deepcopy(base)
+    p["twins"][key]["images"] = int(images)
+    p["twins"]["image_size"] = int(image_size)
+    if key == "darn":
+        p["twins"]["defects"].update(DARN_DEAD)
+        # dead links count as quarantined images: at the real ~15% the default 5% would fail the stage
+        p["validate"]["max_bad_fraction"] = max(float(p["validate"]["max_bad_fraction"]), DARN_MAX_BAD)
+    for k in p["acquire"]:
+        if isinstance(p["acquire"][k], dict) and "source" in p["acquire"][k]:
+            p["acquire"][k].update(source="twin", path=f"data/twins/{k}", sha256=None)
+    p["validate"]["workers"] = int(validate_workers)
+    p["train"]["profile"] = "twin"
+    p["train"]["seeds"] = [0]
+    p["train"]["device"] = "cpu"
+    prof = p["train"]["profiles"]["twin"]
+    prof["epochs"] = 1
+    prof["triplets_per_epoch"] = 2 * int(prof["batch_size"])
+    return p
+
+
+def _stage_cmd(stage: str, key: str) -> list[str]:
+    py = sys.executable
+    return {
+        "twins": [py, "-m", "datasets.twins", key],
+        "acquire": [py, "-m", "datasets.acquire", key],
+        "parse": [py, "-m", "datasets.parse", key],
+        "validate": [py, "-m", "datasets.validate", key],
+        "splits": [py, "-m", "datasets.splits", key],
+        "cooccurrence": [py, "-m", "datasets.cooccurrence", key],
+        "loader": [py, "-m", "benchmark.scale", "_loader", key],
+        "train": [py, "-m", "benchmark.train", key, TRAIN_MODEL],
+        "evaluate": [py, "-m", "benchmark.scale", "_evaluate", key, TRAIN_MODEL],
+    }[stage]
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def counts(work: Path, key: str) -> dict:
+    """What the stages' own reports say about the sizes, to reconcile with the twin's count."""
+    import polars as pl
+
+    out: dict = {}
+    man = _read(work / "data" / "twins" / key / "manifest.json")
+    if man:
+        out["twin_images"] = man["counts"]["images"]
+    v = _read(work / "reports" / key / "validation.json")
+    if v:
+        out["validated"] = v["tables"]["images"]
+        out["lines_quarantined_at_parse"] = v["tables"]["annotation_lines_quarantined_at_parse"]
+    sp = work / "data" / key / "splits.parquet"
+    if sp.is_file():
+        s = pl.read_parquet(sp)
+        out["splits"] = {f"{a}/{b}": n for a, b, n in
+                         s.group_by("split", "role").len().sort("split", "role").iter_rows()}
+        out["split_images"] = s.height
+    return out
+
+
+def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, validate_workers: int,
+                compare_one_worker: bool, loader_batches: int, stages=STAGES) -> dict:
+    """Every stage of ``stages`` on a twin of ``images`` images in out/<key>/; the dataset's record."""
+    work = out / key
+    work.mkdir(parents=True, exist_ok=True)
+    params = work_params(key, images, image_size, base, validate_workers)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               FASHIONBENCH_LOADER_BATCHES=str(loader_batches))
+    res: dict = {"images": int(images), "image_size": int(image_size), "real_images": REAL[key]["images"],
+                 "work": str(work), "stages": {}}
+    for stage in stages:
+        r = run_measured(_stage_cmd(stage, key), work, out / "logs" / f"{key}-{stage}.log", env)
+        if r["returncode"] != 0:
+            tail = (out / "logs" / f"{key}-{stage}.log").read_text()[-3000:]
+            raise RuntimeError(f"scale {key}: stage {stage} failed (exit {r['returncode']}); "
+                               f"log {out / 'logs' / f'{key}-{stage}.log'}:\n{tail}")
+        del r["returncode"]
+        if stage == "validate":
+            r["workers"] = validate_workers or os.cpu_count()
+            if compare_one_worker and r["workers"] > 1:
+                one = dict(params, validate=dict(params["validate"], workers=1))
+                (work / "params.yaml").write_text(yaml.safe_dump(one, sort_keys=False))
+                r1 = run_measured(_stage_cmd(stage, key), work, out / "logs" / f"{key}-validate-1.log", env)
+                (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+                if r1["returncode"] != 0:
+                    raise RuntimeError(f"scale {key}: validate with one worker failed; see {out / 'logs'}")
+                r["seconds_1_worker"] = r1["seconds"]
+                r["peak_rss_gb_1_worker"] = r1["peak_rss_gb"]
+                r["speedup_vs_1_worker"] = round(r1["seconds"] / r["seconds"], 3)
+            else:
+                r["speedup_vs_1_worker"] = 1.0
+            rep = _read(work / "reports" / key / "validation.json")
+            r["duplicate_groups"] = {k: rep["duplicate_groups"][k] for k in ("exact", "near")}
+        if stage in ("loader", "evaluate"):
+            r.update(_read(work / "reports" / key / f"scale_{stage}.json"))
+        res["stages"][stage] = r
+        print(f"scale {key}: {stage} {r['seconds']:.1f} s, peak {r['peak_rss_gb']:.2f} GiB", file=sys.stderr, flush=True)
+    res["counts"] = counts(work, key)
+    return res
+
+
+# ----------------------------------------------------------------------------- stage bodies without a module
+
+def _loader_main(key: str) -> int:
+    """Triplet batches of the training loader (twin profile: its image size and workers), no model:
+    the loader's throughput in images per second (3 images per triplet)."""
+    import torch
+
+    from benchmark.loaders import TripletDataset, triplet_loader
+    from benchmark.params import load_params, training_profile
+    from benchmark.sampling import sample_triplets
+    from benchmark.train import TrainData
+    from datasets.paths import reports_dir
+
+    torch.set_num_threads(1)
+    params = load_params()
+    prof = training_profile(params)
+    n_batches = int(os.environ.get("FASHIONBENCH_LOADER_BATCHES", "20"))
+    t0 = time.perf_counter()
+    data = TrainData(key, int(prof["image_size"]), params["validate"]["maybe_policy"], cache=False)
+    t1 = time.perf_counter()
+    bs = int(prof["batch_size"])
+    tds = TripletDataset(data.table, data.targets, data.annotated)
+    tds.set_triplets(sample_triplets(data.index, n_batches * bs, seed=0, epoch=0))
+    loader = triplet_loader(tds, batch_size=bs, workers=int(prof.get("workers", 0)))
+    n = 0
+    t2 = time.perf_counter()
+    for _ in loader:
+        n += 1
+    t3 = time.perf_counter()
+    out = {"batches": n, "batch_size": bs, "image_size": int(prof["image_size"]), "workers": int(prof.get("workers", 0)),
+           "train_images": int(len(data.table)), "setup_seconds": round(t1 - t0, 3),
+           "images_per_s": round(3 * bs * n / (t3 - t2), 1) if n else None}
+    reports_dir(key).mkdir(parents=True, exist_ok=True)
+    (reports_dir(key) / "scale_loader.json").write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def _evaluate_main(key: str, model: str) -> int:
+    """The evaluate stage (benchmark.evaluate.run, unchanged) with its embedding extraction timed,
+    so the time splits into embedding and the rest (ranking, metrics, bootstrap, figures' data)."""
+    import benchmark.evaluate as E
+    from benchmark.params import load_params
+    from datasets.paths import reports_dir
+
+    spent = {"embedding_seconds": 0.0, "embedded_images": 0}
+    inner = E.extract_embeddings
+
+    def timed(*a, **kw):
+        t = time.perf_counter()
+        emb = inner(*a, **kw)
+        spent["embedding_seconds"] += time.perf_counter() - t
+        spent["embedded_images"] += int(emb.attribute.shape[0])
+        return emb
+
+    E.extract_embeddings = timed
+    t0 = time.perf_counter()
+    result = E.run(key, model, load_params(), device="cpu")
+    total = time.perf_counter() - t0
+    test = result["test"]
+    out = {"embedding_seconds": round(spent["embedding_seconds"], 3), "embedded_images": spent["embedded_images"],
+           "ranking_and_metrics_seconds": round(total - spent["embedding_seconds"], 3),
+           "test_queries": test["queries"]}
+    (reports_dir(key) / "scale_evaluate.json").write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------- the docs' table
+
+TABLE_START, TABLE_END = "<!-- scale-table:start -->", "<!-- scale-table:end -->"
+
+
+def markdown_table(report: dict) -> str:
+    """One row per (dataset, stage): seconds and peak RSS, the size run and the machine named."""
+    m = report["machine"]
+    lines = [f"Measured by `{report.get('command', 'python -m benchmark.scale')}` on {report.get('started', '?')}: "
+             f"{m['cores']} cores, {m['memory_gb']} GiB, load average {m['loadavg'][0]:.1f} at the start "
+             f"(a machine shared with other work: times are upper bounds).", "",
+             "| dataset | images (real) | stage | seconds | peak RSS (GiB) | notes |", "|---|---|---|---:|---:|---|"]
+    for key, d in report["datasets"].items():
+        for stage, r in d["stages"].items():
+            notes = []
+            if stage == "validate":
+                notes.append(f"{r['workers']} workers, {r['speedup_vs_1_worker']:.2f}x one worker"
+                             + (f" ({r['seconds_1_worker']:.1f} s)" if "seconds_1_worker" in r else ""))
+            if stage == "loader" and r.get("images_per_s"):
+                notes.append(f"{r['images_per_s']:.0f} images/s, {r['batches']} batches of {r['batch_size']} triplets "
+                             f"at {r['image_size']} px, {r['workers']} workers")
+            if stage == "evaluate" and "embedding_seconds" in r:
+                notes.append(f"embedding {r['embedding_seconds']:.1f} s ({r['embedded_images']} images), "
+                             f"ranking and metrics {r['ranking_and_metrics_seconds']:.1f} s, "
+                             f"{r['test_queries']['used']} test queries")
+            if stage == "train":
+                notes.append("twin profile, one epoch of two batches (a model to evaluate)")
+            lines.append(f"| {key} | {d['images']:,} ({d['real_images']:,}) at {d['image_size']} px | {stage} | "
+                         f"{r['seconds']:.1f} | {r['peak_rss_gb']:.2f} | {'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+def write_docs_table(report: dict, docs: Path) -> None:
+    """Replace the table between the markers in ``docs`` (the markers must be there)."""
+    text = docs.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"{docs}: no {TABLE_START} ... {TABLE_END} markers to put the table between")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    docs.write_text(head + TABLE_START + "\n" + markdown_table(report) + "\n" + TABLE_END + tail)
+
+
+# ----------------------------------------------------------------------------- main
+
+def _sizes(args) -> dict[str, int]:
+    sizes = {k: REAL[k]["images"] for k in args.datasets}
+    if args.fraction is not None:
+        sizes = {k: max(100, int(round(v * args.fraction))) for k, v in sizes.items()}
+    for spec in args.images or []:
+        k, _, v = spec.partition("=")
+        if k not in REAL or not v.isdigit():
+            raise SystemExit(f"--images takes KEY=COUNT with KEY one of {sorted(REAL)}, got {spec!r}")
+        sizes[k] = int(v)
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_loader"]:
+        return _loader_main(argv[1])
+    if argv[:1] == ["_evaluate"]:
+        return _evaluate_main(argv[1], argv[2])
+    if argv[:1] == ["table"]:  # python -m benchmark.scale table REPORT DOCS: the docs' table from a report
+        write_docs_table(json.loads(Path(argv[1]).read_text()), Path(argv[2]))
+        return 0
+    ap = argparse.ArgumentParser(prog="python -m benchmark.scale", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"work folder outside the repository (default {DEFAULT_OUT})")
+    ap.add_argument("--datasets", nargs="+", choices=sorted(REAL), default=list(REAL))
+    ap.add_argument("--images", nargs="*", metavar="KEY=COUNT", help="image count of a twin (default: the real count)")
+    ap.add_argument("--fraction", type=float, default=None, help="every twin at this fraction of the real count")
+    ap.add_argument("--image-size", type=int, default=None, help="stored image size (default: the real one per dataset)")
+    ap.add_argument("--validate-workers", type=int, default=0, help="validate.workers in the work folder (0: all cores)")
+    ap.add_argument("--no-compare", action="store_true", help="skip validate's second run with one worker")
+    ap.add_argument("--loader-batches", type=int, default=20)
+    ap.add_argument("--report", type=Path, default=ROOT / "reports" / "scale.json")
+    ap.add_argument("--docs", type=Path, default=None, help="also write the table into this file (docs/SCALE.md)")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=None,
+                    help="only these stages, on the work folder an earlier run left (its twin kept); their "
+                         "records replace those in --report, the rest of it is kept")
+    args = ap.parse_args(argv)
+    out = args.out.resolve()
+    if out == ROOT or ROOT in out.parents:
+        raise SystemExit(f"--out {out} is inside the repository; the scale run writes its data outside it")
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    sizes = _sizes(args)
+    command = "python -m benchmark.scale " + " ".join(argv)
+    report = {"command": command, "machine": machine(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "datasets": {}}
+    if args.stages:
+        if "twins" not in args.stages and not all((out / k / "data" / "twins" / k).is_dir() for k in sizes):
+            raise SystemExit(f"--stages without twins needs the twins an earlier run left in {out}")
+        old = json.loads(args.report.read_text()) if args.report.is_file() else {}
+        report = dict(old, datasets=old.get("datasets", {}))
+        report.setdefault("machine", machine())
+        report.setdefault("reruns", []).append({"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                "machine": machine()})
+    for key, n in sizes.items():
+        size = args.image_size or REAL[key]["image_size"]
+        rec = run_dataset(key, n, size, out, base, args.validate_workers, not args.no_compare, args.loader_batches,
+                          stages=args.stages or STAGES)
+        if args.stages and key in report["datasets"]:
+            prev = report["datasets"][key]
+            if (prev["images"], prev["image_size"]) != (rec["images"], rec["image_size"]):
+                raise SystemExit(f"--stages: {args.report} has {key} at {prev['images']} images, not {rec['images']}")
+            prev["stages"].update(rec["stages"])
+            prev["counts"] = rec["counts"]
+        else:
+            report["datasets"][key] = rec
+    (report["reruns"][-1]["machine"] if args.stages else report["machine"])["loadavg_after"] = list(os.getloadavg())
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(report, indent=2) + "\n")
+    if args.docs is not None:
+        write_docs_table(report, args.docs)
+    print(f"scale: wrote {args.report}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

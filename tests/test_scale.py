@@ -1,0 +1,73 @@
+"""The scale run (benchmark.scale): a small version of it end to end, and its memory measurement."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from benchmark.scale import REAL, run_measured, work_params
+
+
+def test_peak_rss_of_a_stage_counts_its_whole_process_tree(tmp_path):
+    """A child holding ~300 MB, and a parent holding ~300 MB whose child holds ~300 MB more: the
+    measured peak is the child's, then the tree's sum (not the largest process alone)."""
+    one = "import time; b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.6)"
+    r = run_measured([sys.executable, "-c", one], tmp_path, tmp_path / "one.log")
+    assert r["returncode"] == 0 and 0.28 <= r["peak_rss_gb"] < 0.5
+    two = ("import subprocess, sys, time; b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); "
+           f"subprocess.run([sys.executable, '-c', {one!r}], check=True)")
+    r2 = run_measured([sys.executable, "-c", two], tmp_path, tmp_path / "two.log")
+    assert r2["returncode"] == 0 and r2["peak_rss_gb"] >= 0.56
+    bad = run_measured([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, tmp_path / "bad.log")
+    assert bad["returncode"] == 3
+
+
+def test_work_params_size_the_twin_and_keep_the_rest():
+    from benchmark.params import load_params
+
+    base = load_params()
+    p = work_params("darn", 1234, 300, base, 2)
+    assert p["twins"]["darn"]["images"] == 1234 and p["twins"]["image_size"] == 300
+    assert p["acquire"]["darn"]["source"] == "twin" and p["validate"]["workers"] == 2
+    assert p["twins"]["defects"]["darn_404"] + p["twins"]["defects"]["darn_drop"] == pytest.approx(0.15)
+    assert p["evaluate"] == base["evaluate"] and p["splits"] == base["splits"]
+    assert base["twins"]["darn"]["images"] != 1234  # the repository's params are not touched
+    assert REAL["deepfashion"]["images"] == 289_222
+
+
+@pytest.mark.slow
+def test_small_scale_run_writes_the_contract_and_counts_reconcile(tmp_path):
+    from benchmark.scale import main
+
+    report = tmp_path / "scale.json"
+    n = 160
+    assert main(["--out", str(tmp_path / "work"), "--datasets", "deepfashion", "--images", f"deepfashion={n}",
+                 "--image-size", "112", "--loader-batches", "2", "--report", str(report)]) == 0
+    rep = json.loads(report.read_text())
+    assert rep["machine"]["cores"] >= 1 and rep["machine"]["memory_gb"] > 0
+    d = rep["datasets"]["deepfashion"]
+    assert d["images"] == n
+    for stage in ("acquire", "validate", "splits", "cooccurrence", "loader", "evaluate"):
+        s = d["stages"][stage]
+        assert s["seconds"] > 0 and 0 < s["peak_rss_gb"] < 6, stage
+    v = d["stages"]["validate"]
+    assert v["workers"] >= 1 and v["speedup_vs_1_worker"] > 0
+    c = d["counts"]
+    assert c["twin_images"] == n == c["validated"]["rows_in"] + c["lines_quarantined_at_parse"]
+    assert c["validated"]["kept"] + c["validated"]["quarantined"] == c["validated"]["rows_in"]
+    assert c["validated"]["quarantined"] >= 1 and c["lines_quarantined_at_parse"] >= 1  # the planted defects
+    assert c["split_images"] == c["validated"]["kept"] == sum(c["splits"].values())
+    assert d["stages"]["loader"]["train_images"] == c["splits"]["train/train"]
+    e = d["stages"]["evaluate"]
+    assert e["embedded_images"] == c["validated"]["kept"] - c["splits"]["train/train"]
+    assert 0 < e["embedding_seconds"] < e["seconds"]
+    assert (tmp_path / "work" / "deepfashion" / "data" / "deepfashion" / "splits.parquet").is_file()
+    # one stage again on the twin the run left: its record is replaced, the others are kept
+    assert main(["--out", str(tmp_path / "work"), "--datasets", "deepfashion", "--images", f"deepfashion={n}",
+                 "--image-size", "112", "--no-compare", "--stages", "splits", "--report", str(report)]) == 0
+    again = json.loads(report.read_text())
+    assert again["datasets"]["deepfashion"]["stages"]["evaluate"] == e
+    assert again["datasets"]["deepfashion"]["stages"]["splits"] != d["stages"]["splits"]
+    assert len(again["reruns"]) == 1 and again["machine"] == rep["machine"]
