@@ -13,7 +13,7 @@ from benchmark.scale import REAL, run_measured, work_params
 def test_peak_rss_of_a_stage_counts_its_whole_process_tree(tmp_path):
     """A child holding ~300 MB, and a parent holding ~300 MB whose child holds ~300 MB more: the
     measured peak is the child's, then the tree's sum (not the largest process alone)."""
-    one = "import time; b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.6)"
+    one = "import time; b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
     r = run_measured([sys.executable, "-c", one], tmp_path, tmp_path / "one.log")
     assert r["returncode"] == 0 and 0.28 <= r["peak_rss_gb"] < 0.5
     two = ("import subprocess, sys, time; b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); "
