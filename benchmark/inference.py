@@ -27,7 +27,7 @@ from model.base import Embeddings, RetrievalModel
 def load_trained_model(path: str | Path, device="cpu") -> RetrievalModel:
     """A checkpoint of the train stage (models/<key>/<model>/seed<k>/{checkpoint,best}.pt) as a model in
     eval mode."""
-    from benchmark.train import load_trained_model as load
+    from benchmark.checkpoint import load_trained_model as load
 
     model, _ = load(path, map_location="cpu")
     return model.to(device).eval()
@@ -36,7 +36,7 @@ def load_trained_model(path: str | Path, device="cpu") -> RetrievalModel:
 def load_selected_model(key: str, model_name: str, seed: int, device="cpu") -> tuple[RetrievalModel, dict]:
     """(model, selection) of the checkpoint that the train stage selected for evaluation
     (``selection.json``: ``last`` or ``best_val``, and which epoch)."""
-    from benchmark.train import read_selection, selected_checkpoint_path
+    from benchmark.checkpoint import read_selection, selected_checkpoint_path
 
     selection = read_selection(key, model_name, seed)
     return load_trained_model(selected_checkpoint_path(key, model_name, seed), device), selection

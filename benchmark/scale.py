@@ -89,7 +89,10 @@ def run_measured(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) 
             time.sleep(0.1)
         seconds = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
-    peak = max(peak_sampled, ru.ru_maxrss * 1024)  # Linux: ru_maxrss in KiB
+    # ru_maxrss of a forked child starts from the parent's resident size at the fork (a long-lived
+    # parent such as a test session would inflate it), so the sampled tree is the measure; ru_maxrss
+    # only stands in for a process too short to be sampled
+    peak = peak_sampled or ru.ru_maxrss * 1024  # Linux: ru_maxrss in KiB
     return {"seconds": round(seconds, 3), "peak_rss_gb": round(peak / 2**30, 4), "returncode": p.returncode}
 
 

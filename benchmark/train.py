@@ -57,50 +57,29 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.checkpoint import (  # noqa: F401  (the checkpoint format; re-exported for the tests)
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    best_path,
+    checkpoint_path,
+    load_trained_model,
+    previous_checkpoint_path,
+    read_checkpoint,
+    read_selection,
+    selected_checkpoint_path,
+    selection_path,
+)
 from benchmark.params import load_params, training_profile
 from datasets import paths
 from datasets.schemas import write_json
 
-CHECKPOINT_FORMAT = 2  # 2: RNG states as tensors/lists, loadable with weights_only=True
-_CODE_FILES = ("benchmark/train.py", "benchmark/loaders.py", "benchmark/sampling.py")
+_CODE_FILES = ("benchmark/train.py", "benchmark/checkpoint.py", "benchmark/loaders.py", "benchmark/sampling.py")
 _LOG_HEAD = ["step", "epoch", "lr", "loss"]
 _LOG_TAIL = ["seed", "phase"]
 _CACHE_BYTES = 1 << 30
 
 
 # ------------------------------------------------------------------------------ where and what
-
-
-def checkpoint_path(dataset: str, model: str, seed: int) -> Path:
-    return paths.model_dir(dataset, model) / f"seed{int(seed)}" / "checkpoint.pt"
-
-
-def previous_checkpoint_path(path: Path) -> Path:
-    """Where the checkpoint of the epoch before ``path``'s is kept (the fallback of a corrupt latest)."""
-    path = Path(path)
-    return path.with_name(path.stem + ".prev" + path.suffix)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read safely (truncated, garbage, or not tensors/plain types)."""
-
-
-def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """A checkpoint read with ``torch.load(weights_only=True)``; CheckpointError naming the file
-    when it is not a readable one (no pickle beyond tensors and plain types is ever run)."""
-    import pickle
-    import zipfile
-
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
-            zipfile.BadZipFile, UnicodeDecodeError, TypeError, IndexError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CheckpointError(f"{path}: not a checkpoint of this stage (no model state)")
-    return ckpt
 
 
 def checkpoint_paths(dataset: str, model: str, params: dict | None = None) -> list[Path]:
@@ -113,35 +92,12 @@ CHECKPOINT_POLICIES = ("last", "best_val")
 PREPROCESSING = ("squash", "resize_crop")
 
 
-def best_path(dataset: str, model: str, seed: int) -> Path:
-    return checkpoint_path(dataset, model, seed).with_name("best.pt")
-
-
-def selection_path(dataset: str, model: str, seed: int) -> Path:
-    return checkpoint_path(dataset, model, seed).with_name("selection.json")
-
-
 def checkpoint_policy(prof: dict) -> str:
     """The profile's ``checkpoint`` policy: ``last`` (default) or ``best_val``."""
     policy = prof.get("checkpoint", "last")
     if policy not in CHECKPOINT_POLICIES:
         raise ValueError(f"train checkpoint must be one of {CHECKPOINT_POLICIES}, got {policy!r}")
     return policy
-
-
-def read_selection(dataset: str, model: str, seed: int) -> dict:
-    """selection.json of one seed: {policy, epoch, phase, val_map_all, file, val_scores}."""
-    path = selection_path(dataset, model, seed)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint selection; run `python -m benchmark.train {dataset} {model}`")
-    return json.loads(path.read_text())
-
-
-def selected_checkpoint_path(dataset: str, model: str, seed: int) -> Path:
-    """The checkpoint the evaluate stage loads: best.pt under ``best_val``, checkpoint.pt under ``last``
-    (as recorded in selection.json by the train stage)."""
-    sel = read_selection(dataset, model, seed)
-    return checkpoint_path(dataset, model, seed).with_name(sel["file"])
 
 
 def triplets_per_epoch(prof: dict, model_name: str) -> int:
@@ -204,25 +160,6 @@ def resolve_model_params(params: dict, model: str, dataset: str) -> dict[str, An
             v = v[profile]
         out[k] = v
     return out
-
-
-def load_trained_model(path: str | Path, map_location="cpu"):
-    """(model in eval mode, checkpoint dict) from a checkpoint written by this stage.
-
-    The model is rebuilt from the checkpoint's own record (name, classes per attribute, backbone,
-    model params), so it does not depend on the current params.yaml.
-    """
-    from model import build_model
-
-    ckpt = read_checkpoint(path, map_location=map_location)
-    b = ckpt["build"]
-    model = build_model(b["model_name"], classes_per_attribute=b["classes_per_attribute"],
-                        backbone=b["backbone"], pretrained=False, **b["model_params"])
-    model.load_state_dict(ckpt["model"])
-    if ckpt.get("phase") in model.phases:
-        model.set_phase(ckpt["phase"])
-    model.eval()
-    return model, ckpt
 
 
 def phase_epochs(phases: tuple[str, ...], epochs: int, model_params: dict, profile: str | None = None) -> list[int]:

@@ -432,4 +432,5 @@ def test_cover_swaps_keep_sizes_weights_and_present_labels(seed, n_units, n_labe
     total = np.bincount(indices, minlength=n_labels)
     lacking = ((~after) & (total >= min_images)).sum()
     assert lacking == uncovered
-    assert int((got != base).sum()) == 2 * swaps
+    assert int((got != base).sum()) <= 2 * swaps  # a unit may move twice
+    assert swaps or np.array_equal(got, base)

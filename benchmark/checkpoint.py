@@ -1,0 +1,96 @@
+"""The checkpoint format of the train stage, and reading it back: a shared library.
+
+The train stage writes, per seed, ``checkpoint.pt`` (every epoch), ``checkpoint.prev.pt`` (the
+epoch before: the fallback of a corrupt latest), ``best.pt`` (under ``checkpoint: best_val``) and
+``selection.json`` (which of them the stages after training load, and why). The stages after
+training (embed, attention) read them through this module, so that an edit to the training loop
+(``benchmark/train.py``) reruns the train stages only.
+
+Checkpoints hold tensors and plain types only and are read with ``torch.load(weights_only=True)``:
+a crafted file cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from datasets import paths
+
+CHECKPOINT_FORMAT = 2  # 2: RNG states as tensors/lists, loadable with weights_only=True
+
+
+def checkpoint_path(dataset: str, model: str, seed: int) -> Path:
+    return paths.model_dir(dataset, model) / f"seed{int(seed)}" / "checkpoint.pt"
+
+
+def previous_checkpoint_path(path: Path) -> Path:
+    """Where the checkpoint of the epoch before ``path``'s is kept (the fallback of a corrupt latest)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read safely (truncated, garbage, or not tensors/plain types)."""
+
+
+def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint read with ``torch.load(weights_only=True)``; CheckpointError naming the file
+    when it is not a readable one (no pickle beyond tensors and plain types is ever run)."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
+            zipfile.BadZipFile, UnicodeDecodeError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a checkpoint of this stage (no model state)")
+    return ckpt
+
+
+def best_path(dataset: str, model: str, seed: int) -> Path:
+    return checkpoint_path(dataset, model, seed).with_name("best.pt")
+
+
+def selection_path(dataset: str, model: str, seed: int) -> Path:
+    return checkpoint_path(dataset, model, seed).with_name("selection.json")
+
+
+def read_selection(dataset: str, model: str, seed: int) -> dict:
+    """selection.json of one seed: {policy, epoch, phase, val_map_all, file, val_scores}."""
+    path = selection_path(dataset, model, seed)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint selection; run `python -m benchmark.train {dataset} {model}`")
+    return json.loads(path.read_text())
+
+
+def selected_checkpoint_path(dataset: str, model: str, seed: int) -> Path:
+    """The checkpoint the evaluate stage loads: best.pt under ``best_val``, checkpoint.pt under ``last``
+    (as recorded in selection.json by the train stage)."""
+    sel = read_selection(dataset, model, seed)
+    return checkpoint_path(dataset, model, seed).with_name(sel["file"])
+
+
+def load_trained_model(path: str | Path, map_location="cpu"):
+    """(model in eval mode, checkpoint dict) from a checkpoint written by this stage.
+
+    The model is rebuilt from the checkpoint's own record (name, classes per attribute, backbone,
+    model params), so it does not depend on the current params.yaml.
+    """
+    from model import build_model
+
+    ckpt = read_checkpoint(path, map_location=map_location)
+    b = ckpt["build"]
+    model = build_model(b["model_name"], classes_per_attribute=b["classes_per_attribute"],
+                        backbone=b["backbone"], pretrained=False, **b["model_params"])
+    model.load_state_dict(ckpt["model"])
+    if ckpt.get("phase") in model.phases:
+        model.set_phase(ckpt["phase"])
+    model.eval()
+    return model, ckpt
