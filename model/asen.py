@@ -10,7 +10,7 @@ One network, N attribute-specific embedding spaces. For image I and attribute a 
 Loss (section 3.4, Eq. 5): triplet ranking on cosine similarities, margin 0.2, the triplet
 compared in its sampled attribute.
 
-Sizes and choices from the authors' code (Maryeon/asen, model.py ``ASENet``):
+Sizes and choices from the authors' code (Maryeon/asen, model.py ``ASENet``; docs/PROTOCOL.md#asen):
 - the tanh after the one-channel 1x1 conv (``conv2 -> tanh -> softmax``): the logits lie in
   [-1, 1], so the softmax over the 14 x 14 positions is nearly flat (max / min weight <= e^2);
 - the attribute FCs on the one-hot vector have no bias: ``mask_fc1`` N -> 512 (spatial branch,

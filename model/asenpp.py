@@ -9,7 +9,7 @@
                                   L_align = sum over anchor/positive/negative of mean(1 - cos(g, l))
     test feature:   [sqrt(b) g, sqrt(1 - b) l], b = 0.6, g and l L2-normalised (so unit norm)
 
-Choices where the paper is silent, following the authors' code (Maryeon/asenpp):
+Choices where the paper is silent, following the authors' code (Maryeon/asenpp; docs/PROTOCOL.md#asen-asenpp):
 - both branches use ASEN_v2's scaled dot-product spatial attention (without BN) and ASEN's
   channel attention and final FC to ``embed_dim``; the learned 512-d attribute embedding is shared
   by the two branches and trained with the global one; the local spatial inner width is

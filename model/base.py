@@ -36,7 +36,7 @@ class Embeddings:
 
 
 class RetrievalModel(nn.Module):
-    #: evaluated with the multi-granularity ranking (docs/PROTOCOL.md) when True
+    #: evaluated with the multi-granularity ranking (docs/PROTOCOL.md#rankings) when True
     has_class_level: bool = False
     #: training phases in order (ASEN++ has two); the trainer calls set_phase before each
     phases: tuple[str, ...] = ("main",)

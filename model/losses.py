@@ -1,4 +1,4 @@
-"""Losses shared by M3-Net and the baselines (paper Eq. 7-11; docs/PROTOCOL.md).
+"""Losses shared by M3-Net and the baselines (paper Eq. 7-11; docs/PROTOCOL.md#m3-net-losses).
 
 - :func:`cosine_triplet`: max(0, margin + s(a, n) - s(a, p)) with cosine similarity s.
 - :func:`attribute_bce`: Eq. 7, the multi-label loss L_M with positive weight w_p, averaged over

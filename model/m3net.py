@@ -1,4 +1,4 @@
-"""M3-Net (CVPR 2023, paper section 3; docs/PROTOCOL.md) and its two ablations, M3-Net_a and M3-Net_c.
+"""M3-Net (CVPR 2023, paper section 3; docs/PROTOCOL.md#m3-net) and its two ablations, M3-Net_a and M3-Net_c.
 
 psi = trunk(I)                                   generic map, (B, c, h, w)
 phi_n = SCA-A(psi, n) * psi                      Alg. 1, Eq. 1
@@ -13,7 +13,7 @@ Nothing of size c x h x w is built per (image, attribute, class): see model/atte
 the factoring. Rows of the head are (image, attribute) pairs with K classes each: in training
 R = 1 attribute (the triplet's) and K = 1 class per image; in ``embed`` R = N, K <= max_classes.
 
-Variants (the paper's ablations, section 4):
+Variants (the paper's ablations, section 4; docs/PROTOCOL.md#m3-net-ablations):
 - ``m3net``: all of the above.
 - ``m3net_a``: no class-conditional modules; the class spaces are the attribute space, with one
   prototype per class there (as MODC). L_CC / L_CI then coincide with the attribute-level
@@ -191,7 +191,7 @@ class M3Net(RetrievalModel):
                                self.classes_per_attribute)
 
         attr_r = attribute.repeat(3)  # (3B,) anchors, positives, negatives share the triplet's attribute
-        class_r = class_id.repeat(3)  # the anchor's class is applied to the negative too (docs/PROTOCOL.md)
+        class_r = class_id.repeat(3)  # the anchor's class is applied to the negative too (docs/PROTOCOL.md#m3-net)
         row = torch.arange(3 * B, device=images.device)
         emb_attr = self.project(x_bnc[row, attr_r])  # (3B, D)
         global_id = self.class_offsets[attribute] + class_id  # (B,)

@@ -5,7 +5,7 @@ Attribute-specific embeddings x_n = normalize(FC(ACA(ASA(psi, n), n)))  (B, D), 
 paper, live in N spaces; each space is split into class clusters by one prototype per class
 (global class id = class_offsets[n] + m), an EMA of the normalised embeddings of the training
 images of that class (model/losses.py PrototypeBank, renormalised after each update).
-Losses, cosine similarity s, margin zeta (0.4, docs/PROTOCOL.md):
+Losses, cosine similarity s, margin zeta (0.4, docs/PROTOCOL.md#modc):
     L_proto = max(0, zeta + s(x_a, x_neg) - s(x_a, prototype[m]))   prototypical triplet
     L_inst  = max(0, zeta + s(x_a, x_neg) - s(x_a, x_pos))           instance triplet
     L = lambda_proto L_proto + lambda_instance L_inst
@@ -13,7 +13,7 @@ Inference: each (image, attribute n) is assigned the class of its nearest protot
 that gives the class level of the multi-granularity ranking, whose class space is the
 attribute space itself (class_emb = x_n).
 
-Choices where the paper is silent:
+Choices where the paper is silent (docs/PROTOCOL.md#modc):
 - the head is ASEN_v2's (512-d attribute embedding, BN + scaled dot-product spatial attention,
   channel attention) followed by an FC to ``embed_dim``, on the shared layer3 trunk (the paper's
   2048-d comes from that FC here, not from ResNet's layer4);

@@ -1,4 +1,4 @@
-"""The split files ASEN (AAAI 2020) and ASEN++ (TIP 2021) published (SPEC section 1).
+"""The split files ASEN (AAAI 2020) and ASEN++ (TIP 2021) published (docs/PROTOCOL.md#asens-prepared-splits).
 
 - `meta.json`: per dataset `ATTRIBUTES`, `ATTRIBUTES_NUM` [, `ATTRIBUTES_VALUES`] (or one flat section)
 - `filenames_{train,valid,test}.txt`: one relative image path per line; 0-based line = file index

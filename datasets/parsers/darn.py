@@ -1,4 +1,4 @@
-"""DARN (SPEC section 1): images only as a URL list; the labels and splits are ASEN's files.
+"""DARN (docs/PROTOCOL.md#darn): images only as a URL list; the labels and splits are ASEN's files.
 
 `urls.txt`: `<relative path> <url>` per line (the path may contain spaces; the URL is the last
 field, absolute or relative to a base the acquire stage is given).

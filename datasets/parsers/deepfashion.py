@@ -1,4 +1,4 @@
-"""DeepFashion Category and Attribute Prediction Benchmark (SPEC section 1).
+"""DeepFashion Category and Attribute Prediction Benchmark (docs/PROTOCOL.md#deepfashion).
 
 Layouts: `Anno/` (original) or `Anno_coarse/` (+ `Anno_fine/`, newer copies); the partition is
 `Eval/list_eval_partition.txt` (or beside the annotation files). Only `Anno_fine/` is used when

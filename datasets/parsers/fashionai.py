@@ -1,4 +1,4 @@
-"""FashionAI attributes (SPEC section 1): `Annotations/label.csv`, no header,
+"""FashionAI attributes (docs/PROTOCOL.md#fashionai): `Annotations/label.csv`, no header,
 `Images/<key>/<hash>.jpg,<key>,<label>` with one char of {y, m, n} per class."""
 
 from __future__ import annotations
