@@ -303,6 +303,8 @@ def markdown_table(report: dict) -> str:
              f"{m['cores']} cores, {m['memory_gb']} GiB, load average {m['loadavg'][0]:.1f} at the start "
              f"(a machine shared with other work: times are upper bounds).", "",
              "| dataset | images (real) | stage | seconds | peak RSS (GiB) | notes |", "|---|---|---|---:|---:|---|"]
+    for r in report.get("reruns", []):
+        lines.insert(1, f"Stages rerun by `{r['command']}` on {r['started']} (load average {r['machine']['loadavg'][0]:.1f}).")
     for key, d in report["datasets"].items():
         for stage, r in d["stages"].items():
             notes = []
