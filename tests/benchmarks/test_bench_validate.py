@@ -2,7 +2,7 @@
 real image size (300 px; the stage reads, decodes and hashes every image, then searches near pairs).
 
     pytest tests/benchmarks/test_bench_validate.py --benchmark-enable -s
-    FASHIONBENCH_VALIDATE_IMAGES=20000 ...   # more images (default 3,000)
+    FASHIONBENCH_VALIDATE_IMAGES=3000 ...   # more images (default 400: the smoke run `make test` does)
     FASHIONBENCH_VALIDATE_WORK=/tmp/fashionbench-scale/deepfashion ...   # a scale run's work folder instead
 
 Besides wall time it reports CPU seconds (this process and its reaped children): the 2-worker run's
@@ -24,7 +24,7 @@ import pytest
 
 from benchmark.params import load_params
 
-N = int(os.environ.get("FASHIONBENCH_VALIDATE_IMAGES", "3000"))
+N = int(os.environ.get("FASHIONBENCH_VALIDATE_IMAGES", "400"))
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def prepared(tmp_path_factory):
     return tables, tmp / "raw", params["validate"]
 
 
+@pytest.mark.slow
 @pytest.mark.benchmark(group="validate-workers")
 def test_bench_validate_1_vs_2_workers(benchmark, prepared):
     from datasets.validate import check_images, validate_tables
