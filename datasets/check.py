@@ -21,8 +21,12 @@ SUITE_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the suite'
 
 
 def _defaults() -> dict:
+    """The suite's own validate params: one source for the thresholds, also when --params lacks them."""
     import yaml
 
+    if not SUITE_PARAMS.is_file():
+        raise DatasetError(f"{SUITE_PARAMS} not found: the suite's params.yaml holds the validate defaults "
+                           "(install the suite from its repository: pip install -e .)")
     return dict(yaml.safe_load(SUITE_PARAMS.read_text())["validate"])
 
 
@@ -128,8 +132,8 @@ def run(args) -> int:
     from datasets.validate import validate_tables
 
     key = args.dataset
-    params = _params(args.params)
     try:
+        params = _params(args.params)
         with tempfile.TemporaryDirectory(prefix="fashionbench-check-") as tmp:
             tables, raw, kind = load(key, Path(args.path), args.labels_only, Path(tmp))
             out, report = validate_tables(key, tables, raw, params, labels_only=args.labels_only)
