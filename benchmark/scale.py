@@ -14,9 +14,8 @@ batches: a model to evaluate) and evaluate (val and test at the sizes the splits
 
 Each stage's wall time and peak resident memory go into --report (default reports/scale.json) as
 ``datasets.<key>.stages.<stage>.{seconds, peak_rss_gb}``. Peak RSS is that of the stage's whole
-process tree: the larger of the kernel's peak for the largest single process (wait4's ru_maxrss)
-and the sum over the tree's processes sampled every 100 ms (validate's workers count together),
-in GiB (2^30 bytes). ``machine`` gives cores, memory and the load average before and after.
+process tree: the larger of the largest single process's peak (VmHWM) and the sum of the tree's
+current RSS, sampled every 100 ms (validate's workers count together), in GiB (2^30 bytes). ``machine`` gives cores, memory and the load average before and after.
 
 Not part of `make test` at full size (hours on two cores); tests/test_scale.py runs a few hundred
 images per dataset.
@@ -57,42 +56,57 @@ TRAIN_MODEL = "m3net"
 
 # ----------------------------------------------------------------------------- measuring
 
-def _tree_rss(pid: int) -> int:
+def _hwm(pid: int) -> int:
+    """Peak RSS of one process's current program (VmHWM, bytes); 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(sum of the current RSS over the process tree, the largest VmHWM in it), bytes."""
     import psutil
 
     try:
         p = psutil.Process(pid)
         procs = [p] + p.children(recursive=True)
     except psutil.Error:
-        return 0
-    total = 0
+        return 0, 0
+    total, hwm = 0, 0
     for q in procs:
         try:
             total += q.memory_info().rss
         except psutil.Error:
             pass
-    return total
+        hwm = max(hwm, _hwm(q.pid))
+    return total, hwm
 
 
 def run_measured(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> dict:
-    """Run ``cmd`` in ``cwd``; (seconds, peak_rss_gb, returncode). stdout and stderr go to ``log``."""
+    """Run ``cmd`` in ``cwd``; (seconds, peak_rss_gb, returncode). stdout and stderr go to ``log``.
+
+    Peak: the larger of the tree's summed RSS and the largest per-process peak (VmHWM), sampled every
+    100 ms. Not wait4's ru_maxrss: Linux carries the launching process's own peak into its child's
+    across fork and exec, so a stage started from a large process (a test run) would read as large."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        peak_sampled = 0
+        peak = 0
         while True:
-            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            total, hwm = _tree_memory(p.pid)  # before wait4: a reaped process has no /proc entry
+            peak = max(peak, total, hwm)
+            pid, status, _ = os.wait4(p.pid, os.WNOHANG)
             if pid != 0:
                 break
-            peak_sampled = max(peak_sampled, _tree_rss(p.pid))
             time.sleep(0.1)
         seconds = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
-    # ru_maxrss of a forked child starts from the parent's resident size at the fork (a long-lived
-    # parent such as a test session would inflate it), so the sampled tree is the measure; ru_maxrss
-    # only stands in for a process too short to be sampled
-    peak = peak_sampled or ru.ru_maxrss * 1024  # Linux: ru_maxrss in KiB
     return {"seconds": round(seconds, 3), "peak_rss_gb": round(peak / 2**30, 4), "returncode": p.returncode}
 
 
@@ -284,6 +298,8 @@ def markdown_table(report: dict) -> str:
              f"{m['cores']} cores, {m['memory_gb']} GiB, load average {m['loadavg'][0]:.1f} at the start "
              f"(a machine shared with other work: times are upper bounds).", "",
              "| dataset | images (real) | stage | seconds | peak RSS (GiB) | notes |", "|---|---|---|---:|---:|---|"]
+    for r in report.get("reruns", []):
+        lines.insert(1, f"Stages rerun by `{r['command']}` on {r['started']} (load average {r['machine']['loadavg'][0]:.1f}).")
     for key, d in report["datasets"].items():
         for stage, r in d["stages"].items():
             notes = []

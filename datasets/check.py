@@ -41,8 +41,12 @@ SUITE_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the suite'
 
 
 def _defaults() -> dict:
+    """The suite's own validate params: one source for the thresholds, also when --params lacks them."""
     import yaml
 
+    if not SUITE_PARAMS.is_file():
+        raise UsageError(f"{SUITE_PARAMS} not found: the suite's params.yaml holds the validate defaults "
+                         "(install the suite from its repository: pip install -e .)")
     return dict(yaml.safe_load(SUITE_PARAMS.read_text())["validate"])
 
 

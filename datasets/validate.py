@@ -178,13 +178,21 @@ def check_images(files: list[Path], min_side: int, workers: int = 1, progress: b
                 bar.update()
         else:
             import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures.process import BrokenProcessPool
 
-            # spawn, not fork: the parent holds polars' and OpenCV's thread pools
+            # spawn, not fork: the parent holds polars' and OpenCV's thread pools. A worker that
+            # cannot start (e.g. the caller's __main__ is not importable) breaks the pool: an error,
+            # not a hang.
             chunk = max(1, min(256, n // (workers * 16)))
-            with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
-                for r in pool.imap(fn, files, chunksize=chunk):
-                    out.append(r)
-                    bar.update()
+            try:
+                with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as ex:
+                    for r in ex.map(fn, files, chunksize=chunk):
+                        out.append(r)
+                        bar.update()
+            except BrokenProcessPool as e:
+                raise ValidationFailed(f"validate.workers = {workers}: a worker process died ({e}); "
+                                       "validate.workers: 1 checks the images in this process") from e
     finally:
         bar.close()
     return out

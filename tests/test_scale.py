@@ -22,6 +22,13 @@ def test_peak_rss_of_a_stage_counts_its_whole_process_tree(tmp_path):
     assert r2["returncode"] == 0 and r2["peak_rss_gb"] >= 0.56
     bad = run_measured([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, tmp_path / "bad.log")
     assert bad["returncode"] == 3
+    # a small stage launched from a large process reads small (wait4's ru_maxrss would carry the
+    # launcher's peak into it)
+    held = bytearray(400 << 20)
+    held[::4096] = b"x" * len(held[::4096])
+    small = run_measured([sys.executable, "-c", "import time; time.sleep(0.3)"], tmp_path, tmp_path / "small.log")
+    assert small["peak_rss_gb"] < 0.1
+    del held
 
 
 def test_work_params_size_the_twin_and_keep_the_rest():
