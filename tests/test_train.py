@@ -565,7 +565,7 @@ def test_best_val_resume_equals_uninterrupted(workdir):
     params = make_params(workdir, epochs=3, triplets=32, batch=8, lr=0.05)
     _with_profile(workdir, params, checkpoint="best_val")
     _train()
-    straight = (torch.load(best_path(KEY, "tiny_test", 0), weights_only=False),
+    straight = (torch.load(best_path(KEY, "tiny_test", 0), weights_only=True),
                 (checkpoint_path(KEY, "tiny_test", 0).parent / "selection.json").read_text())
     for f in ("checkpoint.pt", "best.pt", "selection.json"):
         (checkpoint_path(KEY, "tiny_test", 0).parent / f).unlink()
@@ -575,7 +575,7 @@ def test_best_val_resume_equals_uninterrupted(workdir):
         _train()
     CRASH_AT[0] = None
     _train()
-    resumed = torch.load(best_path(KEY, "tiny_test", 0), weights_only=False)
+    resumed = torch.load(best_path(KEY, "tiny_test", 0), weights_only=True)
     assert resumed["epoch"] == straight[0]["epoch"] and _equal_state(resumed["model"], straight[0]["model"])
     assert (checkpoint_path(KEY, "tiny_test", 0).parent / "selection.json").read_text() == straight[1]
 
