@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from model.losses import PrototypeBank, attribute_bce, cosine_triplet, seen_mean, weighted_bce
 
+from tests.references import eq7_loop
+
 torch.set_num_threads(1)
 
 
@@ -93,25 +95,6 @@ def test_bce_matches_eq7_loop_with_and_without_mask():
     )
 
 
-def _eq7_loop(logits, targets, w_p, annotated, cpa):
-    """Eq. 7: per (image, attribute n) the BCE summed over n's M_n classes divided by M_n; the mean
-    over the annotated (image, attribute) pairs."""
-    offsets = [sum(cpa[:n]) for n in range(len(cpa))]
-    tot, cnt = 0.0, 0
-    for i in range(logits.shape[0]):
-        for n, m_n in enumerate(cpa):
-            if not annotated[i, n]:
-                continue
-            s = 0.0
-            for j in range(offsets[n], offsets[n] + m_n):
-                x = 1 / (1 + math.exp(-logits[i, j].item()))
-                y = targets[i, j].item()
-                s += -(w_p * y * math.log(x) + (1 - y) * math.log(1 - x))
-            tot += s / m_n
-            cnt += 1
-    return tot / max(cnt, 1)
-
-
 @pytest.mark.parametrize("cpa", [[5, 10], [3, 1, 6, 2], [4]])
 def test_attribute_bce_is_eq7_averaged_within_each_attribute(cpa):
     g = torch.Generator().manual_seed(4)
@@ -123,7 +106,7 @@ def test_attribute_bce_is_eq7_averaged_within_each_attribute(cpa):
     class_attr = torch.repeat_interleave(torch.arange(len(cpa)), torch.tensor(cpa))
     for w_p in (1.0, 100.0):
         got = attribute_bce(logits, targets, w_p, class_attr, annotated, cpa).item()
-        assert got == pytest.approx(_eq7_loop(logits, targets, w_p, annotated, cpa), rel=1e-10)
+        assert got == pytest.approx(eq7_loop(logits, targets, w_p, annotated, cpa), rel=1e-10)
     if len(set(cpa)) > 1:  # unequal class counts: the per-entry mean weights attributes by M_n, Eq. 7 does not
         entry = weighted_bce(logits, targets, 100.0, annotated[:, class_attr]).item()
         assert entry != pytest.approx(attribute_bce(logits, targets, 100.0, class_attr, annotated, cpa).item(), rel=1e-6)

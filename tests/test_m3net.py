@@ -16,6 +16,8 @@ from model.losses import cosine_triplet
 from model.m3net import M3Net
 from model.registry import build_model
 
+from tests.references import eq7_loop
+
 torch.set_num_threads(1)
 CPA = [3, 4, 2]  # classes per attribute
 C_TRUNK, D_INNER = 8, 6
@@ -137,25 +139,6 @@ def test_class_branch_fast_equals_reference_both_layouts(variant):
                     assert torch.allclose(x_sel[i, 0, k], rx, **TOL)
 
 
-def eq7_loop(logits, targets, w_p, annotated):
-    """Eq. 7 per (image, attribute): -1/M_n sum over the attribute's M_n classes; then the mean over
-    the annotated (image, attribute) pairs."""
-    offsets = [sum(CPA[:n]) for n in range(len(CPA))]
-    tot, cnt = 0.0, 0
-    for i in range(logits.shape[0]):
-        for n, m_n in enumerate(CPA):
-            if not annotated[i, n]:
-                continue
-            s = 0.0
-            for j in range(offsets[n], offsets[n] + m_n):
-                x = 1 / (1 + math.exp(-logits[i, j].item()))
-                y = targets[i, j].item()
-                s += -(w_p * y * math.log(x) + (1 - y) * math.log(1 - x))
-            tot += s / m_n
-            cnt += 1
-    return tot / max(cnt, 1)
-
-
 def seen_mean_loop(values, seen):
     kept = [v.item() for v, k in zip(values, seen) if k]
     return sum(kept) / len(kept) if kept else 0.0
@@ -177,7 +160,7 @@ def test_forward_losses_match_reference(variant):
     psi = m.trunk(batch["images"])
     N = len(CPA)
     logits = torch.stack([torch.cat([ref_attribute(m, psi[i], n)[2] for n in range(N)]) for i in range(3 * B)])
-    loss_m = torch.tensor(eq7_loop(logits, batch["targets"], 3.0, batch["target_mask"]), dtype=torch.float64)
+    loss_m = torch.tensor(eq7_loop(logits, batch["targets"], 3.0, batch["target_mask"], CPA), dtype=torch.float64)
     a_of = lambda i: batch["attribute"][i % B]  # noqa: E731
     c_of = lambda i: batch["class_id"][i % B]  # noqa: E731
     xa = torch.stack([ref_attribute(m, psi[i], a_of(i))[1] for i in range(3 * B)])
