@@ -61,8 +61,9 @@ def banner(source: str, profile: str, table) -> list[str]:
     if source == "twin":
         return ["> **Twin data.** These numbers come from the generated twin of the dataset (synthetic images, "
                 f"the `{profile}` training profile), not from the real release. They check that the pipeline runs "
-                "end to end and tell models apart on the twin; they are **not comparable with the paper's numbers** "
-                "(in parentheses), which are shown only to fix the table's layout.", ""]
+                "end to end (whether they tell the models apart: the leaderboard's intervals and tests below); they "
+                "are **not comparable with the paper's numbers** (in parentheses), which are shown only to fix the "
+                "table's layout.", ""]
     if profile != "paper":
         return [f"> **Real data, `{profile}` training profile.** The data is the real release, but the models were "
                 f"trained with the `{profile}` profile (`train.profiles.{profile}` in params.yaml), not the paper's "
@@ -92,8 +93,10 @@ def leaderboard_section(board: dict | None, alpha: float | None = None) -> list[
         return []
     ms = board["models"]
     seeds = sorted({len(m["seeds"]) for m in ms.values()})
+    spread = ("one training seed (no seed spread measured)" if seeds == [1] else
+              f"the mean over {'/'.join(map(str, seeds))} training seeds ± their standard deviation")
     out = ["## Leaderboard (test)", "",
-           f"Mean over {'/'.join(map(str, seeds))} training seed(s) ± their standard deviation, [95% bootstrap interval "
+           f"MAP@all etc.: {spread}, [95% bootstrap interval "
            f"over the {board['queries']['test']} test queries used] ({board['queries']['test_left_out']} left out: no "
            f"relevant candidate); ranked lists hold {board['candidates']['min']} candidates at least "
            f"(median {board['candidates']['median']:.0f}). Chance: the exact expectation of a random ranking of the "
