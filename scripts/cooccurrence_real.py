@@ -1,6 +1,6 @@
 """Class co-occurrence (paper section 4.3.1) on the real DeepFashion labels of ASEN's valid split.
 
-    python scripts/cooccurrence_real.py [--labels ../shared/real/asen_splits/DeepFashion/label_valid.txt]
+    python scripts/cooccurrence_real.py [--labels <ASEN splits>/DeepFashion/label_valid.txt]
                                         [--min-rate 0.002] [--out reports/real_cooccurrence.json]
 
 ``label_valid.txt`` is tab separated, ``<fidx> <type 1-5> <global id 0-999> [<type> <id> ...]``,

@@ -110,7 +110,7 @@ def _read(path):
     return torch.tensor(rows, dtype=torch.long)
 
 
-@pytest.mark.skipif(not (FASHIONAI / "query_valid.txt").exists(), reason="../shared ASEN splits not present")
+@pytest.mark.skipif(not (FASHIONAI / "query_valid.txt").exists(), reason="ASEN's real FashionAI split files are not beside the repository")
 def test_fashionai_valid_random_embeddings_is_at_chance():
     q = _read(FASHIONAI / "query_valid.txt")  # (fidx, attr, value)
     c = _read(FASHIONAI / "candidate_valid.txt")
