@@ -34,9 +34,8 @@ from pathlib import Path
 from datasets import DATASETS
 from datasets.archive import copy_file, extract, is_archive, sha256_file
 from datasets.errors import ChecksumError, DatasetError, NotThisDatasetError
-from datasets.paths import ROOT, raw_dir, reports_dir
+from datasets.paths import MISSING_FILE, ROOT, raw_dir, reports_dir
 from datasets.schemas import write_json
-from datasets.validate import MISSING_FILE
 
 ASEN_FILE_PREFIXES = ("filenames_", "label_", "query_", "candidate_")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(".")
+# written into raw/ by the acquire stage, read by validate: why each image named by the annotations is absent
+MISSING_FILE = "acquire_missing.json"
 
 
 def twin_dir(key: str) -> Path:

@@ -33,10 +33,9 @@ from datasets import DATASETS
 from datasets.errors import DatasetError, ValidationFailed
 from datasets.parsers import DEFAULT_MAX_PIXELS, decode, regular_file_error, too_many_pixels
 from datasets.neardup import near_pairs, phash
-from datasets.paths import raw_dir, reports_dir, tables_dir, validated_dir
+from datasets.paths import MISSING_FILE, raw_dir, reports_dir, tables_dir, validated_dir
 from datasets.schemas import DuplicatesSchema, QuarantineSchema, read_table, write_json, write_tables
 
-MISSING_FILE = "acquire_missing.json"  # written into raw/ by the acquire stage: why an image is absent
 MAX_LISTED = 500
 MIN_PER_WORKER = 64  # fewer images than this per process: fewer processes (a process costs ~1 s to start)
 
