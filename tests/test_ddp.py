@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train import KEY, make_dataset, make_params
+from tests.tiny_training import KEY, make_dataset, make_params
 
 torch.set_num_threads(1)
 
@@ -21,13 +21,13 @@ _SCRIPT = textwrap.dedent(
     import hashlib, os, sys
     import torch
     torch.set_num_threads(1)
-    sys.path.insert(0, {tests!r})
-    import test_train  # registers the tiny models
+    sys.path.insert(0, {root!r})
+    from tests import tiny_training  # registers the tiny models
     from benchmark.params import load_params
     from benchmark.train import run
 
     run({key!r}, "tiny_test", load_params("params.yaml"))
-    model = test_train.LAST_MODEL[0]
+    model = tiny_training.LAST_MODEL[0]
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
@@ -42,7 +42,7 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     make_dataset(tmp_path)
     make_params(tmp_path, epochs=2, triplets=32, batch=8)
     script = tmp_path / "run_ddp.py"
-    script.write_text(_SCRIPT.format(tests=str(Path(__file__).parent), key=KEY))
+    script.write_text(_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]), key=KEY))
     repo = Path(__file__).resolve().parent.parent
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}

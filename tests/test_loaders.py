@@ -310,7 +310,7 @@ def test_sampling_40k_triplets_is_fast():
 
 @pytest.fixture
 def synthetic(tmp_path):
-    from test_train import make_dataset
+    from tests.tiny_training import make_dataset
 
     info = make_dataset(tmp_path, n=30)
     from datasets import paths
