@@ -192,12 +192,10 @@ def test_deepfashion_row_outside_release_is_quarantined(tmp_path):
 
 
 def _train_helpers():
-    """tests/test_train.py's helpers, from the module whose tiny model is registered (it may have
-    been imported as `test_train` by another test file first: its CRASH_AT is the one that counts)."""
-    import tests.test_train  # noqa: F401  (registers the tiny models if nobody did)
-    from model.registry import _REGISTRY
+    """The shared tiny models and data (tests/tiny_training.py registers the tiny models)."""
+    from tests import tiny_training
 
-    return sys.modules[_REGISTRY["tiny_test"].__module__]
+    return tiny_training
 
 
 class _Payload:
@@ -276,7 +274,7 @@ def test_corrupt_latest_checkpoint_resumes_from_previous_bitwise(tmp_path, monke
     tt.CRASH_AT[0], tt.CALLS[0] = None, 0
     try:
         tt.make_params(tmp_path, epochs=3, triplets=32, batch=8)
-        assert tt._train() == 0
+        assert tt.train_tiny() == 0
         straight = torch.load(checkpoint_path(tt.KEY, "tiny_test", 0), weights_only=True)
         latest = checkpoint_path(tt.KEY, "tiny_test", 0)
         prev = previous_checkpoint_path(latest)
@@ -284,7 +282,7 @@ def test_corrupt_latest_checkpoint_resumes_from_previous_bitwise(tmp_path, monke
             p.unlink()
         tt.CALLS[0], tt.CRASH_AT[0] = 0, 4 * 2 + 2  # killed in epoch 3: latest = epoch 2, previous = epoch 1
         with pytest.raises(tt.SimulatedKill):
-            tt._train()
+            tt.train_tiny()
         tt.CRASH_AT[0] = None
         assert torch.load(latest, weights_only=True)["epoch"] == 2 and torch.load(prev, weights_only=True)["epoch"] == 1
         marker = tmp_path / "ran"
@@ -294,7 +292,7 @@ def test_corrupt_latest_checkpoint_resumes_from_previous_bitwise(tmp_path, monke
         else:
             _corrupt(latest, kind, marker)
         capsys.readouterr()
-        assert tt._train() == 0
+        assert tt.train_tiny() == 0
         err = capsys.readouterr().err
         assert f"{latest}: not a readable checkpoint" in err and "Traceback" not in err
         if kind != "no_previous":
@@ -786,11 +784,11 @@ def test_garbage_done_json_is_not_done(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     tt.CRASH_AT[0], tt.CALLS[0] = None, 0
     tt.make_params(tmp_path, epochs=1, triplets=16, batch=8)
-    assert tt._train() == 0
+    assert tt.train_tiny() == 0
     calls = tt.CALLS[0]
     done = Path("models") / tt.KEY / "tiny_test" / "done.json"
     done.write_bytes(b"\x00garbage{")
     capsys.readouterr()
-    assert tt._train() == 0
+    assert tt.train_tiny() == 0
     assert tt.CALLS[0] == calls and "complete and up to date" in capsys.readouterr().err
     assert json.loads(done.read_text())["seeds"] == [0]

@@ -161,3 +161,10 @@ def make_params(root: Path, *, model="tiny_test", epochs=2, triplets=32, batch=8
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return params
+
+
+def train_tiny(model: str = "tiny_test") -> int:
+    """The train stage's main on the tiny dataset in the current folder."""
+    from benchmark.train import main
+
+    return main([KEY, model])
