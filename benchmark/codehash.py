@@ -72,9 +72,9 @@ def imported_files(root: Path, f: Path) -> set[Path]:
     return out
 
 
-def code_closure(root: Path, name: str) -> list[Path]:
+def code_closure(root: Path, name: str, defined_in: Path | None = None) -> list[Path]:
     """The registering file, everything it imports from the package, transitively, and ALWAYS."""
-    todo = [registering_file(root, name)] + [root / a for a in ALWAYS]
+    todo = [defined_in or registering_file(root, name)] + [root / a for a in ALWAYS]
     seen: set[Path] = set()
     while todo:
         f = todo.pop()
@@ -86,8 +86,9 @@ def code_closure(root: Path, name: str) -> list[Path]:
 
 
 def code_record(root: Path, name: str) -> dict:
-    files = code_closure(root, name)
-    return {"model": name, "defined_in": str(registering_file(root, name).relative_to(root)),
+    defined_in = registering_file(root, name)  # parses every file of the package: once
+    files = code_closure(root, name, defined_in)
+    return {"model": name, "defined_in": str(defined_in.relative_to(root)),
             "files": {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}}
 
 

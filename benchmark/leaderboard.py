@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from benchmark.metrics import bootstrap_ci
+from benchmark.metrics import apply_no_relevant, bootstrap_ci
 from benchmark.params import load_params
 from benchmark.stats import expected_random_metrics, holm, paired_permutation_test, wilson_interval
 from datasets import DATASETS, paths
@@ -45,7 +45,8 @@ def _round(v):
 
 
 def _policy(values: np.ndarray, no_relevant: str) -> np.ndarray:
-    return np.nan_to_num(values, nan=0.0) if no_relevant == "zero" else values
+    """``evaluate.no_relevant`` applied to per-query values (benchmark.metrics.apply_no_relevant)."""
+    return apply_no_relevant(torch.from_numpy(np.asarray(values, dtype=np.float64)), no_relevant).numpy()
 
 
 def load_model_queries(eval_root: Path) -> dict[str, pl.DataFrame]:

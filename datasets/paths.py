@@ -47,11 +47,6 @@ def model_reports_dir(key: str, model: str) -> Path:
     return ROOT / "reports" / key / model
 
 
-def checkpoint_path(key: str, model: str, seed: int) -> Path:
-    """The train stage's checkpoint of one seed."""
-    return model_dir(key, model) / f"seed{int(seed)}" / "checkpoint.pt"
-
-
 def embeddings_dir(key: str, model: str) -> Path:
     """The embed stage's output: seed<k>.npz per training seed."""
     return ROOT / "data" / key / "embeddings" / model
