@@ -89,17 +89,22 @@ def _run_check_subprocess(*args, timeout=120) -> subprocess.CompletedProcess:
 # ------------------------------------------------------- 1. never touch the user's files (high)
 
 
+def _download_with_extracted_copy(tmp_path, tail: str) -> Path:
+    """A user's folder: the FashionAI zip beside its extracted copy, whose label.csv the user edited."""
+    user = tmp_path / "download"
+    write_fashionai_zip(user / f"{TOP}.zip")
+    with zipfile.ZipFile(user / f"{TOP}.zip") as zf:
+        zf.extractall(user)
+    (user / TOP / "Annotations" / "label.csv").write_text("\n".join(_label_csv_rows(3)) + "\n" + tail)
+    return user
+
+
 @pytest.mark.parametrize("zip_state", ["intact", "damaged"])
 def test_check_folder_with_zip_beside_extracted_copy_leaves_user_files_alone(tmp_path, capsys, zip_state):
     """The FashionAI zip beside its extracted copy whose label.csv the user edited: the check used
     to hard-link both into its work folder and extract through the links (label.csv reverted; a
     damaged zip truncated to 0 bytes)."""
-    user = tmp_path / "download"
-    write_fashionai_zip(user / f"{TOP}.zip")
-    with zipfile.ZipFile(user / f"{TOP}.zip") as zf:
-        zf.extractall(user)
-    edited = user / TOP / "Annotations" / "label.csv"
-    edited.write_text("\n".join(_label_csv_rows(3)) + "\n# edited by the user\n")
+    user = _download_with_extracted_copy(tmp_path, "# edited by the user\n")
     if zip_state == "damaged":
         data = (user / f"{TOP}.zip").read_bytes()
         (user / f"{TOP}.zip").write_bytes(data[: len(data) // 3])
@@ -114,12 +119,7 @@ def test_check_folder_with_zip_beside_extracted_copy_leaves_user_files_alone(tmp
 
 
 def test_acquire_local_folder_copies_never_links(tmp_path):
-    user = tmp_path / "download"
-    write_fashionai_zip(user / f"{TOP}.zip")
-    with zipfile.ZipFile(user / f"{TOP}.zip") as zf:
-        zf.extractall(user)
-    edited = user / TOP / "Annotations" / "label.csv"
-    edited.write_text("\n".join(_label_csv_rows(3)) + "\n")
+    user = _download_with_extracted_copy(tmp_path, "")
     before = _tree_digest(user)
     acquire("fashionai", {"source": "local", "path": str(user)}, _acq(), tmp_path / "raw")
     assert _tree_digest(user) == before
