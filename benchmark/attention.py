@@ -12,17 +12,15 @@ regions there); writes ``data/<key>/attention/<model>/`` (``pointing.json``, and
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-import torch
 
 from benchmark.evalsets import load_eval_set
 from benchmark.examples import attention_examples, save_examples
-from benchmark.inference import ImageSource, load_selected_model
+from benchmark.inference import ImageSource, load_selected_model, model_stage_arguments, resolve_device
 from benchmark.params import load_params, training_profile
 from benchmark.pointing import load_regions, pointing_game
-from datasets import DATASETS, paths
+from datasets import paths
 from datasets.schemas import write_json
 
 
@@ -30,10 +28,9 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     ev = params["evaluate"]
     prof = training_profile(params)
     seed = (params["train"].get("seeds") or [0])[0]
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     es = load_eval_set(key, params.get("validate", {}).get("maybe_policy", "negative"))
-    source = ImageSource(paths.raw_dir(key), es.images, prof["image_size"], prof.get("workers", 0),
-                         preprocess=prof.get("preprocess", "squash"))
+    source = ImageSource.for_profile(key, es.images, prof)
     model, _ = load_selected_model(key, model_name, seed, device)
     out = paths.attention_dir(key, model_name)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,12 +52,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmark.attention", description=__doc__.split("\n")[0])
-    ap.add_argument("dataset", help=f"a dataset key ({', '.join(DATASETS)})")
-    ap.add_argument("model")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    args = ap.parse_args(argv)
+    args = model_stage_arguments("python -m benchmark.attention", __doc__, argv, "cpu | cuda")
     pg = run(args.dataset, args.model, load_params(args.params), device=args.device)["pointing_game"]
     print(f"{args.dataset}/{args.model}: pointing game "
           + (f"{pg['accuracy']}% (chance {pg['chance']}%, {pg['n']} pairs)" if pg else "n/a"), file=sys.stderr)

@@ -15,15 +15,14 @@ the classes a larger gamma keeps are a subset of those (P > gamma, else the top-
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-import torch
 
 from benchmark.evalsets import evaluation_image_ids
-from benchmark.inference import ImageSource, embeddings_path, extract_embeddings, load_selected_model, save_embeddings
+from benchmark.inference import (ImageSource, embeddings_path, extract_embeddings, load_selected_model,
+                                 model_stage_arguments, resolve_device, save_embeddings)
 from benchmark.params import load_params, training_profile
-from datasets import DATASETS, paths
+from datasets import paths
 from datasets.schemas import ImagesSchema, SplitsSchema, read_table
 
 
@@ -31,11 +30,10 @@ def run(key: str, model_name: str, params: dict, device=None) -> list:
     ev = params["evaluate"]
     prof = training_profile(params)
     seeds = list(params["train"].get("seeds") or [0])
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     images = read_table(paths.validated_dir(key) / "images.parquet", ImagesSchema)
     ids = evaluation_image_ids(read_table(paths.splits_path(key), SplitsSchema))
-    source = ImageSource(paths.raw_dir(key), images, prof["image_size"], prof.get("workers", 0),
-                         preprocess=prof.get("preprocess", "squash"))
+    source = ImageSource.for_profile(key, images, prof)
     gamma = min([float(g) for g in ev["gamma_sweep"]] + [float(ev["gamma"])])
     out = paths.embeddings_dir(key, model_name)
     written = []
@@ -50,12 +48,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmark.embed", description=__doc__.split("\n")[0])
-    ap.add_argument("dataset", help=f"a dataset key ({', '.join(DATASETS)})")
-    ap.add_argument("model")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    args = ap.parse_args(argv)
+    args = model_stage_arguments("python -m benchmark.embed", __doc__, argv, "cpu | cuda")
     for p in run(args.dataset, args.model, load_params(args.params), device=args.device):
         print(f"wrote {p}", file=sys.stderr)
     return 0

@@ -19,9 +19,14 @@ EVAL_SPLITS = ("val", "test")
 ROLES = ("query", "candidate")
 
 
+def evaluation_rows(splits: pl.DataFrame) -> pl.DataFrame:
+    """The splits table's val and test rows, by image id: row r is row r of every embeddings file."""
+    return splits.filter(pl.col("split").is_in(list(EVAL_SPLITS))).sort("image_id")
+
+
 def evaluation_image_ids(splits: pl.DataFrame) -> np.ndarray:
     """The val and test images, by id: the rows of every embeddings file."""
-    return splits.filter(pl.col("split").is_in(list(EVAL_SPLITS))).sort("image_id")["image_id"].to_numpy()
+    return evaluation_rows(splits)["image_id"].to_numpy()
 
 
 def positive_matrix(labels: pl.DataFrame, taxonomy: pl.DataFrame, image_ids: np.ndarray,
@@ -62,7 +67,7 @@ def load_eval_set(key: str, maybe_policy: str = "negative") -> EvalSet:
     taxonomy = read_table(vdir / "taxonomy.parquet", TaxonomySchema).sort("global_class_id")
     splits = read_table(paths.splits_path(key), SplitsSchema)
     names, cpa = attribute_layout(taxonomy)
-    ev_rows = splits.filter(pl.col("split").is_in(list(EVAL_SPLITS))).sort("image_id")
+    ev_rows = evaluation_rows(splits)
     ids = ev_rows["image_id"].to_numpy()
     labels_m = positive_matrix(labels, taxonomy, ids, maybe_policy, dense_annotation(key))
     role_rows = {(s, r): np.flatnonzero(((ev_rows["split"] == s) & (ev_rows["role"] == r)).to_numpy())

@@ -24,7 +24,6 @@ Choices made here (docs/REPORTS.md repeats them):
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 
@@ -34,7 +33,8 @@ import torch
 
 from benchmark.evalsets import EVAL_SPLITS, load_eval_set
 from benchmark.examples import retrieval_example, save_examples
-from benchmark.inference import ImageSource, embeddings_checkpoint, embeddings_path, load_embeddings
+from benchmark.inference import (ImageSource, embeddings_checkpoint, embeddings_path, load_embeddings,
+                                 model_stage_arguments, resolve_device)
 from benchmark.params import load_params, training_profile
 from datasets import paths
 from datasets.schemas import CooccurrencePairsSchema, PerQuerySchema, read_table, write_json, write_table
@@ -226,7 +226,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     no_relevant = ev.get("no_relevant", "leave_out")
     prof = training_profile(params)
     seeds = list(params["train"].get("seeds") or [0])
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     es = load_eval_set(key, params.get("validate", {}).get("maybe_policy", "negative"))
     ids, labels_m, role_rows = es.ids, es.labels, es.role_rows
     names, classes_per_attribute = es.names, es.classes_per_attribute
@@ -287,8 +287,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     per_query = pl.concat(per_query_tables)
     write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)
     ci = _confidence_intervals(per_query, ev, no_relevant)
-    source = ImageSource(paths.raw_dir(key), es.images, prof["image_size"], prof.get("workers", 0),
-                         preprocess=prof.get("preprocess", "squash"))
+    source = ImageSource.for_profile(key, es.images, prof)
     save_examples(out_dir, examples, source, names, es.taxonomy)
     write_json(out_dir / "info.json", {"dataset": key, "model": model_name, "ranking": per_query["ranking"][0],
                                        "attributes": names, "classes_per_attribute": classes_per_attribute,
@@ -384,12 +383,7 @@ def _gamma_sweep(emb, role_rows, labels_m, classes_per_attribute, ev, ks, gammas
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmark.evaluate", description=__doc__.split("\n")[0])
-    ap.add_argument("dataset")
-    ap.add_argument("model")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--device", default=None, help="where rankings are scored: cpu | cuda (default: cuda when available)")
-    args = ap.parse_args(argv)
+    args = model_stage_arguments("python -m benchmark.evaluate", __doc__, argv, "where rankings are scored: cpu | cuda")
     result = run(args.dataset, args.model, load_params(args.params), device=args.device)
     t = result["test"]
     print(f"{args.dataset}/{args.model}: test MAP@all {t['map_all']['overall']}, MAP@100 {t['map_100']['overall']}, "

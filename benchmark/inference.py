@@ -14,6 +14,7 @@ of ``image_id``:
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,23 @@ def load_selected_model(key: str, model_name: str, seed: int, device="cpu") -> t
     return load_trained_model(selected_checkpoint_path(key, model_name, seed), device), selection
 
 
+def resolve_device(device: str | None = None) -> torch.device:
+    """``--device`` of a stage after training: as given, else cuda when available."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def model_stage_arguments(prog: str, doc: str, argv: list[str] | None, device_help: str) -> argparse.Namespace:
+    """The command line of a stage after training: ``<dataset> <model> [--params P] [--device D]``."""
+    from datasets import DATASETS
+
+    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    ap.add_argument("dataset", help=f"a dataset key ({', '.join(DATASETS)})")
+    ap.add_argument("model")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--device", default=None, help=f"{device_help} (default: cuda when available)")
+    return ap.parse_args(argv)
+
+
 class ImageSource:
     """Images by id through the loaders' decoding (the same resize and normalisation as training)."""
 
@@ -52,6 +70,14 @@ class ImageSource:
         self.size = int(size)
         self.workers = int(workers)
         self.row_of = {int(i): r for r, i in enumerate(self.table.image_ids.tolist())}
+
+    @classmethod
+    def for_profile(cls, key: str, images: pl.DataFrame, prof: dict) -> "ImageSource":
+        """The raw images of ``key`` as the active training profile decodes them (size, workers, preprocess)."""
+        from datasets import paths
+
+        return cls(paths.raw_dir(key), images, prof["image_size"], prof.get("workers", 0),
+                   preprocess=prof.get("preprocess", "squash"))
 
     def pixels(self, ids) -> np.ndarray:
         """(B, S, S, 3) uint8 RGB."""
