@@ -3,9 +3,11 @@ the labels say) into an image plus the ground-truth boxes of the localised parts
 
 Geometry is in units of the image side (0..1) around a jittered centre, so every class maps to a
 visible drawing parameter: silhouettes are width profiles, lengths are hem heights, sleeve
-lengths are fractions of the (skin) arm, patterns and fabrics are surface fills/overlays, parts are
-drawn on top and boxed. Backgrounds, colours, positions and noise are random so that no two clean
-images are perceptual near-duplicates.
+lengths are fractions of the (skin) arm, patterns (with their scale and colours) and fabrics (with
+their finish) are surface fills/overlays, parts are drawn on top and boxed. Backgrounds, colours,
+positions and noise are random (unless the spec fixes a colour) so that no two clean images are
+perceptual near-duplicates. A spec key that a twin does not set draws as before, so adding drawing
+parameters for one twin leaves the others' images unchanged.
 """
 
 from __future__ import annotations
@@ -61,27 +63,43 @@ def _box(points, S):
 
 # ----------------------------------------------------------------------------- surfaces
 
-def pattern_fill(name, S, base, second, rng):
-    """A full-canvas pattern image; the garment mask cuts it out."""
+def pattern_fill(name, S, base, second, rng, scale=None, multi=False):
+    """A full-canvas pattern image; the garment mask cuts it out. ``scale`` ('small' or 'large', for
+    stripes, dots, checks, floral and abstract) draws the motif finer or coarser than the default
+    ('medium', for floral and animal: the default motif, dense enough that a small garment shows it);
+    ``multi`` draws each flower, dot, stripe or shape in one of four colours instead of ``second``."""
     img = np.empty((S, S, 3), np.uint8)
     img[:] = base
     ph = int(rng.integers(0, 12))
+    palette = [random_color(rng, avoid=base) for _ in range(4)] if multi else None
+
+    def col(i):  # the colour of the i-th motif element
+        return palette[i % 4] if multi else second
+
+    if name == "stripes" and scale == "small":
+        name = "pinstripes"
     if name in ("stripes", "pinstripes"):
         period = int(rng.integers(9, 13)) if name == "stripes" else 5
+        if scale == "large":
+            period = int(rng.integers(18, 23))
         width = period // 2 if name == "stripes" else 1
-        for y in range(-ph, S, period):
-            img[max(0, y):max(0, y + width)] = second
+        for i, y in enumerate(range(-ph, S, period)):
+            img[max(0, y):max(0, y + width)] = col(i)
     elif name == "vstripes":
         period = int(rng.integers(9, 13))
-        for x in range(-ph, S, period):
-            img[:, max(0, x):max(0, x + period // 2)] = second
+        for i, x in enumerate(range(-ph, S, period)):
+            img[:, max(0, x):max(0, x + period // 2)] = col(i)
     elif name in ("dots", "bigdots"):
         period, r = (7, 1) if name == "dots" else (13, 4)
+        if scale:  # dense pin dots or large, sparse dots
+            period, r = (5, 1) if scale == "small" else (19, 6)
         for i, y in enumerate(range(-ph, S + period, period)):
-            for x in range(-ph + (period // 2) * (i % 2), S + period, period):
-                cv2.circle(img, (x, y), r, second, -1, cv2.LINE_AA)
+            for j, x in enumerate(range(-ph + (period // 2) * (i % 2), S + period, period)):
+                cv2.circle(img, (x, y), r, col(i + j), -1, cv2.LINE_AA)
     elif name in ("checks", "plaid"):
         period = int(rng.integers(9, 13))
+        if scale:
+            period = int(rng.integers(4, 6)) if scale == "small" else int(rng.integers(20, 25))
         yy, xx = np.mgrid[0:S, 0:S]
         m = (((yy + ph) // period + (xx + ph) // period) % 2).astype(bool)
         img[m] = second
@@ -91,13 +109,15 @@ def pattern_fill(name, S, base, second, rng):
                 img[v:v + 1, :] = third
                 img[:, v:v + 1] = third
     elif name == "floral":
-        for _ in range(int(rng.integers(10, 16))):
+        count, radius = {None: ((10, 16), (3, 6)), "medium": ((30, 40), (3, 6)), "small": ((70, 90), (2, 3)),
+                         "large": ((12, 16), (8, 11))}[scale]
+        for i in range(int(rng.integers(*count))):
             x, y = (int(v) for v in rng.integers(0, S, 2))
-            r = int(rng.integers(3, 6))
+            r = int(rng.integers(*radius))
             for a in range(5):
                 ang = a * 2 * math.pi / 5 + rng.random()
-                cv2.circle(img, (int(x + r * math.cos(ang)), int(y + r * math.sin(ang))), max(2, r - 1), second, -1, cv2.LINE_AA)
-            cv2.circle(img, (x, y), 2, (40, 200, 240), -1)
+                cv2.circle(img, (int(x + r * math.cos(ang)), int(y + r * math.sin(ang))), max(2, r - 1), col(i), -1, cv2.LINE_AA)
+            cv2.circle(img, (x, y), 2 if scale != "large" else 4, (40, 200, 240), -1)
     elif name == "zigzag":
         period = int(rng.integers(12, 17))
         third = _jit(rng, (20, 20, 20), 10)
@@ -110,15 +130,50 @@ def pattern_fill(name, S, base, second, rng):
         else:
             img[S // 2 + int(rng.integers(-6, 7)):] = second
     elif name == "abstract":
-        for _ in range(int(rng.integers(7, 11))):
+        for i in range(int(rng.integers(7, 11)) if scale != "large" else int(rng.integers(3, 5))):
             pts = rng.integers(0, S, size=(3, 2)).astype(np.int32)
-            cv2.fillPoly(img, [pts], _jit(rng, second, 60), cv2.LINE_AA)
+            if scale == "large":  # fewer, bigger shapes
+                pts = ((pts - pts.mean(0)) * 2 + pts.mean(0)).astype(np.int32)
+            cv2.fillPoly(img, [pts], _jit(rng, col(i), 60 if not multi else 10), cv2.LINE_AA)
     elif name == "animal":
-        for _ in range(int(rng.integers(14, 20))):
+        for _ in range(int(rng.integers(14, 20)) if scale != "medium" else int(rng.integers(50, 65))):
             c = tuple(int(v) for v in rng.integers(0, S, 2))
             ax = (int(rng.integers(3, 6)), int(rng.integers(2, 4)))
             cv2.ellipse(img, c, ax, float(rng.integers(0, 180)), 0, 360, second, -1)
             cv2.ellipse(img, c, ax, float(rng.integers(0, 180)), 0, 290, (25, 25, 25), 1)
+    elif name == "paisley":  # teardrops with a curled tail and an eye
+        for i in range(int(rng.integers(35, 45))):
+            c = tuple(int(v) for v in rng.integers(0, S, 2))
+            ang = float(rng.integers(0, 360))
+            cv2.ellipse(img, c, (6, 4), ang, 0, 360, col(i), -1, cv2.LINE_AA)
+            t = math.radians(ang)
+            cv2.ellipse(img, (int(c[0] + 6 * math.cos(t)), int(c[1] + 6 * math.sin(t))), (4, 3), ang, 180, 330, col(i), 2, cv2.LINE_AA)
+            cv2.circle(img, c, 1, base, -1)
+    elif name == "hearts":
+        for i in range(int(rng.integers(40, 50))):
+            x, y = (int(v) for v in rng.integers(0, S, 2))
+            cv2.circle(img, (x - 2, y), 3, col(i), -1, cv2.LINE_AA)
+            cv2.circle(img, (x + 2, y), 3, col(i), -1, cv2.LINE_AA)
+            cv2.fillPoly(img, [np.array([(x - 5, y + 1), (x + 5, y + 1), (x, y + 7)], np.int32)], col(i), cv2.LINE_AA)
+    elif name == "stars":
+        for i in range(int(rng.integers(40, 50))):
+            x, y = (int(v) for v in rng.integers(0, S, 2))
+            star = [(x + (6 if k % 2 == 0 else 2.5) * math.sin(k * math.pi / 5), y - (6 if k % 2 == 0 else 2.5) * math.cos(k * math.pi / 5))
+                    for k in range(10)]
+            cv2.fillPoly(img, [np.array(star, np.int32)], col(i), cv2.LINE_AA)
+    elif name == "camo":  # three layers of soft blobs: the second colour, a darker and a lighter shade of it
+        for i, shade in enumerate((0.55, 1.0, 1.35)):
+            blob = np.zeros((S, S), np.float32)
+            for _ in range(22):
+                cv2.circle(blob, tuple(int(v) for v in rng.integers(0, S, 2)), int(rng.integers(5, 10)), 1.0, -1)
+            blob = cv2.GaussianBlur(blob, (0, 0), 3.0) > 0.5
+            c = col(i) if multi else tuple(int(min(255, v * shade)) for v in second)
+            img[blob] = c
+    elif name == "tiedye":  # rings spreading from a centre
+        cx, cy = (int(v) for v in rng.integers(S // 4, 3 * S // 4, 2))
+        yy, xx = np.mgrid[0:S, 0:S]
+        w = (np.sin(np.hypot(xx - cx, yy - cy) / 3.0 + np.arctan2(yy - cy, xx - cx) * 2) + 1)[..., None] / 2
+        img = (img * (1 - w) + np.array(col(0), np.float32) * w).astype(np.uint8)
     elif name == "graphic":
         pass  # drawn after the garment, on the chest
     # gentle shading so no fill is perfectly flat
@@ -132,17 +187,32 @@ def apply_fabric(img, mask, fabric, rng, outline_pts=None):
     m = mask > 0
     f = img.astype(np.float32)
     yy, xx = np.mgrid[0:S, 0:S]
-    if fabric in ("denim", "acid"):
+    if fabric in ("denim", "acid", "distressed"):
         hatch = (((xx + yy) % 3) == 0)[..., None] * -35.0
         f = np.where(m[..., None], f * 0.85 + hatch, f)
+        if fabric == "distressed":  # frayed rips: clusters of short white threads
+            rips = np.zeros((S, S), np.uint8)
+            for _ in range(int(rng.integers(3, 6))):
+                x, y = (int(v) for v in rng.integers(S // 4, 3 * S // 4, 2))
+                for j in range(4):
+                    cv2.line(rips, (x - 4 + j, y + 2 * j), (x + 3 + j, y + 2 * j), 255, 1)
+            f[m & (rips > 0)] = 235
         if fabric == "acid":
             blot = np.zeros((S, S), np.float32)
             for _ in range(10):
                 cv2.circle(blot, tuple(int(v) for v in rng.integers(0, S, 2)), int(rng.integers(3, 8)), 70.0, -1)
             blot = cv2.GaussianBlur(blot, (0, 0), 2.0)
             f = np.where(m[..., None], f + blot[..., None], f)
-    elif fabric in ("knit", "cable"):
+    elif fabric in ("knit", "cable", "rib", "chunky"):
         rib = ((xx % 4) < 1)[..., None] * -45.0
+        if fabric == "rib":  # narrow, deep ribs with a highlight beside each
+            rib = ((xx % 3) < 1)[..., None] * -70.0 + ((xx % 3) == 1)[..., None] * 25.0
+        if fabric == "chunky":  # big loops in rows: a coarse gauge
+            layer = np.zeros((S, S), np.float32)
+            for y in range(0, S + 8, 8):
+                for x in range((y // 8 % 2) * 4, S + 8, 8):
+                    cv2.ellipse(layer, (x, y), (4, 3), 0, 0, 360, 1.0, 2)
+            rib = layer[..., None] * -60.0
         f = np.where(m[..., None], f + rib, f)
         if fabric == "cable":
             layer = np.zeros((S, S), np.float32)
@@ -150,6 +220,14 @@ def apply_fabric(img, mask, fabric, rng, outline_pts=None):
                 for y in range(0, S, 8):
                     cv2.ellipse(layer, (x, y), (3, 5), 30 if (y // 8) % 2 else -30, 0, 360, 1.0, 1)
             f = np.where((m & (layer > 0))[..., None], f * 0.55, f)
+    elif fabric == "eyelet":  # embroidered holes: a light ring around a dark hole, in a sparse grid
+        ring, hole = np.zeros((S, S), np.uint8), np.zeros((S, S), bool)
+        for y in range(3, S, 10):
+            for x in range(3 + (y // 10 % 2) * 5, S, 10):
+                cv2.circle(ring, (x, y), 2, 255, 1)
+                hole[y, x] = True
+        f[m & (ring > 0)] = 245 if not (m.any() and f[m].mean() > 170) else 70
+        f[m & hole] *= 0.3
     elif fabric in ("lace", "crochet"):
         layer = np.zeros((S, S), np.uint8)
         step = 7 if fabric == "lace" else 6
@@ -160,14 +238,54 @@ def apply_fabric(img, mask, fabric, rng, outline_pts=None):
                 else:
                     layer[y:y + 3, x:x + 3] = 255
         sel = m & (layer > 0)
-        f[sel] = 250 if fabric == "lace" else f[sel] * 0.3 + 180
-    elif fabric == "leather":
-        f = np.where(m[..., None], f * 0.55, f)
+        light = f[m].mean() > 170 if m.any() else False  # on a pale garment the lace is dark
+        f[sel] = (60 if light else 250) if fabric == "lace" else f[sel] * 0.3 + (20 if light else 180)
+    elif fabric in ("leather", "patent", "quilted"):
+        f = np.where(m[..., None], f * 0.8, f)
         sheen = np.zeros((S, S), np.float32)
         x0 = int(rng.integers(S // 3, 2 * S // 3))
         cv2.line(sheen, (x0, 0), (x0 + 20, S), 120.0, 4)
-        sheen = cv2.GaussianBlur(sheen, (0, 0), 2.5)
+        if fabric == "patent":  # high gloss: a second, sharper streak
+            cv2.line(sheen, (x0 - 14, 0), (x0 + 6, S), 200.0, 2)
+        sheen = cv2.GaussianBlur(sheen, (0, 0), 2.5 if fabric != "patent" else 1.2)
         f = np.where(m[..., None], f + sheen[..., None], f)
+        if fabric == "quilted":  # diamond stitching
+            seam = (((xx + yy) % 11) == 0) | (((xx - yy) % 11) == 0)
+            f = np.where((m & seam)[..., None], f * 0.4, f)
+    elif fabric == "suede":  # matte nap: darker, fine grain, no sheen
+        grain = cv2.GaussianBlur(rng.normal(0, 14, (S, S)).astype(np.float32), (0, 0), 0.7)
+        f = np.where(m[..., None], f * 0.75 + grain[..., None], f)
+    elif fabric in ("satin", "metallic"):  # smooth diagonal sheen bands (metallic: harder, with glints)
+        amp, period = (55.0, 38.0) if fabric == "satin" else (95.0, 22.0)
+        band = np.sin((xx + yy * 0.6) * (2 * math.pi / period) + rng.random() * 6.3).astype(np.float32) * amp
+        f = np.where(m[..., None], f + band[..., None], f)
+        if fabric == "metallic":
+            f[(rng.random((S, S)) < 0.05) & m] = 255
+    elif fabric in ("velvet", "crushed"):  # deep pile with a soft highlight (crushed: blotchy)
+        glow = np.zeros((S, S), np.float32)
+        cv2.circle(glow, tuple(int(v) for v in rng.integers(S // 3, 2 * S // 3, 2)), S // 6, 90.0, -1)
+        glow = cv2.GaussianBlur(glow, (0, 0), S / 10)
+        if fabric == "crushed":
+            glow += cv2.GaussianBlur(rng.normal(0, 60, (S, S)).astype(np.float32), (0, 0), 2.5)
+        f = np.where(m[..., None], f * 0.75 + glow[..., None], f)
+    elif fabric == "mesh":  # an open grid (the render blends it with what lies behind)
+        grid = ((xx % 4) == 0) | ((yy % 4) == 0)
+        f = np.where((m & grid)[..., None], f * 0.35, f)
+    elif fabric == "corduroy":  # vertical wales
+        wale = (((xx % 4) < 2) * 36.0 - 18.0).astype(np.float32)
+        f = np.where(m[..., None], f + cv2.GaussianBlur(wale, (0, 0), 0.6)[..., None], f)
+    elif fabric == "tweed":  # flecks of other colours
+        fleck = (rng.random((S, S)) < 0.22) & m
+        f[fleck] = rng.integers(30, 240, (int(fleck.sum()), 3))
+    elif fabric == "linen":  # slubs: short, lighter horizontal threads
+        slub = np.zeros((S, S), np.uint8)
+        for _ in range(int(rng.integers(60, 80))):
+            x, y = (int(v) for v in rng.integers(0, S, 2))
+            cv2.line(slub, (x, y), (x + int(rng.integers(6, 16)), y), 255, 1)
+        f = np.where(m[..., None], f * 0.92 + (slub > 0)[..., None] * 45.0, f)
+    elif fabric == "pleated":  # knife pleats: a saw-tooth of light across the width
+        saw = ((xx % 6) * 9.0 - 22.0).astype(np.float32)
+        f = np.where(m[..., None], f + saw[..., None], f)
     elif fabric == "sequin":
         spark = (rng.random((S, S)) < 0.18) & m
         f[spark] = 255
@@ -177,6 +295,9 @@ def apply_fabric(img, mask, fabric, rng, outline_pts=None):
         f = np.where(m[..., None], f + noise[..., None], f)
     return np.clip(f, 0, 255).astype(np.uint8)
 
+
+# fabrics that let what lies behind show through: key -> opacity
+SHEER = {"chiffon": 0.55, "pleated": 0.6, "sheer": 0.35, "mesh": 0.7}
 
 # ----------------------------------------------------------------------------- garment pieces
 
@@ -222,6 +343,15 @@ def body_profile(sil, top_y, waist_y, hem_y, skirt=False):
     return pts
 
 
+def _hem_arc(cv, prof, on):
+    """Points of a high-low hem between the two hem corners (none for a straight hem)."""
+    if not on:
+        return []
+    (hw, hem_y), (_, y_above) = prof[-1], prof[-2]
+    depth = min(0.12, (hem_y - y_above) * 0.6)
+    return [cv.p(t * hw, hem_y - depth * (1 - t * t) ** 0.5) for t in np.linspace(-1, 1, 11)[1:-1]]
+
+
 def render(spec, size, rng):
     """Draw one garment spec. Returns (BGR uint8 image, {part name: [x0, y0, x1, y1]})."""
     S = size
@@ -246,6 +376,8 @@ def render(spec, size, rng):
     cv = Canvas(S, cx, top, k)
     skin = _jit(rng, SKIN[int(rng.integers(len(SKIN)))], 10)
     color = spec.get("color") or random_color(rng, avoid=tuple(int(v) for v in bg))
+    while "color2" in spec and "color" not in spec and sum(abs(a - b) for a, b in zip(color, spec["color2"])) <= 160:
+        color = random_color(rng, avoid=tuple(int(v) for v in bg))  # keep the ground away from a given motif colour
     second = spec.get("color2") or random_color(rng, avoid=color)
     kind = spec.get("kind", "dress")
     sil = spec.get("silhouette", "straight")
@@ -271,16 +403,17 @@ def render(spec, size, rng):
     # garment mask
     mask = np.zeros((S, S), np.uint8)
     outline = []
+    highlow = spec.get("hem_shape") == "highlow"  # high-low hem: shorter in front, an arc up from the sides
     if kind in ("dress", "top", "coat", "jumpsuit"):
         prof = body_profile(sil, 0.0, waist_y, hem_y if kind != "jumpsuit" else 0.42)
-        poly = [cv.p(-x, y) for x, y in prof] + [cv.p(x, y) for x, y in reversed(prof)]
+        poly = [cv.p(-x, y) for x, y in prof] + _hem_arc(cv, prof, highlow) + [cv.p(x, y) for x, y in reversed(prof)]
         cv2.fillPoly(mask, [np.array(poly, np.int32)], 255, cv2.LINE_AA)
         outline.append(poly)
         if sil == "tiered":
             boxes["tiers"] = _box(poly, S)
     if kind in ("skirt",):
         prof = body_profile(sil, 0.0, waist_y, hem_y, skirt=True)
-        poly = [cv.p(-x, y) for x, y in prof] + [cv.p(x, y) for x, y in reversed(prof)]
+        poly = [cv.p(-x, y) for x, y in prof] + _hem_arc(cv, prof, highlow) + [cv.p(x, y) for x, y in reversed(prof)]
         cv2.fillPoly(mask, [np.array(poly, np.int32)], 255, cv2.LINE_AA)
         outline.append(poly)
     if kind in ("pants", "jumpsuit"):
@@ -332,14 +465,14 @@ def render(spec, size, rng):
 
     # surface: pattern, then fabric
     pat = spec.get("pattern", "solid")
-    fill = pattern_fill(pat, S, color, second, rng)
+    fill = pattern_fill(pat, S, color, second, rng, spec.get("pattern_scale"), spec.get("multicolor", False))
     m3 = (mask > 127)[..., None]
     garment = np.where(m3, fill, img)
     fabric = spec.get("fabric")
     if fabric:
         garment = apply_fabric(garment, mask, fabric, rng)
-    if fabric in ("chiffon",):
-        a = 0.55
+    if fabric in SHEER:
+        a = SHEER[fabric]
         garment = np.where(m3, (a * garment + (1 - a) * img).astype(np.uint8), img)
     img = garment
     for poly in outline:
@@ -538,6 +671,26 @@ def render(spec, size, rng):
             cv2.line(img, p0, (p1[0], p0[1]), dark, 2)
             pts += [p0, p1]
         boxes["pocket"] = _box(pts, S)
+    if "side_pocket" in parts:  # slanted openings at both hips
+        hy = min(waist_y + 0.03, hem_y - 0.1)
+        hw = SILHOUETTES[sil][2] - 0.01
+        pts = []
+        for side in (-1, 1):
+            a, b = cv.p(side * (hw - 0.05), hy), cv.p(side * hw, hy + 0.07)
+            cv2.line(img, a, b, dark, 2, cv2.LINE_AA)
+            pts += [a, b]
+        boxes["pocket"] = _box(pts, S)
+    if "chest_pocket" in parts:  # one small pocket on the left of the chest
+        p0, p1 = cv.p(-0.1, 0.07), cv.p(-0.05, 0.12)
+        cv2.rectangle(img, p0, p1, dark, 1)
+        cv2.line(img, p0, (p1[0], p0[1]), dark, 2)
+        boxes["pocket"] = _box([p0, p1], S)
+    if "side_zip" in parts:  # a short zip down one side from the waist
+        x = SILHOUETTES[sil][1] - 0.015
+        cv2.line(img, cv.p(x, waist_y - 0.08), cv.p(x, waist_y + 0.08), (190, 190, 190), cv.d(0.01))
+        for y in np.arange(waist_y - 0.08, waist_y + 0.08, 0.018):
+            cv2.line(img, cv.p(x - 0.01, y), cv.p(x + 0.01, y), (110, 110, 110), 1)
+        boxes["zipper"] = _box([cv.p(x - 0.015, waist_y - 0.08), cv.p(x + 0.015, waist_y + 0.08)], S)
     if "kangaroo" in parts:
         p0, p1 = cv.p(-0.08, waist_y + 0.02), cv.p(0.08, waist_y + 0.1)
         cv2.rectangle(img, p0, p1, dark, 1)
@@ -545,7 +698,16 @@ def render(spec, size, rng):
     if "drawstring" in parts:
         for side in (-1, 1):
             cv2.line(img, cv.p(side * 0.02, 0.01), cv.p(side * 0.025, 0.12), light, 1)
-        boxes["buttons"] = _box([cv.p(-0.03, 0.01), cv.p(0.03, 0.12)], S)
+        boxes["buttons"] = boxes["drawstring"] = _box([cv.p(-0.03, 0.01), cv.p(0.03, 0.12)], S)
+    if "bow" in parts:  # tie waist: a sash in the second colour, knotted in a bow
+        hw = SILHOUETTES[sil][1] + 0.01
+        cv2.rectangle(img, cv.p(-hw, waist_y - 0.012), cv.p(hw, waist_y + 0.012), second, -1)
+        for side in (-1, 1):
+            tri = [cv.p(0, waist_y), cv.p(side * 0.05, waist_y - 0.03), cv.p(side * 0.05, waist_y + 0.03)]
+            cv2.fillPoly(img, [np.array(tri, np.int32)], second, cv2.LINE_AA)
+            cv2.line(img, cv.p(side * 0.01, waist_y), cv.p(side * 0.03, waist_y + 0.09), second, cv.d(0.012), cv2.LINE_AA)
+        cv2.circle(img, cv.p(0, waist_y), cv.d(0.012), dark, -1)
+        boxes["belt"] = _box([cv.p(-hw, waist_y - 0.03), cv.p(hw, waist_y + 0.09)], S)
     if "toggle" in parts:
         pts = []
         for y in (0.08, 0.16, 0.24):
@@ -576,6 +738,15 @@ def render(spec, size, rng):
         sel = (band > 0) & (mask > 127)
         img[sel] = _jit(rng, (255 - color[0], 255 - color[1], 255 - color[2]), 5)
         boxes["trim"] = _box([p0, p1], S)
+    if "lace_trim" in parts:  # a lace band along the hem (white; dark on a pale garment)
+        hw_ = SILHOUETTES[sil][3]
+        band = img.copy()
+        lace = (245, 245, 245) if sum(color) < 500 else (60, 60, 60)
+        for x in np.arange(-hw_, hw_ + 0.001, 0.022):
+            cv2.circle(band, cv.p(x, hem_y - 0.015), cv.d(0.011), lace, 1, cv2.LINE_AA)
+        cv2.line(band, cv.p(-hw_, hem_y - 0.03), cv.p(hw_, hem_y - 0.03), lace, 1)
+        img = np.where(m3, band, img)
+        boxes["trim"] = _box([cv.p(-hw_, hem_y - 0.035), cv.p(hw_, hem_y)], S)
     if "ruffle" in parts:
         hw_ = SILHOUETTES[sil][3]
         pts = []
@@ -586,7 +757,7 @@ def render(spec, size, rng):
     if "slit" in parts:
         side = 1 if rng.random() < 0.5 else -1
         hw_ = SILHOUETTES[sil][3]
-        x = side * hw_ * 0.5
+        x = side * hw_ * 0.5 if spec.get("slit_at") != "front" else 0.0
         tri = [cv.p(x - 0.025, hem_y + 0.003), cv.p(x + 0.025, hem_y + 0.003), cv.p(x, hem_y - 0.16)]
         cv2.fillPoly(img, [np.array(tri, np.int32)], skin, cv2.LINE_AA)
         boxes["slit"] = _box(tri, S)
@@ -595,6 +766,37 @@ def render(spec, size, rng):
         c = cv.p(side * 0.06, waist_y)
         cv2.ellipse(img, c, (cv.d(0.035), cv.d(0.025)), 0, 0, 360, skin, -1, cv2.LINE_AA)
         boxes["cutout"] = _box([cv.p(side * 0.06 - 0.035, waist_y - 0.025), cv.p(side * 0.06 + 0.035, waist_y + 0.025)], S)
+    if "laceup" in parts:  # criss-cross laces down the front
+        pts = []
+        for y in np.arange(0.03, 0.2, 0.03):
+            cv2.line(img, cv.p(-0.02, y), cv.p(0.02, y + 0.03), light, 1, cv2.LINE_AA)
+            cv2.line(img, cv.p(0.02, y), cv.p(-0.02, y + 0.03), light, 1, cv2.LINE_AA)
+            pts += [cv.p(-0.025, y), cv.p(0.025, y + 0.03)]
+        boxes["laceup"] = _box(pts, S)
+    if "wrap" in parts:  # wrap front: the overlap runs from one shoulder to the other side of the waist
+        a, b = cv.p(-0.1, 0.0), cv.p(0.1, waist_y)
+        cv2.line(img, a, b, dark, max(1, cv.d(0.012)), cv2.LINE_AA)
+        cv2.circle(img, b, cv.d(0.015), dark, -1, cv2.LINE_AA)
+        boxes["wrap"] = _box([a, b, cv.p(0.115, waist_y + 0.015)], S)
+    if "chain" in parts:  # chain belt: gold links across the waist
+        hw = SILHOUETTES[sil][1] + 0.01
+        for x in np.arange(-hw, hw + 0.001, 0.02):
+            cv2.circle(img, cv.p(x, waist_y), cv.d(0.008), (60, 190, 225), 1, cv2.LINE_AA)
+        boxes["belt"] = _box([cv.p(-hw, waist_y - 0.012), cv.p(hw, waist_y + 0.012)], S)
+    if "fringe" in parts:  # threads hanging below the hem
+        hw_ = SILHOUETTES[sil][3]
+        for x in np.arange(-hw_, hw_ + 0.001, 0.012):
+            cv2.line(img, cv.p(x, hem_y), cv.p(x, hem_y + 0.045), dark, 1, cv2.LINE_AA)
+        boxes["fringe"] = _box([cv.p(-hw_, hem_y - 0.005), cv.p(hw_, hem_y + 0.045)], S)
+    if "scallop" in parts:  # scalloped hem: half discs of the garment below the hem line
+        hw_ = SILHOUETTES[sil][3]
+        for x in np.arange(-hw_ + 0.02, hw_, 0.04):
+            cv2.ellipse(img, cv.p(x, hem_y), (cv.d(0.02), cv.d(0.02)), 0, 0, 180, color, -1, cv2.LINE_AA)
+            cv2.ellipse(img, cv.p(x, hem_y), (cv.d(0.02), cv.d(0.02)), 0, 0, 180, dark, 1, cv2.LINE_AA)
+        boxes["scallop"] = _box([cv.p(-hw_, hem_y - 0.01), cv.p(hw_, hem_y + 0.022)], S)
+    if "keyhole" in parts:  # a small opening below the neckline
+        cv2.ellipse(img, cv.p(0, 0.075), (cv.d(0.018), cv.d(0.03)), 0, 0, 360, skin, -1, cv2.LINE_AA)
+        boxes["cutout"] = _box([cv.p(-0.02, 0.045), cv.p(0.02, 0.105)], S)
     if "strap" in parts:
         pts = []
         for side in (-1, 1):
