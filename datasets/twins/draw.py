@@ -30,7 +30,8 @@ COLORS = {
 
 
 def _jit(rng, c, amount=18):
-    return tuple(int(np.clip(v + rng.integers(-amount, amount + 1), 0, 255)) for v in c)
+    # clipped in Python: np.clip on one number costs more than the rest of the call
+    return tuple(min(255, max(0, int(v + rng.integers(-amount, amount + 1)))) for v in c)
 
 
 def random_color(rng, avoid=None):
