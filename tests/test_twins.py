@@ -149,6 +149,10 @@ def test_deepfashion(twins):
         for r in reg:
             x0, y0, x1, y1 = r["box"]
             assert 0 <= x0 < x1 < 112 * 1.3 and 0 <= y0 < y1 < 112 * 1.3 and r["class"] in names
+    # every part an image carries has its box (the pointing game's ground truth), hem parts included
+    for path, v in labels.items():
+        want = {names[j] for j in np.flatnonzero(v == 1) if types[j] == 4}
+        assert want <= {r["class"] for r in regions.get(path, []) if r["attribute"] == "part"}, path
 
 
 def test_deepfashion_classes_are_long_tailed_and_rarely_co_occur(tmp_path):
@@ -187,6 +191,14 @@ def test_deepfashion_classes_are_long_tailed_and_rarely_co_occur(tmp_path):
     part_id = taxonomy.filter(pl.col("attribute") == "part-related")["attribute_id"][0]  # type 4
     parts = attrs.filter(pl.col("attribute_id") == part_id)
     assert parts["image_id"].n_unique() >= 0.3 * n
+    # and each of them has its box, also on a maxi dress (whose hem the drawing keeps in the frame)
+    regions = json.loads((tmp_path / "twin" / "regions.json").read_text())
+    path_of = dict(zip(images["image_id"].to_list(), images["path"].to_list()))
+    name_of = dict(zip(taxonomy["global_class_id"].to_list(), taxonomy["class_name"].to_list()))
+    boxed = {(i, r["class"]) for i, p in path_of.items() for r in regions.get(p, []) if r["attribute"] == "part"}
+    unboxed = [(path_of[i], name_of[g]) for i, g in parts.select("image_id", "global_class_id").iter_rows()
+               if (i, name_of[g]) not in boxed]
+    assert not unboxed, unboxed[:5]
 
 
 def test_fashionai(twins):

@@ -333,7 +333,7 @@ def _shape(rng, spec, L, look, kind):
         if ln != "knee-length":
             for s in L[2] & set(SIL_LENGTHS):
                 L[2].add(f"{SIL_LENGTHS[s]} {ln}")
-        if ln in ("midi", "knee-length") and rng.random() < 0.15:  # (a maxi hem lies below the frame)
+        if ln != "mini" and rng.random() < 0.12:
             spec["hem_shape"] = "highlow"
             L[2].add("high-low")
     if kind != "skirt" and (look.get("sleeveless") or rng.random() < 0.18):
@@ -392,7 +392,7 @@ def sample(rng: np.random.Generator) -> dict:
     if kind == "skirt" and (look.get("sleeveless") or look.get("sil") not in (None, *SKIRT_SILS)):
         kind = "dress"
     L = [set() for _ in ATTRIBUTES]
-    spec = {"kind": kind, "parts": []}
+    spec = {"kind": kind, "parts": [], "hem_in_frame": True}  # lengths and hem parts show
     _fabric(rng, spec, L, look)
     _texture(rng, spec, L, look)
     _shape(rng, spec, L, look, kind)

@@ -374,6 +374,11 @@ def render(spec, size, rng):
     k = rng.uniform(0.9, 1.04) * zoom
     cx = 0.5 + rng.uniform(-0.09, 0.09)
     top = rng.uniform(0.16, 0.21) if zoom == 1.0 else rng.uniform(0.02, 0.08) + spec.get("zoom_top", 0.0)
+    if spec.get("hem_in_frame"):  # the hem and what hangs below it (fringe, ruffles) stay in the image
+        need = spec.get("hem_y", 0.5) + 0.05
+        if top + need * k > 0.96:
+            top = max(0.12, 0.96 - need * k)
+            k = min(k, (0.96 - top) / need)
     cv = Canvas(S, cx, top, k)
     skin = _jit(rng, SKIN[int(rng.integers(len(SKIN)))], 10)
     color = spec.get("color") or random_color(rng, avoid=tuple(int(v) for v in bg))
