@@ -287,7 +287,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     per_query = pl.concat(per_query_tables)
     write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)
     ci = _confidence_intervals(per_query, ev, no_relevant)
-    source = ImageSource.for_profile(key, es.images, prof)
+    source = ImageSource.for_profile(key, es.images, prof, model_input=False)  # pixels for the figures
     save_examples(out_dir, examples, source, names, es.taxonomy)
     write_json(out_dir / "info.json", {"dataset": key, "model": model_name, "ranking": per_query["ranking"][0],
                                        "attributes": names, "classes_per_attribute": classes_per_attribute,

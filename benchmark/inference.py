@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from benchmark.loaders import normalize
+from benchmark.loaders import network_input
 from model.base import Embeddings, RetrievalModel
 
 
@@ -61,39 +61,58 @@ def model_stage_arguments(prog: str, doc: str, argv: list[str] | None, device_he
 
 
 class ImageSource:
-    """Images by id through the loaders' decoding (the same resize and normalisation as training)."""
+    """Images by id through the loaders' decoding (the same resize and normalisation as training).
 
-    def __init__(self, root: Path, images: pl.DataFrame, size: int, workers: int = 0, preprocess: str = "squash"):
-        from benchmark.loaders import ImageFolderTable
+    With ``features`` ((n, c, h, w), ids) the model's input is the cached map of the shared trunk
+    (profile ``trunk: shared``) instead of the pixels; :meth:`pixels` still decodes the pictures
+    (figures and the pointing game draw on them).
+    """
+
+    def __init__(self, root: Path, images: pl.DataFrame, size: int, workers: int = 0, preprocess: str = "squash",
+                 features: tuple[np.ndarray, np.ndarray] | None = None):
+        from benchmark.loaders import FeatureTable, ImageFolderTable
 
         self.table = ImageFolderTable(images, root, size, preprocess=preprocess)
         self.size = int(size)
         self.workers = int(workers)
         self.row_of = {int(i): r for r, i in enumerate(self.table.image_ids.tolist())}
+        self.features = None if features is None else FeatureTable(*features)
 
     @classmethod
-    def for_profile(cls, key: str, images: pl.DataFrame, prof: dict) -> "ImageSource":
-        """The raw images of ``key`` as the active training profile decodes them (size, workers, preprocess)."""
+    def for_profile(cls, key: str, images: pl.DataFrame, prof: dict, *, model_input: bool = True) -> "ImageSource":
+        """The raw images of ``key`` as the active training profile decodes them (size, workers,
+        preprocess), and its cached trunk features where the profile shares a trunk (unless
+        ``model_input`` is False: a stage that only draws the pictures)."""
+        from benchmark.shared_trunk import load_features, uses_shared_trunk
         from datasets import paths
 
         return cls(paths.raw_dir(key), images, prof["image_size"], prof.get("workers", 0),
-                   preprocess=prof.get("preprocess", "squash"))
+                   preprocess=prof.get("preprocess", "squash"),
+                   features=load_features(key) if model_input and uses_shared_trunk(prof) else None)
 
     def pixels(self, ids) -> np.ndarray:
         """(B, S, S, 3) uint8 RGB."""
         return np.stack([self.table.pixels(self.row_of[int(i)]) for i in ids])
 
+    def _inputs(self, ids):
+        from benchmark.loaders import FeatureTable, ImageFolderTable
+
+        if self.features is not None:
+            f = self.features
+            return FeatureTable(f.features, f.image_ids, image_ids=ids)
+        return ImageFolderTable(pl.DataFrame({"image_id": self.table.image_ids, "path": self.table.paths}),
+                                self.table.raw_root, self.size, image_ids=ids, preprocess=self.table.preprocess)
+
     def tensor(self, ids, device="cpu") -> torch.Tensor:
-        """(B, 3, S, S) normalised, on ``device``."""
-        return normalize(torch.stack([self.table.load(self.row_of[int(i)]) for i in ids]).to(device))
+        """The model's input for ``ids``: (B, 3, S, S) normalised, or (B, c, h, w) cached maps; on ``device``."""
+        table = self._inputs(ids)
+        return network_input(torch.stack([table.load(r) for r in range(len(table))]).to(device))
 
     def batches(self, ids, batch_size: int):
-        """(images (B, 3, S, S) uint8, image_ids (B,)) in the order of ``ids``."""
-        from benchmark.loaders import ImageFolderTable, image_loader
+        """(inputs (B, ...) uint8 images or float maps, image_ids (B,)) in the order of ``ids``."""
+        from benchmark.loaders import image_loader
 
-        sub = ImageFolderTable(pl.DataFrame({"image_id": self.table.image_ids, "path": self.table.paths}),
-                               self.table.raw_root, self.size, image_ids=ids, preprocess=self.table.preprocess)
-        return image_loader(sub, batch_size=batch_size, workers=self.workers)
+        return image_loader(self._inputs(ids), batch_size=batch_size, workers=self.workers)
 
 
 @torch.no_grad()
@@ -103,7 +122,7 @@ def extract_embeddings(model: RetrievalModel, source: ImageSource, ids: np.ndarr
     att, probs, cidx, cemb = [], [], [], []
     start = 0
     for x, _ in source.batches(ids, batch_size):
-        e = model.embed(normalize(x.to(device, non_blocking=True)), gamma=gamma, max_classes=max_classes).to("cpu")
+        e = model.embed(network_input(x.to(device, non_blocking=True)), gamma=gamma, max_classes=max_classes).to("cpu")
         att.append(e.attribute.float())
         if e.probs is not None:
             probs.append(e.probs.float())

@@ -7,6 +7,8 @@ Public (the evaluate stage uses these):
 - :class:`ImageFolderTable`: Dataset of (image (3, H, W) uint8, image_id)
 - :func:`image_loader`: a DataLoader over an ImageFolderTable for embedding extraction
 - :func:`normalize`: a uint8 batch -> the network's float input, on whatever device it is
+- :class:`FeatureTable`: cached trunk feature maps in place of images (the twin profile's shared
+  trunk); :func:`network_input` turns either kind of batch into the model's input
 - :func:`dense_annotation` (dataset key) -> bool
 
 Training: :class:`TripletDataset` + :func:`collate_triplets` produce exactly the batch of
@@ -207,6 +209,12 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0).sub_(mean).div_(std)
 
 
+def network_input(x: torch.Tensor) -> torch.Tensor:
+    """What a model's ``forward``/``embed`` takes: uint8 images are normalised (:func:`normalize`);
+    float tensors are cached trunk feature maps (:class:`FeatureTable`) and pass as they are."""
+    return normalize(x) if x.dtype == torch.uint8 else x.float()
+
+
 def _column(table, name: str) -> list:
     col = table[name]
     return col.to_list() if hasattr(col, "to_list") else list(col)  # polars/pandas, or a plain sequence
@@ -258,6 +266,44 @@ class ImageFolderTable(Dataset):
     def load(self, i: int, *, flip: bool = False) -> torch.Tensor:
         """Row i as (3, S, S) uint8, mirrored if ``flip``."""
         return to_chw(self.pixels(i), flip=flip)
+
+    def __getitem__(self, i: int):
+        flip = False
+        if self.augment:
+            flip = bool(np.random.default_rng([self.seed, self.epoch, int(i)]).random() < 0.5)
+        return self.load(int(i), flip=flip), int(self.image_ids[i])
+
+
+class FeatureTable(Dataset):
+    """Cached trunk feature maps (``benchmark.features``) by image id, in place of the images: item i
+    is (features (c, h, w) float32, image_id), like :class:`ImageFolderTable`'s (image, image_id).
+
+    ``features`` (n, c, h, w) (float16 on disk) has rows in the order of ``feature_ids``;
+    ``image_ids`` selects and orders the rows served. A mirrored item (``augment``, or a triplet's
+    flip) mirrors the map along its width: the twin profile's stand-in for mirroring the picture.
+    """
+
+    def __init__(self, features: np.ndarray, feature_ids, *, image_ids=None, augment: bool = False, seed: int = 0):
+        feature_ids = np.asarray(feature_ids, dtype=np.int64)
+        self.image_ids = feature_ids if image_ids is None else np.asarray(image_ids, dtype=np.int64)
+        row_of = {int(i): r for r, i in enumerate(feature_ids.tolist())}
+        missing = [i for i in self.image_ids.tolist() if i not in row_of]
+        if missing:
+            raise KeyError(f"{len(missing)} image ids have no cached features, e.g. {missing[:5]}")
+        self.rows = np.asarray([row_of[i] for i in self.image_ids.tolist()], dtype=np.int64)
+        self.features = features
+        self.augment, self.seed, self.epoch = augment, int(seed), 0
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def load(self, i: int, *, flip: bool = False) -> torch.Tensor:
+        """Row i as (c, h, w) float32, mirrored along w if ``flip``."""
+        f = torch.from_numpy(np.asarray(self.features[self.rows[i]], dtype=np.float32))
+        return f.flip(-1) if flip else f
 
     def __getitem__(self, i: int):
         flip = False
@@ -343,12 +389,12 @@ def collate_triplets(items: list[dict], targets: torch.Tensor, annotated: torch.
 
 def batch_to_device(batch: dict, device, *, channels_last: bool = False) -> dict:
     """A loader's batch on ``device`` (asynchronously from pinned memory), its uint8 images
-    normalised there into the network's float input."""
+    normalised there into the network's float input (cached feature maps pass as they are)."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     images = out["images"]
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)  # on uint8: a quarter of the bytes
-    out["images"] = normalize(images)
+    out["images"] = network_input(images)
     return out
 
 

@@ -55,19 +55,21 @@ def banner(source: str, profile: str, table) -> list[str]:
     """The page's first lines: whether its numbers may be set beside the paper's.
 
     Only real data trained with the paper's recipe (profile ``paper``) is comparable; twin data,
-    or real data through the CPU twin profile (a small random-init trunk at low resolution), is not,
+    or real data through the CPU twin profile (heads trained on one small frozen trunk per dataset), is not,
     whatever the numbers look like.
     """
     if source == "twin":
         return ["> **Twin data.** These numbers come from the generated twin of the dataset (synthetic images, "
-                f"the `{profile}` training profile), not from the real release. They check that the pipeline runs "
+                f"the `{profile}` training profile: one frozen trunk per dataset, pretrained on its training split, "
+                "and every model's head trained on its cached maps; see docs/PROTOCOL.md#shared-trunk), not from the real release. They check that the pipeline runs "
                 "end to end (whether they tell the models apart: the leaderboard's intervals and tests below); they "
                 "are **not comparable with the paper's numbers** (in parentheses), which are shown only to fix the "
                 "table's layout.", ""]
     if profile != "paper":
         return [f"> **Real data, `{profile}` training profile.** The data is the real release, but the models were "
                 f"trained with the `{profile}` profile (`train.profiles.{profile}` in params.yaml), not the paper's "
-                "recipe (`train.profile: paper`). These numbers are **not comparable with the paper's numbers** "
+                "recipe (`train.profile: paper`); under a shared trunk (`trunk: shared`) every model trains only its "
+                "head, on one frozen trunk pretrained on this dataset's training split. These numbers are **not comparable with the paper's numbers** "
                 "(in parentheses).", ""]
     return [f"Measured on the real data with the paper's training recipe (`train.profile: paper`); the paper's "
             f"published numbers (Table {table}) in parentheses.", ""]

@@ -70,10 +70,12 @@ from benchmark.checkpoint import (  # noqa: F401  (the checkpoint format; re-exp
     selection_path,
 )
 from benchmark.params import load_params, training_profile
+from benchmark.shared_trunk import load_features, model_backbone, trunk_path, uses_shared_trunk
 from datasets import paths
 from datasets.schemas import write_json
 
-_CODE_FILES = ("benchmark/train.py", "benchmark/checkpoint.py", "benchmark/loaders.py", "benchmark/sampling.py")
+_CODE_FILES = ("benchmark/train.py", "benchmark/checkpoint.py", "benchmark/loaders.py", "benchmark/sampling.py",
+               "benchmark/shared_trunk.py")
 _LOG_HEAD = ["step", "epoch", "lr", "loss"]
 _LOG_TAIL = ["seed", "phase"]
 _CACHE_BYTES = 1 << 30
@@ -206,7 +208,10 @@ def run_fingerprint(dataset: str, model: str, params: dict, seed: int) -> str:
         used["val_relevance"] = params.get("evaluate", {}).get("relevance", "all")
     h.update(json.dumps(used, sort_keys=True, default=str).encode())
     vdir = paths.validated_dir(dataset)
-    for p in [vdir / "images.parquet", vdir / "labels.parquet", vdir / "taxonomy.parquet", paths.splits_path(dataset)]:
+    data_files = [vdir / "images.parquet", vdir / "labels.parquet", vdir / "taxonomy.parquet", paths.splits_path(dataset)]
+    if uses_shared_trunk(used["train"]):  # the cached maps are a function of this trunk and the images
+        data_files.append(trunk_path(dataset))
+    for p in data_files:
         _sha256_file(p, h)
     pkg = Path(__file__).resolve().parent.parent
     code = [pkg / f for f in _CODE_FILES] + sorted((pkg / "model").rglob("*.py"))
@@ -224,8 +229,11 @@ class TrainData:
     """The training split's images, label matrix and triplet index."""
 
     def __init__(self, dataset: str, image_size: int, maybe_policy: str, *, cache: bool,
-                 preprocess: str = "squash", validation: bool = False):
-        from benchmark.loaders import ImageFolderTable, classes_per_attribute, dense_annotation, label_matrix
+                 preprocess: str = "squash", validation: bool = False, features=None):
+        """``features``: (maps, ids) of the shared trunk (``benchmark.shared_trunk.load_features``):
+        the training and val items are then those cached maps instead of decoded images."""
+        from benchmark.loaders import (FeatureTable, ImageFolderTable, classes_per_attribute, dense_annotation,
+                                       label_matrix)
         from benchmark.sampling import build_triplet_index
         from datasets.schemas import ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, read_table
 
@@ -244,8 +252,11 @@ class TrainData:
                                                     dense=dense_annotation(dataset))
         # decoded images are kept in memory only when they fit easily (the twins: a few MB)
         cache = cache and len(train_ids) * image_size * image_size * 3 <= _CACHE_BYTES
-        self.table = ImageFolderTable(images, paths.raw_dir(dataset), image_size, image_ids=train_ids, cache=cache,
-                                      preprocess=preprocess)
+        if features is not None:
+            self.table = FeatureTable(*features, image_ids=train_ids)
+        else:
+            self.table = ImageFolderTable(images, paths.raw_dir(dataset), image_size, image_ids=train_ids, cache=cache,
+                                          preprocess=preprocess)
         self.index = build_triplet_index(self.targets.numpy(), self.annotated.numpy(), self.classes_per_attribute)
         self.val = None
         if validation:  # best_val: the val split's query and candidate images, decoded once
@@ -255,10 +266,14 @@ class TrainData:
                 raise ValueError(f"{paths.splits_path(dataset)}: checkpoint best_val needs val queries and candidates")
             val_ids = val["image_id"].to_numpy()
             val_labels, _ = label_matrix(labels, self.taxonomy, val_ids, maybe_policy, dense=dense_annotation(dataset))
+            if features is not None:
+                val_table = FeatureTable(*features, image_ids=val_ids)
+            else:
+                val_table = ImageFolderTable(images, paths.raw_dir(dataset), image_size, image_ids=val_ids,
+                                             cache=len(val_ids) * image_size * image_size * 3 <= _CACHE_BYTES,
+                                             preprocess=preprocess)
             self.val = ValSet(
-                table=ImageFolderTable(images, paths.raw_dir(dataset), image_size, image_ids=val_ids,
-                                       cache=len(val_ids) * image_size * image_size * 3 <= _CACHE_BYTES,
-                                       preprocess=preprocess),
+                table=val_table,
                 labels=val_labels, is_query=torch.from_numpy((val["role"] == "query").to_numpy()),
                 classes_per_attribute=self.classes_per_attribute)
 
@@ -278,7 +293,7 @@ def validation_map(model, val: ValSet, device: torch.device, *, relevance_mode: 
     query image positive in n against every val candidate positive in n, relevance ``relevance_mode``;
     queries with no relevant candidate are left out; the mean over all queries (query-weighted, the
     overall figure of the evaluate stage). NaN when no query has a relevant candidate."""
-    from benchmark.loaders import image_loader, normalize
+    from benchmark.loaders import image_loader, network_input
     from benchmark.metrics import retrieval_metrics
     from benchmark.retrieval import attribute_similarity, relevance
 
@@ -287,7 +302,7 @@ def validation_map(model, val: ValSet, device: torch.device, *, relevance_mode: 
     embs = []
     for images, _ in image_loader(val.table, batch_size=batch_size):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            embs.append(model.embed(normalize(images.to(device))).attribute.float().cpu())
+            embs.append(model.embed(network_input(images.to(device))).attribute.float().cpu())
     model.train(was_training)
     emb = torch.cat(embs)  # (n, N, D)
     aps = []
@@ -482,10 +497,11 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
             return ckpt["log"]
 
     torch.manual_seed(seed)
+    backbone = model_backbone(prof)  # features:<backbone> when the profile shares a frozen, cached trunk
     build = {"model_name": model_name, "classes_per_attribute": data.classes_per_attribute,
-             "backbone": prof["backbone"], "pretrained": bool(prof["pretrained"]), "model_params": mp}
+             "backbone": backbone, "pretrained": bool(prof["pretrained"]), "model_params": mp}
     model = build_model(model_name, classes_per_attribute=data.classes_per_attribute,
-                        backbone=prof["backbone"], pretrained=bool(prof["pretrained"]), **mp)
+                        backbone=backbone, pretrained=bool(prof["pretrained"]), **mp)
     phases = tuple(model.phases)
     per_phase = phase_epochs(phases, int(prof["epochs"]), mp, params["train"]["profile"])
     phase_of_epoch = [p for p, e in zip(phases, per_phase) for _ in range(e)]
@@ -681,7 +697,8 @@ def run(dataset: str, model_name: str, params: dict) -> int:
     if preprocess not in PREPROCESSING:
         raise ValueError(f"train preprocess must be one of {PREPROCESSING}, got {preprocess!r}")
     data = TrainData(dataset, image_size, params.get("validate", {}).get("maybe_policy", "negative"),
-                     cache=workers == 0, preprocess=preprocess, validation=checkpoint_policy(prof) == "best_val")
+                     cache=workers == 0, preprocess=preprocess, validation=checkpoint_policy(prof) == "best_val",
+                     features=load_features(dataset, mmap=False) if uses_shared_trunk(prof) else None)
     all_rows: list[dict] = []
     for s in seeds:
         all_rows += train_seed(dataset, model_name, params, s, data, dist, list(all_rows))

@@ -60,3 +60,13 @@ def eval_dir(key: str, model: str) -> Path:
 def attention_dir(key: str, model: str) -> Path:
     """The attention stage's pointing game and attention examples."""
     return ROOT / "data" / key / "attention" / model
+
+
+def trunk_dir(key: str) -> Path:
+    """The pretrain stage's output: the shared trunk of the twin profile (trunk.pt)."""
+    return ROOT / "data" / key / "trunk"
+
+
+def features_dir(key: str) -> Path:
+    """The features stage's output: the shared trunk's feature map of every split image."""
+    return ROOT / "data" / key / "features"

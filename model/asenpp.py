@@ -21,6 +21,12 @@ Choices where the paper is silent, following the authors' code (Maryeon/asenpp; 
 - the crop is taken from the network's input tensor (the authors crop the original-resolution
   picture), with roi_align for all images at once; side S = crop_fraction x input side
   (112 of 224 in the paper, 32 of 64 in the CPU twin);
+- on a shared trunk's cached feature maps (backbone ``features:<name>``, the twin profile) there
+  are no pixels to crop: the box is cut from the global feature map instead and roi_align
+  resamples it to round(crop_fraction x h) cells, the geometry of the pixel crop's map (a 0.5 crop
+  of a 7x7 map gives 4x4, as a 56 px crop through the trunk does); the local head is then a
+  second ASEN on a zoomed view of the same features, not a second network on a sharper picture.
+  A documented deviation of the twin profile only; the paper profile crops pixels;
 - the local backbone is ResNet-34 layer3 in the paper; ``local_backbone`` maps the global
   backbone's name to the local one (the twin's ResNet-18 gets a ResNet-18);
 - in the joint stage the crop boxes carry no gradient (as the authors', computed from a detached
@@ -41,9 +47,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
-from model.backbone import build_trunk, trunk_channels
+from model.backbone import build_trunk, is_features, trunk_channels
 from model.base import Embeddings, RetrievalModel
 from model.blocks import AttributeHead, all_attributes, split_triplet
 from model.losses import cosine_triplet
@@ -87,6 +92,8 @@ def crop_and_resize(images: torch.Tensor, rows_p: torch.Tensor, boxes_p4: torch.
     Boxes are [x0, y0, x1, y1] in pixels, pixel i spanning [i, i + 1) (roi_align's aligned=True);
     adaptive sampling averages each output cell's area, which anti-aliases the downscale.
     """
+    from torchvision.ops import roi_align  # lazily: importing torchvision costs seconds per stage
+
     rois_p5 = torch.cat([rows_p[:, None].to(boxes_p4.dtype), boxes_p4], dim=1).to(images.dtype)  # (P, 5)
     return roi_align(images, rois_p5, output_size=(side, side), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
@@ -102,7 +109,11 @@ class ASENpp(RetrievalModel):
                  crop_fraction: float = 0.5, beta: float = 0.6, local_weight: float = 0.1,
                  align_weight: float = 0.1, joint_global_lr_scale: float = 0.1, **kwargs):
         super().__init__(classes_per_attribute=classes_per_attribute)
-        if isinstance(local_backbone, dict):  # keyed by the global backbone (params.yaml)
+        if is_features(backbone):
+            # a shared, frozen trunk's cached maps (the twin profile): the local branch has no
+            # trunk of its own either, and crops the global map (roi_align, below)
+            local_backbone = backbone
+        elif isinstance(local_backbone, dict):  # keyed by the global backbone (params.yaml)
             local_backbone = local_backbone.get(backbone, "resnet34_layer3")
         self.margin, self.threshold, self.crop_fraction = float(margin), float(threshold), float(crop_fraction)
         self.beta, self.local_weight, self.align_weight = float(beta), float(local_weight), float(align_weight)

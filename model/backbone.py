@@ -3,6 +3,9 @@
 ResNet-50 to layer3 gives c = 1024 channels, 14x14 at 224 px (the paper's backbone and the
 baselines'). ResNet-18/34 to layer3 give c = 256 and serve the CPU twin profile and ASEN++'s
 local branch.
+
+``features:<name>`` stands for <name>'s output computed beforehand (``benchmark.features``): the
+model's trunk is then the identity, and its input the cached (B, c, h, w) map.
 """
 
 from __future__ import annotations
@@ -15,11 +18,23 @@ from torch import nn
 _CHANNELS = {"resnet50_layer3": 1024, "resnet34_layer3": 256, "resnet18_layer3": 256}
 
 
+#: a backbone named ``features:<name>`` is no network: the model's input is <name>'s feature map,
+#: computed once by a shared, frozen trunk (the twin profile's ``trunk: shared``)
+FEATURES_PREFIX = "features:"
+
+
 def trunk_channels(name: str) -> int:
+    base = name[len(FEATURES_PREFIX):] if name.startswith(FEATURES_PREFIX) else name
     try:
-        return _CHANNELS[name]
+        return _CHANNELS[base]
     except KeyError:
-        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(_CHANNELS)}") from None
+        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(_CHANNELS)} "
+                       f"(each also as {FEATURES_PREFIX}<name>)") from None
+
+
+def is_features(name: str) -> bool:
+    """True for ``features:<name>``: the model reads cached feature maps, not pixels."""
+    return name.startswith(FEATURES_PREFIX)
 
 
 def build_trunk(name: str, *, pretrained: bool = True) -> nn.Module:
@@ -29,10 +44,12 @@ def build_trunk(name: str, *, pretrained: bool = True) -> nn.Module:
     there the trunk starts from random weights, with a loud warning, because retrieval numbers
     from a random trunk are not comparable with the paper's.
     """
+    trunk_channels(name)
+    if is_features(name):  # the input already is the trunk's (B, c, h, w) map
+        return nn.Identity()
     import torchvision
 
     arch = name.split("_")[0]
-    trunk_channels(name)
     weights = None
     if pretrained:
         enum = {

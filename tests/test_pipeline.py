@@ -34,6 +34,8 @@ def test_dvc_repro_one_chain_end_to_end(tmp_path):
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["twins"]["fashionai"]["images"] = 400
     params["train"]["profiles"]["twin"].update(epochs=1, triplets_per_epoch=48, image_size=32)
+    params["train"]["profiles"]["twin"]["pretrain"]["epochs"] = 1
+    params["train"]["seeds"] = [0]
     params["evaluate"]["bootstrap"] = 50
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _run(["git", "init", "-q"], work).returncode == 0
@@ -42,7 +44,8 @@ def test_dvc_repro_one_chain_end_to_end(tmp_path):
     out = _run(["dvc", "repro", stage], work)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for name in ("twins@fashionai", "acquire@fashionai", "parse@fashionai", "validate@fashionai",
-                 "splits@fashionai", "cooccurrence@fashionai", "train@fashionai-m3net", "embed@fashionai-m3net",
+                 "splits@fashionai", "cooccurrence@fashionai", "pretrain@fashionai", "features@fashionai",
+                 "train@fashionai-m3net", "embed@fashionai-m3net",
                  stage):
         assert f"Running stage '{name}'" in out.stdout, name
 

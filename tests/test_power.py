@@ -1,0 +1,146 @@
+"""The default benchmark can catch a broken model: on a small FashionAI twin run through the real
+stages (twins -> acquire -> parse -> validate -> splits -> pretrain -> features -> train), ASEN
+trained on shuffled labels scores within noise of chance on the test split, and ASEN trained as
+the pipeline does beats the same network untrained beyond both 95% intervals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "fashionai"
+
+
+def _stages(work: Path, names) -> None:
+    old = Path.cwd()
+    os.chdir(work)
+    try:
+        for main, argv in names:
+            assert main(argv) == 0
+    finally:
+        os.chdir(old)
+
+
+def _shuffle_train_labels(work: Path, seed: int) -> int:
+    """Permute the positive class of every training image among the training images of its
+    attribute (val and test labels untouched); returns how many labels moved."""
+    from datasets.schemas import LabelsSchema, SplitsSchema, read_table, write_table
+
+    vdir = work / "data" / KEY / "validated"
+    labels = read_table(vdir / "labels.parquet", LabelsSchema)
+    splits = read_table(work / "data" / KEY / "splits.parquet", SplitsSchema)
+    train = set(splits.filter(pl.col("split") == "train")["image_id"].to_list())
+    rng = np.random.default_rng(seed)
+    is_train = labels["image_id"].is_in(list(train)).to_numpy()
+    cls = labels["class_id"].to_numpy().copy()
+    att = labels["attribute_id"].to_numpy()
+    for a in np.unique(att):
+        rows = np.flatnonzero(is_train & (att == a))
+        cls[rows] = cls[rng.permutation(rows)]
+    moved = int((cls != labels["class_id"].to_numpy()).sum())
+    write_table(labels.with_columns(pl.Series("class_id", cls, dtype=labels["class_id"].dtype)),
+                vdir / "labels.parquet", LabelsSchema)
+    return moved
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two working copies of one small twin: labels as they are, and training labels shuffled."""
+    from benchmark import features, pretrain, train
+    from datasets import acquire, parse, splits, validate
+    from datasets.twins import __main__ as twins
+
+    work = tmp_path_factory.mktemp("power")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["twins"]["fashionai"]["images"] = 800
+    prof = params["train"]["profiles"]["twin"]
+    prof.update(image_size=48, epochs=4, triplets_per_epoch=480, batch_size=16, threads=0, checkpoint="last")
+    prof["pretrain"].update(epochs=3)
+    params["train"]["seeds"] = [0]
+    params["splits"]["ratios"][KEY] = [2, 1, 3]
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    _stages(work, [(twins.main, [KEY])] + [(m.main, [KEY]) for m in (acquire, parse, validate, splits)])
+    shuffled = tmp_path_factory.mktemp("power_shuffled")
+    for item in ("params.yaml", "data"):
+        src = work / item
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, shuffled / item)
+    assert _shuffle_train_labels(shuffled, seed=1) > 100
+    for w in (work, shuffled):
+        torch.manual_seed(0)
+        _stages(w, [(pretrain.main, [KEY]), (features.main, [KEY]), (train.main, [KEY, "asen"])])
+    return {"trained": work, "shuffled": shuffled}
+
+
+def _test_map(model, work: Path) -> dict:
+    """Test-split MAP@all of the attribute-level ranking, with its bootstrap interval and the
+    exact expectation of a random ranking over the same queries (percent)."""
+    from benchmark.evalsets import attribute_layout, positive_matrix
+    from benchmark.evaluate import evaluate_split
+    from benchmark.inference import ImageSource, extract_embeddings
+    from benchmark.metrics import bootstrap_ci
+    from benchmark.params import training_profile
+    from benchmark.stats import expected_random_metrics
+    from datasets.schemas import ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, read_table
+
+    old = Path.cwd()
+    os.chdir(work)
+    try:
+        params = yaml.safe_load(Path("params.yaml").read_text())
+        v = Path("data") / KEY / "validated"
+        images = read_table(v / "images.parquet", ImagesSchema)
+        tax = read_table(v / "taxonomy.parquet", TaxonomySchema)
+        sp = read_table(Path("data") / KEY / "splits.parquet", SplitsSchema).filter(pl.col("split") == "test")
+        # evaluate against the true labels: the shuffled copy's test labels are untouched
+        labels = read_table(v / "labels.parquet", LabelsSchema)
+        ids = sp["image_id"].to_numpy()
+        _, cpa = attribute_layout(tax)
+        lab = positive_matrix(labels, tax, ids)
+        is_q = (sp["role"] == "query").to_numpy()
+        src = ImageSource.for_profile(KEY, images, training_profile(params))
+        emb = extract_embeddings(model.eval(), src, ids, gamma=0.8, max_classes=16, batch_size=64, device="cpu")
+    finally:
+        os.chdir(old)
+    r = evaluate_split(emb, np.flatnonzero(is_q), np.flatnonzero(~is_q), lab, cpa, relevance="all", ks=[100],
+                       ranking="attribute")
+    keep = r["n_relevant"] > 0
+    ap = torch.from_numpy(r["ap_all"][keep])
+    low, high = bootstrap_ci(ap, n=1000, seed=0, level=0.95)
+    chance = expected_random_metrics(r["n_relevant"][keep], r["n_candidates"][keep])["ap_all"]
+    return {"map": 100 * float(ap.mean()), "low": 100 * low, "high": 100 * high,
+            "chance": 100 * float(np.mean(chance)), "queries": int(keep.sum())}
+
+
+def _load(work: Path):
+    from benchmark.checkpoint import load_trained_model
+
+    model, _ = load_trained_model(work / "models" / KEY / "asen" / "seed0" / "checkpoint.pt")
+    return model
+
+
+@pytest.mark.slow
+def test_shuffled_labels_score_within_noise_of_chance_and_training_beats_untrained(runs):
+    from benchmark.checkpoint import read_checkpoint
+    from model import build_model
+
+    trained = _test_map(_load(runs["trained"]), runs["trained"])
+    shuffled = _test_map(_load(runs["shuffled"]), runs["shuffled"])
+    build = read_checkpoint(runs["trained"] / "models" / KEY / "asen" / "seed0" / "checkpoint.pt")["build"]
+    torch.manual_seed(0)
+    untrained_model = build_model(build["model_name"], classes_per_attribute=build["classes_per_attribute"],
+                                  backbone=build["backbone"], pretrained=False, **build["model_params"])
+    untrained = _test_map(untrained_model, runs["trained"])
+    print(f"\ntrained {trained}\nshuffled {shuffled}\nuntrained {untrained}")
+    assert trained["queries"] >= 80
+    # a model that learned nothing: chance lies inside its interval
+    assert shuffled["low"] <= shuffled["chance"] <= shuffled["high"], shuffled
+    # a model that learned: above the untrained network beyond both intervals, and above chance
+    assert trained["low"] > untrained["high"], (trained, untrained)
+    assert trained["low"] > trained["chance"]
