@@ -37,7 +37,8 @@ def test_fixture_defects_found_and_rows_add_up(tmp_path, acquire_params):
     assert report["checks"] == {"bad_columns": 1, "corrupt_jpeg": 1, "missing_file": 1, "truncated_jpeg": 1}
     assert report["findings"]["corrupt_jpeg"] == [names[3]] and report["findings"]["truncated_jpeg"] == [names[4]]
     assert report["findings"]["bad_columns"] == [f"Anno/list_attr_img.txt:{info['bad_line']}"]
-    assert rep["missing"] == [names[5]]
+    assert rep["missing"] == [] and rep["images_obtained"] == 11  # acquire counts what arrived; validate names the gap
+    assert report["findings"]["missing_file"] == [names[5]]
     groups = {g["kind"]: g for g in report["duplicate_groups"]["groups"]}
     assert groups["exact"]["paths"] == [names[0], names[6]] and not groups["exact"]["spans_partitions"]  # both train
     assert groups["near"]["paths"] == [names[1], names[7]]
