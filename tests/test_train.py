@@ -202,6 +202,7 @@ def test_model_values_keyed_by_profile_or_dataset_resolve_to_this_run():
         resolve_model_params(p, "m", "darn")
 
 
+@pytest.mark.slow
 def test_compile_setting_goes_through_torch_compile_and_trains_like_eager(tiny_workdir, monkeypatch):
     """train.compile wraps M3-Net's step in torch.compile with the named mode. Traced by dynamo
     with the eager backend (no C++ compiler, same kernels), two epochs give the eager run's

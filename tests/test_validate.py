@@ -172,6 +172,7 @@ def _small_twin(tmp, key="deepfashion", n=250):
     return tmp / "twin"
 
 
+@pytest.mark.slow
 def test_two_worker_processes_give_the_results_of_one(tmp_path, acquire_params):
     """Decoding and hashing in worker processes changes nothing: the per-image results, the
     validated tables and the report are identical to one process's."""
