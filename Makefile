@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv repro test bench scale clean-venv
+.PHONY: venv repro test test-fast bench scale clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +23,14 @@ repro: $(STAMP)
 	$(BIN)/dvc config core.analytics false
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $(STAGES)
 
+# Every test, the slow ones included (pytest's `slow` marker: whole pipelines, multi-process jobs,
+# trainings on a twin; minutes on two cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The tests without the `slow` marker: the quick loop while developing.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Performance benchmarks (pytest-benchmark), not run by `make test`.
 bench: $(STAMP)

@@ -18,8 +18,19 @@ The user's inputs are only read: folders are copied (never hard-linked, so extra
 replacing a file in raw/ cannot reach the user's copy), archives are read in place. Extraction
 is capped (`acquire.max_member_bytes`, `acquire.max_total_bytes`, `acquire.max_compression_ratio`).
 
-Images that could not be obtained are absent from raw/ and listed in acquire.json (and, with the
-reason, in raw/acquire_missing.json for the validate stage).
+acquire.json counts what arrived, without parsing the annotation tables (the parse stage reads
+them; which named image is absent is validate's ``missing_file`` check):
+
+- ``files``: the regular files that arrived in raw/; ``images_obtained``: those with an image suffix
+  (.jpg, .jpeg, .png), whatever their content (decoding them is validate's);
+- ``inputs``: each archive read, with its bytes, sha256 (and the one expected) and ``members``,
+  the files extracted from it;
+- ``images_requested``: for the sources that fetch images one by one (DARN's URLs, the images
+  folder of ``source: asen``) the images asked for, else null; ``missing``: those that did not
+  arrive; ``dead_links`` (and ``urls``): the URLs that failed, by status.
+
+The images asked for and not obtained are also listed, with the reason, in
+raw/acquire_missing.json, from which the validate stage tells a dead link from a missing file.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from datasets.paths import MISSING_FILE, ROOT, raw_dir, reports_dir
 from datasets.schemas import write_json
 
 ASEN_FILE_PREFIXES = ("filenames_", "label_", "query_", "candidate_")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what the parsers accept as image files
 
 
 def _copy_tree(src: Path, dst: Path, skip=lambda p: False) -> int:
@@ -67,18 +79,27 @@ def caps(acq: dict) -> dict:
                            f"numbers ({e})") from None
 
 
-def _extract(archive: Path, dest: Path, cap) -> None:
+def _extract(archive: Path, dest: Path, cap) -> list[str]:
+    """The member files written (datasets.archive.extract)."""
     cap = cap if isinstance(cap, dict) else {"max_member_bytes": int(cap)}
-    extract(archive, dest, cap["max_member_bytes"], cap.get("max_total_bytes"), cap.get("max_ratio"))
+    return extract(archive, dest, cap["max_member_bytes"], cap.get("max_total_bytes"), cap.get("max_ratio"))
 
 
-def _record_archive(path: Path, expected, report: dict) -> None:
+def _record_archive(path: Path, expected, report: dict) -> dict:
+    """Record an input archive (bytes, sha256, the one expected) in the report; its entry."""
     digest = sha256_file(path)
     want = expected.get(path.name) if isinstance(expected, dict) else expected
     entry = {"path": str(path), "bytes": path.stat().st_size, "sha256": digest, "expected_sha256": want}
     report["inputs"].append(entry)
     if want and want.lower() != digest:
         raise ChecksumError(path, want, digest)
+    return entry
+
+
+def _acquire_archive(path: Path, dest: Path, expected, cap, report: dict) -> None:
+    """Check an archive against its expected sha256, extract it into dest and count its members."""
+    entry = _record_archive(path, expected, report)
+    entry["members"] = len(_extract(path, dest, cap))
 
 
 def _hoist(raw: Path, marker) -> None:
@@ -113,8 +134,7 @@ def _expand_nested(key: str, raw: Path, max_bytes, expected_sha, report: dict, s
     extracted archive is then removed (it is the suite's own copy)."""
     src = Path(source) if source is not None else raw
     for z in inner_archives(key, src):
-        _record_archive(z, expected_sha if isinstance(expected_sha, dict) else None, report)
-        _extract(z, raw, max_bytes)
+        _acquire_archive(z, raw, expected_sha if isinstance(expected_sha, dict) else None, max_bytes, report)
         if source is None:
             z.unlink()
     if key == "deepfashion" and (raw / "Img").is_dir() and not any((raw / "Img").iterdir()):
@@ -134,8 +154,7 @@ def _from_local(key: str, inputs: list[Path], raw: Path, cfg: dict, max_bytes: i
         if not src.exists():
             raise DatasetError(f"acquire.{key}.path: {src} does not exist")
         if src.is_file() and is_archive(src):
-            _record_archive(src, cfg.get("sha256"), report)
-            _extract(src, raw, max_bytes)
+            _acquire_archive(src, raw, cfg.get("sha256"), max_bytes, report)
         elif src.is_dir():
             inner = set(inner_archives(key, src))  # read in place, not copied first
             _copy_tree(src, raw, skip=lambda p: p in inner)
@@ -157,6 +176,25 @@ def _copy_asen_files(src: Path, raw: Path, meta: Path | None) -> None:
     meta = meta or find_meta(src)
     if meta is not None:
         shutil.copyfile(meta, raw / "meta.json")
+
+
+def _copy_asen_images(raw: Path, images: Path) -> list[str]:
+    """Copy the images that ASEN's filenames_*.txt (already in raw/) name from the ``images``
+    folder into raw/; the names asked for, in order, each once."""
+    from datasets.parsers import confined
+    from datasets.parsers.asen import parse_filenames
+
+    images_root = images.resolve()
+    requested: dict[str, None] = {}
+    for f in sorted(raw.glob("filenames_*.txt")):
+        for name, _ in parse_filenames(f):  # names are normalised and relative (FormatError otherwise)
+            if not name or name in requested:
+                continue
+            requested[name] = None
+            src_img = confined(images_root, name)
+            if src_img is not None and src_img.is_file():
+                copy_file(src_img, raw / name)
+    return list(requested)
 
 
 def _twin_faults(twin: Path, urls: list[tuple[str, str, int]]) -> dict[str, str]:
@@ -199,6 +237,7 @@ def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict, shown_base: st
     for d in dead.values():
         by_status[str(d["status"])] = by_status.get(str(d["status"]), 0) + 1
     report["urls"] = len(items)
+    report["images_requested"] = len({p for p, _ in items})
     report["dead_links"] = {"count": len(dead), "by_status": dict(sorted(by_status.items())),
                             "items": [{"path": k, **v} for k, v in sorted(dead.items())]}
     for p in [*raw.rglob("*.part"), *raw.rglob("*.part.json")]:  # what dead downloads left
@@ -216,7 +255,8 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
         shutil.rmtree(raw)
     raw.mkdir(parents=True)
     report: dict = {"dataset": key, "source": source, "inputs": []}
-    dead: dict = {}
+    dead: dict = {}  # path -> why a download failed (DARN)
+    requested: list[str] | None = None  # the images asked for one by one (source: asen with images)
     path = Path(cfg["path"]) if cfg.get("path") else None
 
     if source == "twin":
@@ -278,31 +318,23 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
         _copy_asen_files(path, raw, Path(cfg["meta"]) if cfg.get("meta") else None)
         images = Path(cfg["images"]) if cfg.get("images") else None
         if images is not None:
-            from datasets.parsers.asen import parse_filenames
-
-            from datasets.parsers import confined
-
-            images_root = images.resolve()
-            for f in sorted(raw.glob("filenames_*.txt")):
-                for name, _ in parse_filenames(f):  # names are normalised and relative (FormatError otherwise)
-                    src_img = confined(images_root, name)
-                    if name and src_img is not None and src_img.is_file():
-                        copy_file(src_img, raw / name)
+            requested = _copy_asen_images(raw, images)
     else:
         raise DatasetError(f"acquire.{key}.source must be twin, local, url or asen, got {source!r}")
 
-    # what the annotations name and what arrived
-    from datasets.parse import parse_raw
-
-    res = parse_raw(key, raw, "asen" if source == "asen" else None)
-    missing = [p for p in res.paths if not (raw / p).is_file()]
-    info = {p: dead.get(p, {"status": None, "error": "not in the source"}) for p in missing}
-    (raw / MISSING_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-    report["images_named"] = len(res.paths)
-    report["images_obtained"] = len(res.paths) - len(missing)
+    # what arrived: counted, not parsed (the parse stage reads the annotations)
+    missing = dict(dead)
+    if requested is not None:
+        report["images_requested"] = len(requested)
+        missing.update({p: {"status": None, "error": "not in the images folder"}
+                        for p in requested if not (raw / p).is_file()})
+    files = [p for p in raw.rglob("*") if p.is_file()]  # before acquire_missing.json, which did not arrive
+    (raw / MISSING_FILE).write_text(json.dumps(missing, indent=1, sort_keys=True) + "\n")
+    report.setdefault("images_requested", None)
+    report["images_obtained"] = sum(1 for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
     report["missing"] = sorted(missing)
     report.setdefault("dead_links", {"count": 0, "by_status": {}, "items": []})
-    report["files"] = sum(1 for p in raw.rglob("*") if p.is_file())
+    report["files"] = len(files)
     if report_path is not None:
         write_json(report_path, report)
     return report
@@ -320,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as e:
         print(f"acquire {args.key}: {e}", file=sys.stderr)
         return 1
-    print(f"acquire {args.key}: {rep['images_obtained']}/{rep['images_named']} images obtained, "
+    asked = "" if rep["images_requested"] is None else f" of {rep['images_requested']} requested"
+    print(f"acquire {args.key}: {rep['files']} files, {rep['images_obtained']} images{asked}, "
           f"{rep['dead_links']['count']} dead links, {len(rep['missing'])} missing")
     return 0
 

@@ -16,27 +16,10 @@ import polars as pl
 
 from datasets import DATASETS
 from datasets.errors import DatasetError, FormatError
-from datasets.parsers import DEFAULT_MAX_PIXELS, ParseResult, SourcesSchema, image_stats
+from datasets.parsers import DEFAULT_MAX_PIXELS, ParseResult, image_stats
 from datasets import schemas
 from datasets.paths import raw_dir, tables_dir
-from datasets.schemas import (
-    AsenRolesSchema,
-    ImagesSchema,
-    LabelsSchema,
-    PartitionSchema,
-    QuarantineSchema,
-    TaxonomySchema,
-)
-
-TABLES = {
-    "images": ImagesSchema,
-    "labels": LabelsSchema,
-    "taxonomy": TaxonomySchema,
-    "partition": PartitionSchema,
-    "asen_roles": AsenRolesSchema,
-    "parse_quarantine": QuarantineSchema,
-    "sources": SourcesSchema,
-}
+TABLES = schemas.PARSE_TABLES  # what this stage writes (datasets/schemas.py)
 
 
 def parse_raw(key: str, raw: Path, source: str | None = None) -> ParseResult:

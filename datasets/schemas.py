@@ -113,6 +113,30 @@ class DuplicatesSchema(pa.DataFrameModel):
         coerce = True
 
 
+class SourcesSchema(pa.DataFrameModel):
+    """Where each image was named: the annotation file and 1-based line (for quarantine reports)."""
+
+    image_id: pl.Int64 = pa.Field(ge=0, unique=True)
+    file: pl.Utf8
+    line: pl.Int64 = pa.Field(nullable=True, ge=1)
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+# the parse stage's tables (data/<key>/tables/<name>.parquet), read by validate
+PARSE_TABLES = {
+    "images": ImagesSchema,
+    "labels": LabelsSchema,
+    "taxonomy": TaxonomySchema,
+    "partition": PartitionSchema,
+    "asen_roles": AsenRolesSchema,
+    "parse_quarantine": QuarantineSchema,
+    "sources": SourcesSchema,
+}
+
+
 class SplitsSchema(pa.DataFrameModel):
     image_id: pl.Int64 = pa.Field(ge=0, unique=True)
     split: pl.Utf8 = pa.Field(isin=SPLITS)

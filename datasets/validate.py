@@ -34,7 +34,7 @@ from datasets.errors import DatasetError, ValidationFailed
 from datasets.parsers import DEFAULT_MAX_PIXELS, decode, regular_file_error, too_many_pixels
 from datasets.neardup import near_pairs, phash
 from datasets.paths import MISSING_FILE, raw_dir, reports_dir, tables_dir, validated_dir
-from datasets.schemas import DuplicatesSchema, QuarantineSchema, read_table, write_json, write_tables
+from datasets.schemas import PARSE_TABLES, DuplicatesSchema, QuarantineSchema, read_table, write_json, write_tables
 
 MAX_LISTED = 500
 MIN_PER_WORKER = 64  # fewer images than this per process: fewer processes (a process costs ~1 s to start)
@@ -398,10 +398,8 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
 
 
 def load_tables(folder: Path) -> dict[str, pl.DataFrame]:
-    from datasets.parse import TABLES
-
     out = {}
-    for name, schema in TABLES.items():
+    for name, schema in PARSE_TABLES.items():
         p = Path(folder) / f"{name}.parquet"
         if p.exists():
             out[name] = read_table(p, schema)
@@ -411,9 +409,7 @@ def load_tables(folder: Path) -> dict[str, pl.DataFrame]:
 
 
 def write_validated(out: dict[str, pl.DataFrame], folder: Path) -> None:
-    from datasets.parse import TABLES
-
-    write_tables(out, folder, dict(TABLES, quarantine=QuarantineSchema, duplicates=DuplicatesSchema))
+    write_tables(out, folder, dict(PARSE_TABLES, quarantine=QuarantineSchema, duplicates=DuplicatesSchema))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,20 @@
 """M3-Net (CVPR 2023, paper section 3; docs/PROTOCOL.md#m3-net) and its two ablations, M3-Net_a and M3-Net_c.
 
-psi = trunk(I)                                   generic map, (B, c, h, w)
-phi_n = SCA-A(psi, n) * psi                      Alg. 1, Eq. 1
-x_n = CCA-A(phi_n, n)                            Alg. 2, Eq. 2: attribute-specific, c-d
-P_n = sigmoid(g_n(x_n))                          Eq. 3: multi-label, M_n classes
-phi_bar = SCA-C_n(phi_n, m) * phi_n              Eq. 4
-v = CCA-A(phi_bar, n)                            Eq. 5
-x_nm = CCA-C_n(v, m)                             Eq. 6: class-specific, c-d
-loss = L_M + L_CC + L_CI (+ L_AC + L_AI)         Eq. 7-11 (+ MODC's attribute-level terms)
+Section 3, step by step, and the method that computes it (SCA and CCA: model/attention.py):
+
+psi = trunk(I)                                (B, c, h, w)       generic_features
+alpha_n = SCA-A(psi, n), phi_n = alpha_n psi  Alg. 1, Eq. 1      attribute_branch
+x_n = CCA-A(phi_n, n)                         Alg. 2, Eq. 2      attribute_branch: attribute-specific, c-d
+P_n = sigmoid(g_n(x_n))                       Eq. 3              class_logits: multi-label, M_n classes
+alpha_bar = SCA-C_n(phi_n, m),
+    phi_bar = alpha_bar phi_n                 Eq. 4              class_branch
+v = CCA-A(phi_bar, n)                         Eq. 5              class_branch
+x_nm = CCA-C_n(v, m)                          Eq. 6              class_branch: class-specific, c-d
+L_M, multi-label BCE on P_n                   Eq. 7              forward (model/losses.py attribute_bce)
+max(0, zeta + s(a, neg) - s(a, pos))          Eq. 8's triplet    prototype_triplets (cosine_triplet)
+L_CC, L_CI on x_nm; L_AC, L_AI on x_n         Eq. 9, 10; MODC's  prototype_triplets, once per space
+loss = L_M + L_CC + L_CI (+ L_AC + L_AI)      Eq. 11 (+ MODC's attribute-level terms)   forward
+prototypes: EMA of anchors and positives      MODC's clustering  forward (model/losses.py PrototypeBank)
 
 Nothing of size c x h x w is built per (image, attribute, class): see model/attention.py for
 the factoring. Rows of the head are (image, attribute) pairs with K classes each: in training
@@ -39,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.attention import ChannelConditionalAttention, SpatialConditionalAttention, grouped_linear
+from model.attention import ChannelConditionalAttention, SpatialConditionalAttention, grouped_linear, pool
 from model.backbone import build_trunk, trunk_channels
 from model.base import Embeddings, RetrievalModel
 from model.losses import PrototypeBank, attribute_bce, cosine_triplet, seen_mean
@@ -113,117 +120,103 @@ class M3Net(RetrievalModel):
         if variant == "full" or variant == "class":
             self.prototypes_class = PrototypeBank(self.num_classes, embed_dim, prototype_momentum)
 
-    # --- the network ------------------------------------------------------------------------
+    # --- the network (paper section 3) ------------------------------------------------------
 
     def generic_features(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """psi: (B, 3, H, W) -> (B, c, L), L = h*w, and (h, w)."""
+        """psi = trunk(I): (B, 3, H, W) -> (B, c, L), L = h*w, and (h, w)."""
         psi_bchw = self.trunk(images)
         return psi_bchw.flatten(2), tuple(psi_bchw.shape[2:])
 
     def attribute_branch(self, psi_bcl: torch.Tensor):
-        """Every attribute of every image: alpha_n (B, N, L) (None for m3net_c) and x_n (B, N, c)."""
-        B, c, L = psi_bcl.shape
+        """Attribute level (Eq. 1-2), every attribute of every image: alpha_n (B, N, L) (None for
+        m3net_c) and x_n (B, N, c). SCA-A and CCA-A see one row per image whose K labels are the N
+        attributes (one group: the row layout costs nothing)."""
+        B, c, _ = psi_bcl.shape
         N = self.num_attributes
-        if self.variant == "class":  # P_n from pooled psi: a uniform spatial attention
+        if self.variant == "class":  # m3net_c: P_n from pooled psi, a uniform spatial attention
             return None, psi_bcl.mean(-1)[:, None, :].expand(B, N, c)
-        sca, cca = self.spatial_attention_a, self.channel_attention_a
-        _, bias_gd = sca.transform_weight()
-        p1_b1dl = torch.tanh(sca.linear_part(psi_bcl) + bias_gd[0][None, None, :, None])  # Alg. 1 step 5, (B, 1, d, L)
-        p2_b1nd = sca.label_features().expand(B, N, -1)[:, None]  # step 6, (B, 1, N, d)
-        alpha_bnl = sca.attention(p1_b1dl, p2_b1nd)[:, 0]  # step 7, (B, N, L)
-        q1_bnc = torch.bmm(alpha_bnl, psi_bcl.transpose(1, 2))  # q1(phi_n) = sum_l alpha * psi, (B, N, c)
-        q2_bn1d = cca.label_features()[0][None, :, None, :].expand(B, N, 1, -1)  # (B, N, 1, d)
-        x_bnc = cca(q1_bnc[:, :, None, :], q2_bn1d)[:, :, 0]  # Eq. 2, (B, N, c)
-        return alpha_bnl, x_bnc
+        attrs_11n = torch.arange(N, device=psi_bcl.device)[None, None, :]  # the same N labels for every image
+        alpha_b1nl = self.spatial_attention_a(psi_bcl, attrs_11n)  # Eq. 1: phi_n = SCA-A(psi, n) = alpha_n * psi
+        q1_b1nc = pool(alpha_b1nl, psi_bcl)  # Alg. 2 step 5: q1(phi_n) = sum_l alpha_n psi
+        x_b1nc = self.channel_attention_a(q1_b1nc, attrs_11n)  # Eq. 2: x_n = CCA-A(phi_n, n)
+        return alpha_b1nl[:, 0], x_b1nc[:, 0]
 
     def class_logits(self, x_bnc: torch.Tensor) -> torch.Tensor:
-        """g_n (Eq. 3) for every attribute: (B, N, c) -> logits (B, C) over global class ids."""
+        """Eq. 3, g_n for every attribute (P_n = sigmoid of these): (B, N, c) -> logits (B, C) over
+        global class ids."""
         hidden_bn1d = F.relu(grouped_linear(x_bnc[:, :, None, :], self.g_w1, self.g_b1, None))
         logits_bnm = grouped_linear(hidden_bn1d, self.g_w2, self.g_b2, None)[:, :, 0]  # (B, N, max M_n)
         return logits_bnm.flatten(1)[:, self.class_slot]
 
     def class_branch(self, psi_bcl, alpha_brl, attr_br, class_brk, *, return_attention: bool = False):
-        """Class-specific x_nm (B, R, K, c) for K classes (ids within attribute) per (image, attribute) row.
+        """Class level (Eq. 4-6): x_nm (B, R, K, c) for K classes (ids within attribute) per
+        (image, attribute) row, and with ``return_attention`` the SCA-C_n maps alpha_bar (B, R, K, L).
 
         ``attr_br`` (B, R) attribute ids, or None when the rows are all N attributes in order.
-        ``alpha_brl`` is the row's SCA-A map (None for m3net_c, whose branch starts from psi).
+        ``alpha_brl`` is the row's SCA-A map alpha_n (None for m3net_c, whose branch starts from psi).
         """
-        B, c, L = psi_bcl.shape
-        R, K = class_brk.shape[1], class_brk.shape[2]
-        N = self.num_attributes
-        sca, cca = self.spatial_attention_c, self.channel_attention_c
-        attrs_br = attr_br if attr_br is not None else torch.arange(N, device=psi_bcl.device).expand(B, N)
-        # SCA-C_n, Alg. 1 step 5 on phi_n: T_n(alpha * psi) = alpha * (W_n psi) + b_n; one conv, all attributes
-        lin_bndl = sca.linear_part(psi_bcl)  # (B, N, d, L)
-        if attr_br is not None:
-            lin_brdl = lin_bndl.gather(1, attr_br[:, :, None, None].expand(B, R, *lin_bndl.shape[2:]))
-        else:
-            lin_brdl = lin_bndl
-        _, bias_nd = sca.transform_weight()
-        if alpha_brl is not None:
-            lin_brdl = alpha_brl[:, :, None, :] * lin_brdl
-        p1_brdl = torch.tanh(lin_brdl + bias_nd[attrs_br][..., None])  # (B, R, d, L)
-        slot_brk = attrs_br[:, :, None] * self.max_classes + class_brk  # flat (attribute, class) slot
-        p2_brkd = sca.label_features().flatten(0, 1)[slot_brk]  # step 6, (B, R, K, d)
-        alpha_bar_brkl = sca.attention(p1_brdl, p2_brkd)  # step 7, (B, R, K, L)
+        B, R, K = class_brk.shape
+        attrs_br = attr_br if attr_br is not None else torch.arange(R, device=psi_bcl.device)[None, :]
+        # Eq. 4: phi_bar = SCA-C_n(phi_n, m) = alpha_bar * phi_n, phi_n = alpha_n * psi (m3net_c: psi)
+        alpha_bar_brkl = self.spatial_attention_c(psi_bcl, class_brk, attr_br, prior_brl=alpha_brl)
         weight_brkl = alpha_bar_brkl if alpha_brl is None else alpha_bar_brkl * alpha_brl[:, :, None, :]
-        # q1(phi_bar) = sum_l alpha_bar * alpha * psi (Eq. 4 pooled): (B, R*K, L) @ (B, L, c)
-        q1_brkc = torch.bmm(weight_brkl.reshape(B, R * K, L), psi_bcl.transpose(1, 2)).view(B, R, K, c)
-        if self.variant == "full":  # CCA-A on phi_bar (Eq. 5)
-            q2a_brkd = self.channel_attention_a.label_features()[0][attrs_br][:, :, None, :].expand(B, R, K, -1)
-            v_brkc = self.channel_attention_a(q1_brkc, q2a_brkd)
-        else:
+        q1_brkc = pool(weight_brkl, psi_bcl)  # Alg. 2 step 5: q1(phi_bar) = sum_l alpha_bar alpha_n psi
+        if self.variant == "full":  # Eq. 5: v = CCA-A(phi_bar, n), the attribute level's CCA-A
+            v_brkc = self.channel_attention_a(q1_brkc, attrs_br[:, :, None])
+        else:  # m3net_c has no CCA-A: v = q1(phi_bar)
             v_brkc = q1_brkc
-        q2c_brkd = cca.label_features().flatten(0, 1)[slot_brk]  # (B, R, K, d)
-        x_brkc = cca(v_brkc, q2c_brkd, attr_br)  # CCA-C_n, Eq. 6 (q1 of a vector is the vector)
+        x_brkc = self.channel_attention_c(v_brkc, class_brk, attr_br)  # Eq. 6: x_nm = CCA-C_n(v, m)
         return (x_brkc, alpha_bar_brkl) if return_attention else x_brkc
 
-    # --- training ---------------------------------------------------------------------------
+    # --- training: the multi-task objective (Eq. 7-11) ----------------------------------------
+
+    def prototype_triplets(self, emb_3bd: torch.Tensor, bank: PrototypeBank, global_id_b: torch.Tensor):
+        """The two triplets of one granularity's space (Eq. 8's form, cosine similarity, margin zeta)
+        on the (3B, D) anchors, positives, negatives: (prototypical, instance). The prototypical term
+        (Eq. 9 in class space, MODC's L_AC in attribute space) has the prototype of the triplet's
+        class as positive and averages over the triplets whose prototype was ever updated; the
+        instance term (Eq. 10, MODC's L_AI) is the plain triplet."""
+        a, p, n = emb_3bd.split(len(global_id_b))
+        proto = seen_mean(cosine_triplet(a, bank(global_id_b), n, self.margin), bank.seen[global_id_b])
+        return proto, cosine_triplet(a, p, n, self.margin).mean()
 
     def forward(self, batch: dict) -> dict:
         images, attribute, class_id = batch["images"], batch["attribute"], batch["class_id"]
         B = attribute.shape[0]
+        global_id = self.class_offsets[attribute] + class_id  # (B,) the triplet's class
         psi_bcl, _ = self.generic_features(images)  # (3B, c, L)
-        alpha_bnl, x_bnc = self.attribute_branch(psi_bcl)
-        # L_M (Eq. 7) on every image, in every attribute it is annotated in
-        logits_bC = self.class_logits(x_bnc)
-        loss_m = attribute_bce(logits_bC, batch["targets"], self.w_p, self.class_attr, batch["target_mask"],
-                               self.classes_per_attribute)
+        alpha_bnl, x_bnc = self.attribute_branch(psi_bcl)  # Eq. 1-2
+        # Eq. 3, 7: L_M on every image, in every attribute it is annotated in
+        loss_m = attribute_bce(self.class_logits(x_bnc), batch["targets"], self.w_p, self.class_attr,
+                               batch["target_mask"], self.classes_per_attribute)
 
-        attr_r = attribute.repeat(3)  # (3B,) anchors, positives, negatives share the triplet's attribute
-        class_r = class_id.repeat(3)  # the anchor's class is applied to the negative too (docs/PROTOCOL.md#m3-net)
+        # all 3B images in the triplet's attribute; the anchor's class is applied to the negative
+        # too (docs/PROTOCOL.md#m3-net)
+        attr_r, class_r = attribute.repeat(3), class_id.repeat(3)
         row = torch.arange(3 * B, device=images.device)
-        emb_attr = self.project(x_bnc[row, attr_r])  # (3B, D)
-        global_id = self.class_offsets[attribute] + class_id  # (B,)
-        a, p, n = emb_attr.split(B)
-        proto = self.prototypes_attribute(global_id)
-        # MODC's prototypical term on x_n, over the triplets whose class prototype was ever updated
-        loss_ac = seen_mean(cosine_triplet(a, proto, n, self.margin), self.prototypes_attribute.seen[global_id])
-        loss_ai = cosine_triplet(a, p, n, self.margin).mean()  # MODC's instance term on x_n
-        zero = loss_m.new_zeros(())
-        if self.variant == "attribute":  # class spaces are the attribute space: the same terms
+        emb_attr = self.project(x_bnc[row, attr_r])  # (3B, D) x_n
+        loss_ac, loss_ai = self.prototype_triplets(emb_attr, self.prototypes_attribute, global_id)  # MODC's
+        if self.variant == "attribute":  # the class spaces are the attribute space: the same terms
+            emb_class = None
             loss_cc, loss_ci = loss_ac, loss_ai
-            total = self.lambdas["m"] * loss_m + self.lambdas["cc"] * loss_cc + self.lambdas["ci"] * loss_ci
         else:
             alpha_r1l = None if alpha_bnl is None else alpha_bnl[row, attr_r][:, None, :]
-            x_c = self.class_branch(psi_bcl, alpha_r1l, attr_r[:, None], class_r[:, None, None])[:, 0, 0]
-            emb_class = self.project(x_c)  # (3B, D)
-            ca, cp, cn = emb_class.split(B)
-            loss_cc = seen_mean(cosine_triplet(ca, self.prototypes_class(global_id), cn, self.margin),
-                                self.prototypes_class.seen[global_id])  # Eq. 9, updated prototypes only
-            loss_ci = cosine_triplet(ca, cp, cn, self.margin).mean()  # Eq. 10
-            if self.variant == "class":
-                loss_ac = loss_ai = zero
-            total = sum(self.lambdas[k] * v for k, v in
-                        dict(m=loss_m, cc=loss_cc, ci=loss_ci, ac=loss_ac, ai=loss_ai).items())  # Eq. 11
-            if self.training:
-                self.prototypes_class.update(global_id.repeat(2), torch.cat([ca, cp]))
-        if self.training and self.variant != "class":
-            self.prototypes_attribute.update(global_id.repeat(2), torch.cat([a, p]))
-        out = {"loss": total}
-        for k, v in dict(m=loss_m, cc=loss_cc, ci=loss_ci, ac=loss_ac, ai=loss_ai).items():
-            out[f"loss_{k}"] = v.detach()
-        return out
+            x_c = self.class_branch(psi_bcl, alpha_r1l, attr_r[:, None], class_r[:, None, None])[:, 0, 0]  # Eq. 4-6
+            emb_class = self.project(x_c)  # (3B, D) x_nm
+            loss_cc, loss_ci = self.prototype_triplets(emb_class, self.prototypes_class, global_id)  # Eq. 9, 10
+            if self.variant == "class":  # no attribute-specific space to shape
+                loss_ac = loss_ai = loss_m.new_zeros(())
+        terms = dict(m=loss_m, cc=loss_cc, ci=loss_ci, ac=loss_ac, ai=loss_ai)
+        # Eq. 11 (+ MODC's attribute-level terms); m3net_a counts its L_AC / L_AI once, as L_CC / L_CI
+        trained = ("m", "cc", "ci") if self.variant == "attribute" else tuple(terms)
+        total = sum(self.lambdas[k] * terms[k] for k in trained)
+
+        if self.training:  # MODC's online clustering: anchors and positives update their class prototype
+            if emb_class is not None:
+                self.prototypes_class.update(global_id.repeat(2), emb_class[: 2 * B])
+            if self.variant != "class":
+                self.prototypes_attribute.update(global_id.repeat(2), emb_attr[: 2 * B])
+        return {"loss": total, **{f"loss_{k}": v.detach() for k, v in terms.items()}}
 
     # --- inference --------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ import zipfile
 
 import pytest
 
-from benchmark.params import load_params
 from datasets.acquire import acquire
 from datasets.archive import extract
 from datasets.download import download, fetch_many
@@ -98,38 +97,59 @@ def test_fetch_many_reports_dead_links(tmp_path):
     assert (tmp_path / "out" / "pic" / "0.jpg").read_bytes() == jpeg(0)
 
 
-def test_local_archive_sha_recorded_and_checked(tmp_path):
+def test_local_archive_sha_recorded_and_checked(tmp_path, acquire_params):
     write_fashionai_zip(tmp_path / "fashionAI_attributes_train1.zip")
-    acq = load_params()["acquire"]
     cfg = {"source": "local", "path": str(tmp_path / "fashionAI_attributes_train1.zip"), "sha256": None}
-    rep = acquire("fashionai", cfg, acq, tmp_path / "raw", tmp_path / "acquire.json")
+    rep = acquire("fashionai", cfg, acquire_params, tmp_path / "raw", tmp_path / "acquire.json")
     digest = hashlib.sha256((tmp_path / "fashionAI_attributes_train1.zip").read_bytes()).hexdigest()
     assert rep["inputs"][0]["sha256"] == digest
-    assert json.loads((tmp_path / "acquire.json").read_text())["images_obtained"] == 10
+    assert rep["inputs"][0]["members"] == 11  # 10 images and label.csv
+    written = json.loads((tmp_path / "acquire.json").read_text())
+    assert written["images_obtained"] == 10 and written["files"] == 11
+    assert written["images_requested"] is None and written["missing"] == []  # an archive asks for no image by name
     assert (tmp_path / "raw" / "fashionAI_attributes_train1" / "Annotations" / "label.csv").is_file()
     with pytest.raises(ChecksumError):
-        acquire("fashionai", dict(cfg, sha256="f" * 64), acq, tmp_path / "raw2")
+        acquire("fashionai", dict(cfg, sha256="f" * 64), acquire_params, tmp_path / "raw2")
 
 
-def test_asen_source_with_local_images(tmp_path):
+def test_asen_source_with_local_images(tmp_path, acquire_params):
     paths = write_asen_folder(tmp_path / "asen", with_images=True)
     (tmp_path / "asen" / paths[3]).unlink()
-    acq = load_params()["acquire"]
     cfg = {"source": "asen", "path": str(tmp_path / "asen"), "images": str(tmp_path / "asen")}
-    rep = acquire("darn", cfg, acq, tmp_path / "raw")
+    rep = acquire("darn", cfg, acquire_params, tmp_path / "raw")
     assert rep["missing"] == [paths[3]] and rep["images_obtained"] == len(paths) - 1
+    assert rep["images_requested"] == len(paths)
+    missing = json.loads((tmp_path / "raw" / "acquire_missing.json").read_text())
+    assert missing == {paths[3]: {"status": None, "error": "not in the images folder"}}
     assert (tmp_path / "raw" / "meta.json").is_file()
 
 
-def test_darn_url_source_with_loopback(tmp_path):
+def test_darn_url_source_with_loopback(tmp_path, acquire_params):
     paths = write_asen_folder(tmp_path / "asen", with_images=True, urls=True)
     (tmp_path / "asen" / paths[0]).unlink()
-    acq = load_params()["acquire"]
-    acq = dict(acq, download=dict(acq["download"], retries=1, backoff_s=0.01))
+    acq = dict(acquire_params, download=dict(acquire_params["download"], retries=1, backoff_s=0.01))
     with serve(tmp_path / "asen") as srv:
         cfg = {"source": "url", "path": str(tmp_path / "asen"), "base_url": srv.base_url}
         rep = acquire("darn", cfg, acq, tmp_path / "raw")
     assert rep["dead_links"]["by_status"] == {"404": 1} and rep["missing"] == [paths[0]]
+    assert rep["urls"] == rep["images_requested"] == len(paths) and rep["images_obtained"] == len(paths) - 1
     assert (tmp_path / "raw" / paths[1]).read_bytes() == (tmp_path / "asen" / paths[1]).read_bytes()
     missing = json.loads((tmp_path / "raw" / "acquire_missing.json").read_text())
     assert missing[paths[0]]["status"] == 404
+
+
+def test_acquire_counts_what_arrived_without_parsing_the_annotations(tmp_path, acquire_params):
+    """The annotation tables are the parse stage's: acquire gets the bytes of a release whose
+    label.csv no parser would accept, counts them, and leaves the error to parse."""
+    from datasets.errors import FormatError
+    from datasets.parse import parse_raw
+
+    top = "fashionAI_attributes_train1"
+    images = {f"{top}/Images/skirt_length_labels/{i}.jpg": jpeg(i) for i in range(3)}
+    _zip(tmp_path / f"{top}.zip", {**images, f"{top}/Annotations/label.csv": b"\x00 not a label table \xff\n"})
+    cfg = {"source": "local", "path": str(tmp_path / f"{top}.zip"), "sha256": None}
+    rep = acquire("fashionai", cfg, acquire_params, tmp_path / "raw", tmp_path / "acquire.json")
+    assert rep["images_obtained"] == 3 and rep["files"] == 4 and rep["inputs"][0]["members"] == 4
+    assert rep["missing"] == [] and json.loads((tmp_path / "raw" / "acquire_missing.json").read_text()) == {}
+    with pytest.raises(FormatError):
+        parse_raw("fashionai", tmp_path / "raw")

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from model.attention import ChannelConditionalAttention, SpatialConditionalAttention, grouped_linear
+from model.attention import ChannelConditionalAttention, SpatialConditionalAttention, grouped_linear, pool
 
 torch.set_num_threads(1)
 C, D, G, LABELS, H, W = 6, 4, 3, 5, 3, 2
@@ -66,26 +66,40 @@ def test_grouped_linear_both_layouts_match_loop():
     assert torch.equal(grouped_linear(x, w[:1], None, groups), x @ w[0])
 
 
-def test_sca_factored_equals_algorithm_1_including_attended_input():
-    """alpha * (W psi) + b == T(alpha_prev * psi): the factoring the class branch relies on."""
+def test_sca_forward_equals_algorithm_1_including_attended_input():
+    """SCA's forward on prior * psi, never built (alpha * (W psi) + b == T(alpha_prev * psi)): the
+    factoring the class branch relies on; rows in group order, and rows naming their group."""
     sca = _sca()
     g = torch.Generator().manual_seed(2)
     psi = torch.randn(2, C, H, W, generator=g, dtype=torch.float64)
-    prev = torch.softmax(torch.randn(2, H * W, generator=g, dtype=torch.float64), -1)  # an earlier map
+    prev = torch.softmax(torch.randn(2, G, H * W, generator=g, dtype=torch.float64), -1)  # an earlier map per row
     labels = torch.tensor([[[1, 4], [0, 0], [3, 2]], [[2, 2], [4, 1], [0, 3]]])  # (B, R=G, K=2)
-    lin = sca.linear_part(psi.flatten(2))  # (B, G, d, L)
-    _, bias = sca.transform_weight()
-    p1 = torch.tanh(prev[:, None, None, :] * lin + bias[None, :, :, None])
-    p2 = sca.label_features()[torch.arange(G)[None, :, None], labels]  # (B, G, K, d)
-    alpha = sca.attention(p1, p2)
+    alpha = sca(psi.flatten(2), labels, None, prior_brl=prev)
     assert alpha.shape == (2, G, 2, H * W)
+    groups = torch.tensor([[2], [0]])  # one row per image, naming its group
+    alpha_sel = sca(psi.flatten(2), labels[:, :1], groups, prior_brl=prev[:, :1])
     for i in range(2):
-        attended = prev[i].view(H, W) * psi[i]
         for r in range(G):
+            attended = prev[i, r].view(H, W) * psi[i]
             for k in range(2):
                 want = ref_sca(sca, r, attended, labels[i, r, k])
                 assert torch.allclose(alpha[i, r, k].view(H, W), want, atol=1e-12)
+        for k in range(2):
+            want = ref_sca(sca, groups[i, 0], prev[i, 0].view(H, W) * psi[i], labels[i, 0, k])
+            assert torch.allclose(alpha_sel[i, 0, k].view(H, W), want, atol=1e-12)
     assert torch.allclose(alpha.sum(-1), torch.ones(2, G, 2, dtype=torch.float64))
+
+
+def test_sca_one_group_shared_labels_broadcast():
+    """One copy (SCA-A): labels given once for all images, (1, 1, K), equal the per-image table."""
+    torch.manual_seed(5)
+    sca = SpatialConditionalAttention(in_channels=C, inner_dim=D, num_labels=LABELS).double()
+    psi = torch.randn(3, C, H, W, dtype=torch.float64)
+    shared = sca(psi.flatten(2), torch.arange(LABELS)[None, None, :])
+    assert torch.equal(shared, sca(psi.flatten(2), torch.arange(LABELS).expand(3, 1, LABELS)))
+    for i in range(3):
+        for lab in range(LABELS):
+            assert torch.allclose(shared[i, 0, lab].view(H, W), ref_sca(sca, 0, psi[i], lab), atol=1e-12)
 
 
 def test_cca_matches_algorithm_2_in_both_layouts():
@@ -96,14 +110,18 @@ def test_cca_matches_algorithm_2_in_both_layouts():
     labels = torch.randint(0, LABELS, (2, G, 2), generator=g)
     groups = torch.tensor([[1], [2]])
     q1 = maps.flatten(-2).sum(-1)  # (B, G, K, c)
-    q2 = cca.label_features()[torch.arange(G)[None, :, None], labels]
-    out_full = cca(q1, q2)
-    q2_sel = cca.label_features()[groups[:, :, None], labels[:, :1]]  # (B, 1, 2, d)
-    out_sel = cca(q1[:, :1], q2_sel, groups)
+    out_full = cca(q1, labels)
+    out_sel = cca(q1[:, :1], labels[:, :1], groups)
+    # the pooled form of step 5: q1 of weight * map from the weights and the map, never the product
+    weight = torch.rand(2, G, 2, H * W, generator=g, dtype=torch.float64)
+    feat = torch.randn(2, C, H * W, generator=g, dtype=torch.float64)
+    pooled = pool(weight, feat)
     for i in range(2):
         for k in range(2):
             for r in range(G):
                 assert torch.allclose(out_full[i, r, k], ref_cca(cca, r, maps[i, r, k], labels[i, r, k]), atol=1e-12)
+                attended = (weight[i, r, k] * feat[i]).view(C, H, W)
+                assert torch.allclose(pooled[i, r, k], attended.flatten(1).sum(1), atol=1e-12)
             want = ref_cca(cca, groups[i, 0], maps[i, 0, k], labels[i, 0, k])
             assert torch.allclose(out_sel[i, 0, k], want, atol=1e-12)
     # the gate is in (0, 1): |output| < |q1| elementwise

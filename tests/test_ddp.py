@@ -18,11 +18,10 @@ torch.set_num_threads(1)
 
 _SCRIPT = textwrap.dedent(
     """
-    import hashlib, os, sys
+    import hashlib, os
     import torch
     torch.set_num_threads(1)
-    sys.path.insert(0, {root!r})
-    from tests import tiny_training  # registers the tiny models
+    from tests import tiny_training  # registers the tiny models (PYTHONPATH: the repository root)
     from benchmark.params import load_params
     from benchmark.train import run
 
@@ -42,8 +41,8 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     make_dataset(tmp_path)
     make_params(tmp_path, epochs=2, triplets=32, batch=8)
     script = tmp_path / "run_ddp.py"
-    script.write_text(_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]), key=KEY))
-    repo = Path(__file__).resolve().parent.parent
+    script.write_text(_SCRIPT.format(key=KEY))
+    repo = Path(__file__).resolve().parents[1]
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(

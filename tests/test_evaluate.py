@@ -22,7 +22,7 @@ from datasets.schemas import (
 )
 from benchmark.inference import ImageSource
 from model.base import Embeddings, RetrievalModel
-from model.registry import _REGISTRY, register_model
+from model.registry import build_model, register_model
 
 torch.set_num_threads(1)
 KEY = "tiny"
@@ -84,17 +84,14 @@ class StandInClass(StandIn):
         return Embeddings(e.attribute, probs, idx, cemb)
 
 
-def _register():
-    for name, cls in (("standin_eval", StandIn), ("standin_eval_class", StandInClass)):
-        if name not in _REGISTRY:
-            register_model(name)(cls)
+register_model("standin_eval")(StandIn)
+register_model("standin_eval_class")(StandInClass)
 
 
 # ------------------------------------------------------------------ tiny dataset
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
-    _register()
     monkeypatch.chdir(tmp_path)
     import cv2
 
@@ -151,7 +148,7 @@ def tiny(tmp_path, monkeypatch):
 def _save_checkpoint(root, name, seed=0, file="checkpoint.pt", policy="last", epoch=2):
     """A checkpoint in the trainer's format (benchmark.train.load_trained_model reads it) and the
     train stage's selection.json naming it."""
-    model = _REGISTRY[name](classes_per_attribute=CLASSES, seed=seed)
+    model = build_model(name, classes_per_attribute=CLASSES, seed=seed)
     d = root / "models" / KEY / name / f"seed{seed}"
     d.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(),
@@ -285,7 +282,6 @@ def test_class_level_model_gets_multi_granularity_and_a_gamma_sweep(tiny):
 def test_gamma_filter_equals_embedding_at_that_gamma(tiny):
     from benchmark.evaluate import class_keep
 
-    _register()
     model = StandInClass(classes_per_attribute=CLASSES)
     x = torch.randn(6, 3, SIZE, SIZE)
     low = model.embed(x, gamma=0.2)

@@ -24,7 +24,6 @@ import pytest
 import torch
 
 from benchmark.cli import main as cli
-from benchmark.params import load_params
 from datasets.acquire import acquire
 from datasets.archive import extract
 from datasets.download import download
@@ -54,8 +53,8 @@ def _check(capsys, *args) -> tuple[int, str, str]:
     return rc, cap.out, cap.err
 
 
-def _acq():
-    acq = load_params()["acquire"]
+def _acq(acq: dict) -> dict:
+    """params' acquire section (the ``acquire_params`` fixture) with quick download retries."""
     return dict(acq, download=dict(acq["download"], retries=1, backoff_s=0.01, timeout_s=5))
 
 
@@ -118,10 +117,10 @@ def test_check_folder_with_zip_beside_extracted_copy_leaves_user_files_alone(tmp
         assert rc == 1 and f"{TOP}.zip" in err and "zip" in err
 
 
-def test_acquire_local_folder_copies_never_links(tmp_path):
+def test_acquire_local_folder_copies_never_links(tmp_path, acquire_params):
     user = _download_with_extracted_copy(tmp_path, "")
     before = _tree_digest(user)
-    acquire("fashionai", {"source": "local", "path": str(user)}, _acq(), tmp_path / "raw")
+    acquire("fashionai", {"source": "local", "path": str(user)}, _acq(acquire_params), tmp_path / "raw")
     assert _tree_digest(user) == before
     raw_files = [p for p in (tmp_path / "raw").rglob("*") if p.is_file()]
     assert raw_files and all(p.stat().st_nlink == 1 for p in raw_files)
@@ -135,7 +134,7 @@ def test_acquire_local_folder_copies_never_links(tmp_path):
     "/{victim}",
     "pic/../../victim.jpg",
 ])
-def test_asen_path_outside_release_is_an_error_and_deletes_nothing(tmp_path, line):
+def test_asen_path_outside_release_is_an_error_and_deletes_nothing(tmp_path, acquire_params, line):
     victim = tmp_path / "victim.jpg"
     victim.write_bytes(b"the user's photo")
     src = tmp_path / "asen"
@@ -146,7 +145,7 @@ def test_asen_path_outside_release_is_an_error_and_deletes_nothing(tmp_path, lin
     lines[2] = bad
     (src / "filenames_train.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(FormatError) as e:
-        acquire("darn", {"source": "asen", "path": str(src), "images": str(src)}, _acq(), tmp_path / "raw")
+        acquire("darn", {"source": "asen", "path": str(src), "images": str(src)}, _acq(acquire_params), tmp_path / "raw")
     assert "filenames_train.txt:3" in str(e.value) and "inside the release folder" in str(e.value)
     assert victim.read_bytes() == b"the user's photo"
 
@@ -230,81 +229,70 @@ def test_a_crafted_checkpoint_would_run_code_under_full_pickle(tmp_path):
     assert marker.exists()
 
 
-def test_trained_checkpoint_loads_with_weights_only_and_evaluate_refuses_payloads(tmp_path):
+def test_trained_checkpoint_loads_with_weights_only_and_evaluate_refuses_payloads(tiny_workdir):
     from benchmark.train import CheckpointError, load_trained_model, read_checkpoint
 
     tt = _train_helpers()
-    make_dataset, make_params = tt.make_dataset, tt.make_params
-    make_dataset(tmp_path)
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        make_params(tmp_path, epochs=1, triplets=16, batch=8)
-        from benchmark.train import checkpoint_path, main
+    tmp_path = tiny_workdir
+    tt.make_params(tmp_path, epochs=1, triplets=16, batch=8)
+    from benchmark.train import checkpoint_path, main
 
-        assert main(["fashionai", "tiny_test"]) == 0
-        p = checkpoint_path("fashionai", "tiny_test", 0)
-        ck = torch.load(p, weights_only=True)  # tensors and plain types only
-        assert isinstance(ck["rng"]["numpy"]["keys"], torch.Tensor) and isinstance(ck["rng"]["python"]["state"], list)
-        marker = tmp_path / "ran"
-        for kind in ("pickle_payload", "truncated", "empty", "garbage"):
-            q = tmp_path / f"{kind}.pt"
-            q.write_bytes(p.read_bytes())
-            _corrupt(q, kind, marker)
-            with pytest.raises(CheckpointError) as e:
-                load_trained_model(q)
-            assert str(q) in str(e.value) and "not a readable checkpoint" in str(e.value)
-            with pytest.raises(CheckpointError):
-                read_checkpoint(q)
-        assert not marker.exists()
-    finally:
-        os.chdir(cwd)
+    assert main(["fashionai", "tiny_test"]) == 0
+    p = checkpoint_path("fashionai", "tiny_test", 0)
+    ck = torch.load(p, weights_only=True)  # tensors and plain types only
+    assert isinstance(ck["rng"]["numpy"]["keys"], torch.Tensor) and isinstance(ck["rng"]["python"]["state"], list)
+    marker = tmp_path / "ran"
+    for kind in ("pickle_payload", "truncated", "empty", "garbage"):
+        q = tmp_path / f"{kind}.pt"
+        q.write_bytes(p.read_bytes())
+        _corrupt(q, kind, marker)
+        with pytest.raises(CheckpointError) as e:
+            load_trained_model(q)
+        assert str(q) in str(e.value) and "not a readable checkpoint" in str(e.value)
+        with pytest.raises(CheckpointError):
+            read_checkpoint(q)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "garbage", "pickle_payload", "no_previous"])
-def test_corrupt_latest_checkpoint_resumes_from_previous_bitwise(tmp_path, monkeypatch, capsys, kind):
+def test_corrupt_latest_checkpoint_resumes_from_previous_bitwise(tiny_workdir, capsys, kind):
     """3 epochs straight vs a run killed in epoch 3 whose latest checkpoint (epoch 2) is then
     corrupted: the resume names the bad file, starts from the previous one (epoch 1) and ends with
     bitwise the weights of the straight run; the payload never runs."""
     from benchmark.train import checkpoint_path, previous_checkpoint_path
 
     tt = _train_helpers()
-    tt.make_dataset(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    tt.CRASH_AT[0], tt.CALLS[0] = None, 0
-    try:
-        tt.make_params(tmp_path, epochs=3, triplets=32, batch=8)
-        assert tt.train_tiny() == 0
-        straight = torch.load(checkpoint_path(tt.KEY, "tiny_test", 0), weights_only=True)
-        latest = checkpoint_path(tt.KEY, "tiny_test", 0)
-        prev = previous_checkpoint_path(latest)
-        for p in (latest, prev, Path("models") / tt.KEY / "tiny_test" / "done.json"):
-            p.unlink()
-        tt.CALLS[0], tt.CRASH_AT[0] = 0, 4 * 2 + 2  # killed in epoch 3: latest = epoch 2, previous = epoch 1
-        with pytest.raises(tt.SimulatedKill):
-            tt.train_tiny()
-        tt.CRASH_AT[0] = None
-        assert torch.load(latest, weights_only=True)["epoch"] == 2 and torch.load(prev, weights_only=True)["epoch"] == 1
-        marker = tmp_path / "ran"
-        if kind == "no_previous":
-            prev.unlink()
-            _corrupt(latest, "garbage", marker)
-        else:
-            _corrupt(latest, kind, marker)
-        capsys.readouterr()
-        assert tt.train_tiny() == 0
-        err = capsys.readouterr().err
-        assert f"{latest}: not a readable checkpoint" in err and "Traceback" not in err
-        if kind != "no_previous":
-            assert "resuming from the previous checkpoint" in err and "after epoch 1/3" in err
-        resumed = torch.load(latest, weights_only=True)
-        assert resumed["complete"] and resumed["epoch"] == 3
-        assert torch.load(prev, weights_only=True)["epoch"] == 2  # the corrupt file never became "previous"
-        assert straight["model"].keys() == resumed["model"].keys()
-        assert all(torch.equal(straight["model"][k], resumed["model"][k]) for k in straight["model"])
-        assert not marker.exists()
-    finally:
-        tt.CRASH_AT[0] = None
+    tmp_path = tiny_workdir
+    tt.make_params(tmp_path, epochs=3, triplets=32, batch=8)
+    assert tt.train_tiny() == 0
+    straight = torch.load(checkpoint_path(tt.KEY, "tiny_test", 0), weights_only=True)
+    latest = checkpoint_path(tt.KEY, "tiny_test", 0)
+    prev = previous_checkpoint_path(latest)
+    for p in (latest, prev, Path("models") / tt.KEY / "tiny_test" / "done.json"):
+        p.unlink()
+    tt.CALLS[0], tt.CRASH_AT[0] = 0, 4 * 2 + 2  # killed in epoch 3: latest = epoch 2, previous = epoch 1
+    with pytest.raises(tt.SimulatedKill):
+        tt.train_tiny()
+    tt.CRASH_AT[0] = None
+    assert torch.load(latest, weights_only=True)["epoch"] == 2 and torch.load(prev, weights_only=True)["epoch"] == 1
+    marker = tmp_path / "ran"
+    if kind == "no_previous":
+        prev.unlink()
+        _corrupt(latest, "garbage", marker)
+    else:
+        _corrupt(latest, kind, marker)
+    capsys.readouterr()
+    assert tt.train_tiny() == 0
+    err = capsys.readouterr().err
+    assert f"{latest}: not a readable checkpoint" in err and "Traceback" not in err
+    if kind != "no_previous":
+        assert "resuming from the previous checkpoint" in err and "after epoch 1/3" in err
+    resumed = torch.load(latest, weights_only=True)
+    assert resumed["complete"] and resumed["epoch"] == 3
+    assert torch.load(prev, weights_only=True)["epoch"] == 2  # the corrupt file never became "previous"
+    assert straight["model"].keys() == resumed["model"].keys()
+    assert all(torch.equal(straight["model"][k], resumed["model"][k]) for k in straight["model"])
+    assert not marker.exists()
 
 
 def test_rng_state_round_trips_through_weights_only(tmp_path):
@@ -350,7 +338,7 @@ def test_check_refuses_a_zip_bomb(tmp_path, capsys):
     assert rc == 1 and "max_compression_ratio" in err and f"{TOP}.zip" in err
 
 
-def test_total_size_cap_of_an_archive(tmp_path):
+def test_total_size_cap_of_an_archive(tmp_path, acquire_params):
     rng = np.random.default_rng(0)
     with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:  # stored, ratio 1: only the total cap can stop it
         for i in range(4):
@@ -358,7 +346,7 @@ def test_total_size_cap_of_an_archive(tmp_path):
     with pytest.raises(UnsafeArchiveError) as e:
         extract(tmp_path / "a.zip", tmp_path / "out", 1 << 30, 1_000_000, 200)
     assert "max_total_bytes" in str(e.value)
-    acq = dict(_acq(), max_total_bytes=1_000_000)
+    acq = dict(_acq(acquire_params), max_total_bytes=1_000_000)
     with pytest.raises(UnsafeArchiveError):
         acquire("fashionai", {"source": "local", "path": str(tmp_path / "a.zip")}, acq, tmp_path / "raw")
 
@@ -743,14 +731,14 @@ def test_only_http_urls_are_fetched(tmp_path, url):
     assert e.value.status == "bad_scheme" and not (tmp_path / "x").exists()
 
 
-def test_file_url_in_a_darn_url_list_is_a_dead_link(tmp_path):
+def test_file_url_in_a_darn_url_list_is_a_dead_link(tmp_path, acquire_params):
     paths = write_asen_folder(tmp_path / "asen", with_images=True, urls=True)
     u = tmp_path / "asen" / "urls.txt"
     lines = u.read_text().splitlines()
     lines[1] = f"{paths[1]} file:///etc/hostname"
     u.write_text("\n".join(lines) + "\n")
     with serve(tmp_path / "asen") as srv:
-        rep = acquire("darn", {"source": "url", "path": str(tmp_path / "asen"), "base_url": srv.base_url}, _acq(),
+        rep = acquire("darn", {"source": "url", "path": str(tmp_path / "asen"), "base_url": srv.base_url}, _acq(acquire_params),
                       tmp_path / "raw")
     assert rep["dead_links"]["by_status"] == {"bad_scheme": 1} and rep["missing"] == [paths[1]]
     assert not (tmp_path / "raw" / paths[1]).exists()
@@ -776,14 +764,11 @@ def test_no_error_escapes_as_anything_but_a_dataset_error(tmp_path):
         extract(tmp_path / "g.zip", tmp_path / "out", 1 << 20)
 
 
-def test_garbage_done_json_is_not_done(tmp_path, monkeypatch, capsys):
+def test_garbage_done_json_is_not_done(tiny_workdir, capsys):
     """done.json travels through DVC remotes like the checkpoints: garbage means "not done", and the
     complete checkpoints make the re-run a no-op."""
     tt = _train_helpers()
-    tt.make_dataset(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    tt.CRASH_AT[0], tt.CALLS[0] = None, 0
-    tt.make_params(tmp_path, epochs=1, triplets=16, batch=8)
+    tt.make_params(tiny_workdir, epochs=1, triplets=16, batch=8)
     assert tt.train_tiny() == 0
     calls = tt.CALLS[0]
     done = Path("models") / tt.KEY / "tiny_test" / "done.json"

@@ -10,6 +10,7 @@ import pytest
 from benchmark.scale import REAL, run_measured, work_params
 
 
+@pytest.mark.slow
 def test_peak_rss_of_a_stage_counts_its_whole_process_tree(tmp_path):
     """A child holding ~300 MB, and a parent holding ~300 MB whose child holds ~300 MB more: the
     measured peak is the child's, then the tree's sum (not the largest process alone)."""

@@ -1,8 +1,8 @@
 """benchmark.train: learning, resume == uninterrupted (bitwise), no-op re-run, NaN guard, seeds, phases.
 
 Uses a tiny registered model and a tiny synthetic dataset (JPEGs whose colours encode the classes)
-written into a temporary folder that the test chdirs into, so `main([...])` runs as the stage does.
-The tiny models and data live in tests/tiny_training.py.
+written into a temporary folder that the test chdirs into (tests/conftest.py's ``tiny_workdir``),
+so `main([...])` runs as the stage does. The tiny models and data live in tests/tiny_training.py.
 """
 
 from __future__ import annotations
@@ -17,32 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from torch import nn
 
-from model.base import Embeddings, RetrievalModel
-from model.losses import cosine_triplet, weighted_bce
-from model.registry import _REGISTRY, register_model
+from tests.tiny_training import CALLS, CPA, CRASH_AT, KEY, SimulatedKill, make_params, train_tiny
 
 torch.set_num_threads(1)
-
-from tests.tiny_training import (  # noqa: E402,F401  (the shared tiny models and data)
-    CALLS, CPA, CRASH_AT, KEY, LAST_MODEL, SimulatedKill, TinyModel, TinyTwoPhase, make_dataset, make_params,
-)
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    make_dataset(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    CRASH_AT[0], CALLS[0] = None, 0
-    yield tmp_path
-    CRASH_AT[0] = None
-
-
-def _train(model="tiny_test"):
-    from benchmark.train import main
-
-    return main([KEY, model])
 
 
 def _ckpt(model="tiny_test", seed=0):
@@ -82,9 +60,9 @@ def test_resolve_model_params_and_phase_epochs():
         phase_epochs(("global", "joint"), 2, spec, "other")
 
 
-def test_training_loss_falls(workdir):
-    make_params(workdir, epochs=6, triplets=64, batch=16, lr=0.03)
-    assert _train() == 0
+def test_training_loss_falls(tiny_workdir):
+    make_params(tiny_workdir, epochs=6, triplets=64, batch=16, lr=0.03)
+    assert train_tiny() == 0
     rows = _log()
     assert len(rows) == 6 * 4
     first = np.mean([float(r["loss"]) for r in rows[:4]])
@@ -92,11 +70,11 @@ def test_training_loss_falls(workdir):
     assert last < 0.7 * first, (first, last)
 
 
-def test_log_checkpoint_and_done_layout(workdir):
+def test_log_checkpoint_and_done_layout(tiny_workdir):
     from benchmark.train import checkpoint_paths, done_path, load_trained_model
 
-    params = make_params(workdir, epochs=2, triplets=32, batch=8)
-    _train()
+    params = make_params(tiny_workdir, epochs=2, triplets=32, batch=8)
+    train_tiny()
     rows = _log()
     assert list(rows[0])[:4] == ["step", "epoch", "lr", "loss"]
     assert {"loss_triplet", "loss_bce"} <= set(rows[0])
@@ -117,9 +95,9 @@ def test_log_checkpoint_and_done_layout(workdir):
     assert emb.attribute.shape == (2, 2, 8)
 
 
-def test_rerun_is_noop_and_param_change_retrains(workdir):
-    make_params(workdir)
-    _train()
+def test_rerun_is_noop_and_param_change_retrains(tiny_workdir):
+    make_params(tiny_workdir)
+    train_tiny()
     from benchmark.train import checkpoint_path
 
     p = checkpoint_path(KEY, "tiny_test", 0)
@@ -127,22 +105,22 @@ def test_rerun_is_noop_and_param_change_retrains(workdir):
     log = Path("reports") / KEY / "tiny_test" / "train_log.csv"
     before = log.read_text()
     log.unlink()  # dvc removes unpersisted outputs before it runs a stage
-    _train()
+    train_tiny()
     assert p.stat().st_mtime_ns == mtime and CALLS[0] == calls  # nothing trained
     assert log.read_text() == before
-    make_params(workdir, lr=0.02)
-    _train()
+    make_params(tiny_workdir, lr=0.02)
+    train_tiny()
     assert CALLS[0] == calls + 8 and p.stat().st_mtime_ns != mtime
     assert _ckpt()["params"]["model"]["lr"] == 0.02
 
 
 @pytest.mark.parametrize("model,crash_at", [("tiny_test", 4 + 3), ("tiny_test2", 4 + 2), ("tiny_test", 3)])
-def test_resume_equals_uninterrupted(workdir, model, crash_at):
+def test_resume_equals_uninterrupted(tiny_workdir, model, crash_at):
     """2 epochs straight vs a run killed in epoch 2 (or in epoch 1) and resumed: bitwise equal."""
     from benchmark.train import checkpoint_path
 
-    make_params(workdir, model=model, epochs=2, triplets=32, batch=8)
-    _train(model)
+    make_params(tiny_workdir, model=model, epochs=2, triplets=32, batch=8)
+    train_tiny(model)
     straight = _ckpt(model)
     straight_log = _log(model)
     # start over: remove outputs, then crash mid-run
@@ -150,37 +128,37 @@ def test_resume_equals_uninterrupted(workdir, model, crash_at):
     (Path("models") / KEY / model / "done.json").unlink()
     CALLS[0], CRASH_AT[0] = 0, crash_at
     with pytest.raises(SimulatedKill):
-        _train(model)
+        train_tiny(model)
     killed_epoch = (crash_at - 1) // 4
     if killed_epoch:
         assert _ckpt(model)["epoch"] == killed_epoch and not _ckpt(model)["complete"]
     else:
         assert not checkpoint_path(KEY, model, 0).exists()
     CRASH_AT[0] = None
-    _train(model)
+    train_tiny(model)
     resumed = _ckpt(model)
     assert resumed["complete"] and resumed["phase"] == straight["phase"]
     assert _equal_state(straight["model"], resumed["model"])
     assert _log(model) == straight_log
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(workdir):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_workdir):
     from benchmark.train import NonFiniteLoss
 
-    make_params(workdir, epochs=3, nan_at_step=6)
+    make_params(tiny_workdir, epochs=3, nan_at_step=6)
     with pytest.raises(NonFiniteLoss, match=r"step 6 \(epoch 2.*loss=nan.*loss_bce=.*loss_triplet="):
-        _train()
+        train_tiny()
     ck = _ckpt()
     assert ck["epoch"] == 1 and not ck["complete"]
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     assert not (Path("models") / KEY / "tiny_test" / "done.json").exists()
 
 
-def test_several_seeds_one_checkpoint_each(workdir):
+def test_several_seeds_one_checkpoint_each(tiny_workdir):
     from benchmark.train import checkpoint_paths
 
-    params = make_params(workdir, seeds=(0, 1))
-    _train()
+    params = make_params(tiny_workdir, seeds=(0, 1))
+    train_tiny()
     paths_ = checkpoint_paths(KEY, "tiny_test", params)
     assert [p.parent.name for p in paths_] == ["seed0", "seed1"]
     a, b = (torch.load(p, weights_only=True) for p in paths_)
@@ -189,7 +167,7 @@ def test_several_seeds_one_checkpoint_each(workdir):
     assert [r["seed"] for r in rows] == ["0"] * 8 + ["1"] * 8
 
 
-def test_triplets_come_from_train_split_only(workdir):
+def test_triplets_come_from_train_split_only(tiny_workdir):
     from benchmark.sampling import sample_triplets
     from benchmark.train import TrainData
 
@@ -224,7 +202,8 @@ def test_model_values_keyed_by_profile_or_dataset_resolve_to_this_run():
         resolve_model_params(p, "m", "darn")
 
 
-def test_compile_setting_goes_through_torch_compile_and_trains_like_eager(workdir, monkeypatch):
+@pytest.mark.slow
+def test_compile_setting_goes_through_torch_compile_and_trains_like_eager(tiny_workdir, monkeypatch):
     """train.compile wraps M3-Net's step in torch.compile with the named mode. Traced by dynamo
     with the eager backend (no C++ compiler, same kernels), two epochs give the eager run's
     weights, prototypes and losses: the step has no trace-breaking Python (buffer updates,
@@ -234,13 +213,13 @@ def test_compile_setting_goes_through_torch_compile_and_trains_like_eager(workdi
     from benchmark.train import checkpoint_path
 
     def run(setting):
-        params = make_params(workdir, model="m3net", epochs=2, triplets=24, batch=6, lr=1e-3, inner_dim=8)
+        params = make_params(tiny_workdir, model="m3net", epochs=2, triplets=24, batch=6, lr=1e-3, inner_dim=8)
         params["train"]["compile"] = setting
         params["train"]["profiles"]["tiny"].update(backbone="resnet18_layer3", image_size=32)
-        (workdir / "params.yaml").write_text(_yaml.safe_dump(params))
+        (tiny_workdir / "params.yaml").write_text(_yaml.safe_dump(params))
         for p in (checkpoint_path(KEY, "m3net", 0), Path("models") / KEY / "m3net" / "done.json"):
             p.unlink(missing_ok=True)
-        assert _train("m3net") == 0
+        assert train_tiny("m3net") == 0
         return _ckpt("m3net"), _log("m3net")
 
     eager, eager_log = run(False)
@@ -283,7 +262,7 @@ def _val_queries(root: Path) -> None:
                 root / paths.splits_path(KEY), SplitsSchema)
 
 
-def test_triplets_per_epoch_can_be_given_per_model(workdir):
+def test_triplets_per_epoch_can_be_given_per_model(tiny_workdir):
     from benchmark.train import triplets_per_epoch
 
     spec = {"triplets_per_epoch": {"default": 40000, "asen": 100000}}
@@ -292,9 +271,9 @@ def test_triplets_per_epoch_can_be_given_per_model(workdir):
     assert triplets_per_epoch({"triplets_per_epoch": 320}, "asen") == 320
     with pytest.raises(ValueError, match="names neither"):
         triplets_per_epoch({"triplets_per_epoch": {"asen": 1}}, "modc")
-    params = make_params(workdir, epochs=1, batch=8)
-    _with_profile(workdir, params, triplets_per_epoch={"default": 16, "tiny_test": 40})
-    _train()
+    params = make_params(tiny_workdir, epochs=1, batch=8)
+    _with_profile(tiny_workdir, params, triplets_per_epoch={"default": 16, "tiny_test": 40})
+    train_tiny()
     assert len(_log()) == 40 // 8
 
 
@@ -315,7 +294,7 @@ def test_paper_profile_samples_as_each_reference():
     assert lr_schedule(models["asen"], "main") == (1, 0.985) and lr_schedule(models["m3net"], "main") == (1, 0.975)
 
 
-def test_lr_schedule_per_phase(workdir):
+def test_lr_schedule_per_phase(tiny_workdir):
     """ASEN++'s StepLR per stage: x0.9 every 3 epochs in stage 1, x0.5 (here) every epoch in stage 2,
     each stage starting from the base lr; without lr_schedule, x lr_decay per epoch."""
     from benchmark.train import lr_schedule
@@ -323,9 +302,9 @@ def test_lr_schedule_per_phase(workdir):
     assert lr_schedule({"lr_decay": 0.985}, "main") == (1, 0.985)
     sched = {"global": {"step_size": 3, "gamma": 0.9}, "joint": {"step_size": 1, "gamma": 0.5}}
     assert lr_schedule({"lr_schedule": sched}, "global") == (3, 0.9)
-    make_params(workdir, model="tiny_test2", epochs=6, triplets=8, batch=8, lr=0.01,
+    make_params(tiny_workdir, model="tiny_test2", epochs=6, triplets=8, batch=8, lr=0.01,
                 lr_schedule=sched, phase_epochs=[4, 3])
-    _train("tiny_test2")
+    train_tiny("tiny_test2")
     lr_of_epoch = {int(r["epoch"]): float(r["lr"]) for r in _log("tiny_test2")}
     want = {1: 0.01, 2: 0.01, 3: 0.01, 4: 0.009, 5: 0.01, 6: 0.005, 7: 0.0025}
     assert lr_of_epoch == pytest.approx(want)
@@ -371,13 +350,13 @@ def _brute_val_map(model, root: Path) -> float:
     return 100.0 * float(np.mean(aps))
 
 
-def test_best_val_keeps_the_best_validation_epoch(workdir):
+def test_best_val_keeps_the_best_validation_epoch(tiny_workdir):
     from benchmark.train import best_path, checkpoint_path, load_trained_model, read_selection, selected_checkpoint_path
 
-    _val_queries(workdir)
-    params = make_params(workdir, epochs=4, triplets=32, batch=8, lr=0.05)
-    _with_profile(workdir, params, checkpoint="best_val")
-    _train()
+    _val_queries(tiny_workdir)
+    params = make_params(tiny_workdir, epochs=4, triplets=32, batch=8, lr=0.05)
+    _with_profile(tiny_workdir, params, checkpoint="best_val")
+    train_tiny()
     sel = read_selection(KEY, "tiny_test", 0)
     scores = {int(k): v for k, v in sel["val_scores"].items()}
     assert sorted(scores) == [1, 2, 3, 4] and sel["policy"] == "best_val" and sel["file"] == "best.pt"
@@ -386,49 +365,49 @@ def test_best_val_keeps_the_best_validation_epoch(workdir):
     assert selected_checkpoint_path(KEY, "tiny_test", 0) == best_path(KEY, "tiny_test", 0)
     model, meta = load_trained_model(best_path(KEY, "tiny_test", 0))
     assert meta["epoch"] == best_epoch
-    assert _brute_val_map(model, workdir) == pytest.approx(sel["val_map_all"], abs=1e-3)
+    assert _brute_val_map(model, tiny_workdir) == pytest.approx(sel["val_map_all"], abs=1e-3)
     last, _ = load_trained_model(checkpoint_path(KEY, "tiny_test", 0))
-    assert _brute_val_map(last, workdir) == pytest.approx(scores[4], abs=1e-3)
+    assert _brute_val_map(last, tiny_workdir) == pytest.approx(scores[4], abs=1e-3)
     # deterministic: a fresh run writes the same selection.json, byte for byte
     before = (best_path(KEY, "tiny_test", 0).parent / "selection.json").read_text()
     for f in ("checkpoint.pt", "best.pt", "selection.json"):
         (checkpoint_path(KEY, "tiny_test", 0).parent / f).unlink()
     (Path("models") / KEY / "tiny_test" / "done.json").unlink()
-    _train()
+    train_tiny()
     assert (best_path(KEY, "tiny_test", 0).parent / "selection.json").read_text() == before
 
 
-def test_last_policy_selects_the_final_epoch(workdir):
+def test_last_policy_selects_the_final_epoch(tiny_workdir):
     from benchmark.train import best_path, checkpoint_path, read_selection, selected_checkpoint_path
 
-    make_params(workdir, epochs=2)
-    _train()
+    make_params(tiny_workdir, epochs=2)
+    train_tiny()
     sel = read_selection(KEY, "tiny_test", 0)
     assert sel["policy"] == "last" and sel["epoch"] == 2 and sel["file"] == "checkpoint.pt"
     assert selected_checkpoint_path(KEY, "tiny_test", 0) == checkpoint_path(KEY, "tiny_test", 0)
     assert not best_path(KEY, "tiny_test", 0).exists()
 
 
-def test_best_val_in_a_two_phase_model_selects_within_the_last_phase(workdir):
+def test_best_val_in_a_two_phase_model_selects_within_the_last_phase(tiny_workdir):
     """ASEN++: stage 2 starts from stage 1's last epoch; only stage 2's epochs compete (the authors'
     stage-2 run keeps its own model_best)."""
     from benchmark.train import read_selection
 
-    _val_queries(workdir)
-    params = make_params(workdir, model="tiny_test2", epochs=4, triplets=16, batch=8, phase_epochs=[2, 2])
-    _with_profile(workdir, params, checkpoint="best_val")
-    _train("tiny_test2")
+    _val_queries(tiny_workdir)
+    params = make_params(tiny_workdir, model="tiny_test2", epochs=4, triplets=16, batch=8, phase_epochs=[2, 2])
+    _with_profile(tiny_workdir, params, checkpoint="best_val")
+    train_tiny("tiny_test2")
     sel = read_selection(KEY, "tiny_test2", 0)
     assert sorted(int(k) for k in sel["val_scores"]) == [3, 4] and sel["epoch"] in (3, 4) and sel["phase"] == "joint"
 
 
-def test_best_val_resume_equals_uninterrupted(workdir):
+def test_best_val_resume_equals_uninterrupted(tiny_workdir):
     from benchmark.train import best_path, checkpoint_path
 
-    _val_queries(workdir)
-    params = make_params(workdir, epochs=3, triplets=32, batch=8, lr=0.05)
-    _with_profile(workdir, params, checkpoint="best_val")
-    _train()
+    _val_queries(tiny_workdir)
+    params = make_params(tiny_workdir, epochs=3, triplets=32, batch=8, lr=0.05)
+    _with_profile(tiny_workdir, params, checkpoint="best_val")
+    train_tiny()
     straight = (torch.load(best_path(KEY, "tiny_test", 0), weights_only=True),
                 (checkpoint_path(KEY, "tiny_test", 0).parent / "selection.json").read_text())
     for f in ("checkpoint.pt", "best.pt", "selection.json"):
@@ -436,16 +415,16 @@ def test_best_val_resume_equals_uninterrupted(workdir):
     (Path("models") / KEY / "tiny_test" / "done.json").unlink()
     CALLS[0], CRASH_AT[0] = 0, 4 * 2 + 2  # killed in epoch 3
     with pytest.raises(SimulatedKill):
-        _train()
+        train_tiny()
     CRASH_AT[0] = None
-    _train()
+    train_tiny()
     resumed = torch.load(best_path(KEY, "tiny_test", 0), weights_only=True)
     assert resumed["epoch"] == straight[0]["epoch"] and _equal_state(resumed["model"], straight[0]["model"])
     assert (checkpoint_path(KEY, "tiny_test", 0).parent / "selection.json").read_text() == straight[1]
 
 
 @pytest.mark.parametrize("flip", [True, False])
-def test_model_flip_setting_reaches_the_sampler(workdir, monkeypatch, flip):
+def test_model_flip_setting_reaches_the_sampler(tiny_workdir, monkeypatch, flip):
     """models.<m>.flip: false (ASEN++: no mirror augmentation) samples triplets without flips."""
     import benchmark.sampling as sampling
 
@@ -458,18 +437,18 @@ def test_model_flip_setting_reaches_the_sampler(workdir, monkeypatch, flip):
         return t
 
     monkeypatch.setattr(sampling, "sample_triplets", spy)
-    make_params(workdir, epochs=2, flip=flip)
-    _train()
+    make_params(tiny_workdir, epochs=2, flip=flip)
+    train_tiny()
     assert seen == [flip, flip]
 
 
-def test_a_rerun_that_reproduces_the_weights_reproduces_every_tracked_byte(workdir):
+def test_a_rerun_that_reproduces_the_weights_reproduces_every_tracked_byte(tiny_workdir):
     """DVC skips everything downstream only when the model folder and the step log come out
     byte-identical; timings live in train_timing.json, which neither DVC nor git tracks."""
     import shutil
 
-    make_params(workdir, epochs=2)
-    assert _train() == 0
+    make_params(tiny_workdir, epochs=2)
+    assert train_tiny() == 0
     out = Path("models") / KEY / "tiny_test"
     log = Path("reports") / KEY / "tiny_test" / "train_log.csv"
     first = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
@@ -478,7 +457,7 @@ def test_a_rerun_that_reproduces_the_weights_reproduces_every_tracked_byte(workd
     assert timing["seconds"] > 0 and timing["steps"] > 0
     shutil.rmtree(out)
     log.unlink()
-    assert _train() == 0
+    assert train_tiny() == 0
     second = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert sorted(first) == sorted(second) and any(str(k).endswith("checkpoint.pt") for k in first)
     for k in first:

@@ -18,8 +18,8 @@ PARAMS = {"max_bad_fraction": 0.6, "min_side": 32, "maybe_policy": "negative", "
           "near_duplicate_hamming": load_params()["validate"]["near_duplicate_hamming"], "workers": 1}
 
 
-def _run(key, src, tmp, cfg=None, vparams=PARAMS):
-    acq = load_params()["acquire"]
+def _run(key, src, tmp, acq, cfg=None, vparams=PARAMS):
+    """acquire -> parse -> validate of ``src`` into ``tmp``; ``acq``: params' acquire section."""
     cfg = cfg or {"source": "twin", "path": str(src), "sha256": None}
     raw = tmp / "raw"
     rep = acquire(key, cfg, acq, raw, tmp / "acquire.json")
@@ -30,14 +30,15 @@ def _run(key, src, tmp, cfg=None, vparams=PARAMS):
     return rep, out, report
 
 
-def test_fixture_defects_found_and_rows_add_up(tmp_path):
+def test_fixture_defects_found_and_rows_add_up(tmp_path, acquire_params):
     info = write_deepfashion(tmp_path / "src", n=12)
-    rep, out, report = _run("deepfashion", tmp_path / "src", tmp_path)
+    rep, out, report = _run("deepfashion", tmp_path / "src", tmp_path, acquire_params)
     names = info["names"]
     assert report["checks"] == {"bad_columns": 1, "corrupt_jpeg": 1, "missing_file": 1, "truncated_jpeg": 1}
     assert report["findings"]["corrupt_jpeg"] == [names[3]] and report["findings"]["truncated_jpeg"] == [names[4]]
     assert report["findings"]["bad_columns"] == [f"Anno/list_attr_img.txt:{info['bad_line']}"]
-    assert rep["missing"] == [names[5]]
+    assert rep["missing"] == [] and rep["images_obtained"] == 11  # acquire counts what arrived; validate names the gap
+    assert report["findings"]["missing_file"] == [names[5]]
     groups = {g["kind"]: g for g in report["duplicate_groups"]["groups"]}
     assert groups["exact"]["paths"] == [names[0], names[6]] and not groups["exact"]["spans_partitions"]  # both train
     assert groups["near"]["paths"] == [names[1], names[7]]
@@ -52,9 +53,9 @@ def test_fixture_defects_found_and_rows_add_up(tmp_path):
     assert d.height == 4  # kept, reported: two groups of two
 
 
-def test_too_many_bad_fails_with_clear_message(tmp_path, monkeypatch, capsys):
+def test_too_many_bad_fails_with_clear_message(tmp_path, acquire_params, monkeypatch, capsys):
     write_deepfashion(tmp_path / "src", n=12)
-    _run("deepfashion", tmp_path / "src", tmp_path)
+    _run("deepfashion", tmp_path / "src", tmp_path, acquire_params)
     # 3 bad images + 1 bad line of 13 > 5%: the stage fails
     _, report = validate_tables("deepfashion", load_tables(tmp_path / "tables"), tmp_path / "raw", dict(PARAMS, max_bad_fraction=0.05))
     assert not report["passed"] and report["bad_fraction"] == pytest.approx(4 / 13, abs=1e-4)
@@ -82,7 +83,7 @@ KIND_TO_CHECK = {"corrupt_jpeg": "corrupt_jpeg", "truncated_jpeg": "truncated_jp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["deepfashion", "fashionai", "darn"])
-def test_twin_validation_finds_exactly_the_planted_defects(tmp_path, key):
+def test_twin_validation_finds_exactly_the_planted_defects(tmp_path, acquire_params, key):
     from datasets.twins.build import build
 
     tp = copy.deepcopy(load_params()["twins"])
@@ -91,7 +92,7 @@ def test_twin_validation_finds_exactly_the_planted_defects(tmp_path, key):
                          fashionai_no_yes=2, darn_404=3, darn_drop=2)
     build(key, tp, tmp_path / "twin", progress=False)
     manifest = json.loads((tmp_path / "twin" / "manifest.json").read_text())
-    rep, out, report = _run(key, tmp_path / "twin", tmp_path / "run", vparams=dict(PARAMS, max_bad_fraction=0.2))
+    rep, out, report = _run(key, tmp_path / "twin", tmp_path / "run", acquire_params, vparams=dict(PARAMS, max_bad_fraction=0.2))
     planted = Counter(d["kind"] for d in manifest["defects"])
     prefix = "fashionAI_attributes_train1/" if key == "fashionai" else ""
 
@@ -140,7 +141,7 @@ def test_near_pairs_equal_a_brute_force_pair_loop(base, max_dist, data):
     assert near_pairs(by_id, max_dist, block=data.draw(st.integers(1, 40))) == want
 
 
-def test_darn_twin_acquired_twice_gives_identical_raw_files(tmp_path):
+def test_darn_twin_acquired_twice_gives_identical_raw_files(tmp_path, acquire_params):
     """The loopback server listens on a new port each run; nothing recorded in raw/ may depend on
     it, or every stage downstream of acquire would re-run on each `dvc repro`."""
     from datasets.twins.build import build
@@ -149,10 +150,9 @@ def test_darn_twin_acquired_twice_gives_identical_raw_files(tmp_path):
     tp["darn"]["images"] = 60
     tp["defects"].update(darn_404=2, darn_drop=1)
     build("darn", tp, tmp_path / "twin", progress=False)
-    acq = load_params()["acquire"]
     cfg = {"source": "twin", "path": str(tmp_path / "twin"), "sha256": None}
     for run in ("a", "b"):
-        acquire("darn", cfg, acq, tmp_path / run / "raw", tmp_path / run / "acquire.json")
+        acquire("darn", cfg, acquire_params, tmp_path / run / "raw", tmp_path / run / "acquire.json")
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
     assert files_a == files_b
@@ -172,13 +172,14 @@ def _small_twin(tmp, key="deepfashion", n=250):
     return tmp / "twin"
 
 
-def test_two_worker_processes_give_the_results_of_one(tmp_path):
+@pytest.mark.slow
+def test_two_worker_processes_give_the_results_of_one(tmp_path, acquire_params):
     """Decoding and hashing in worker processes changes nothing: the per-image results, the
     validated tables and the report are identical to one process's."""
     from datasets.validate import MIN_PER_WORKER, check_images
 
     twin = _small_twin(tmp_path)
-    rep1, out1, report1 = _run("deepfashion", twin, tmp_path / "one", vparams=dict(PARAMS, workers=1))
+    rep1, out1, report1 = _run("deepfashion", twin, tmp_path / "one", acquire_params, vparams=dict(PARAMS, workers=1))
     raw = tmp_path / "one" / "raw"
     files = sorted(raw.rglob("*.jpg"))
     assert len(files) >= 2 * MIN_PER_WORKER  # so two processes are really used

@@ -1,6 +1,7 @@
 """The tiny registered models and the tiny synthetic dataset that the training tests share.
 
-Imported by tests/test_train.py, tests/test_loaders.py and tests/test_ddp.py (whose torchrun
+Imported (as ``tests.tiny_training``) by tests/test_train.py, tests/test_loaders.py,
+tests/test_hostile.py, tests/conftest.py's ``tiny_workdir`` and tests/test_ddp.py (whose torchrun
 workers import it to register the tiny models); a module of its own, so no test file imports
 another.
 """
@@ -18,7 +19,7 @@ from torch import nn
 
 from model.base import Embeddings, RetrievalModel
 from model.losses import cosine_triplet, weighted_bce
-from model.registry import _REGISTRY, register_model
+from model.registry import register_model
 
 torch.set_num_threads(1)
 
@@ -98,9 +99,9 @@ class TinyTwoPhase(TinyModel):
         return groups
 
 
-for _name, _cls in (("tiny_test", TinyModel), ("tiny_test2", TinyTwoPhase)):
-    if _name not in _REGISTRY:
-        register_model(_name)(_cls)
+# registered once, when this module is first imported (always as ``tests.tiny_training``)
+register_model("tiny_test")(TinyModel)
+register_model("tiny_test2")(TinyTwoPhase)
 
 
 # ------------------------------------------------------------------------------ synthetic data

@@ -15,7 +15,6 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandera.polars as pa
 import polars as pl
 
 from datasets.errors import FormatError, WrongFormatError
@@ -70,18 +69,6 @@ def regular_file_error(path: Path) -> str | None:
     if not stat.S_ISREG(st.st_mode):
         return "a FIFO, device or folder, not a regular file"
     return None
-
-
-class SourcesSchema(pa.DataFrameModel):
-    """Where each image was named: the annotation file and 1-based line (for quarantine reports)."""
-
-    image_id: pl.Int64 = pa.Field(ge=0, unique=True)
-    file: pl.Utf8
-    line: pl.Int64 = pa.Field(nullable=True, ge=1)
-
-    class Config:
-        strict = True
-        coerce = True
 
 
 def read_lines(path: str | Path) -> list[str]:

@@ -8,7 +8,7 @@ import time
 
 from datasets.cooccurrence import cooccurrence, positives, summary
 
-from _deepfashion_like import FULL, generate, peak_rss_mb
+from tests.benchmarks._deepfashion_like import FULL, generate, peak_rss_mb
 
 
 def test_bench_cooccurrence_deepfashion_scale(benchmark):

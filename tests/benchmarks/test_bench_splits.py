@@ -9,7 +9,7 @@ import numpy as np
 
 from datasets.splits import make_splits, split_report
 
-from _deepfashion_like import FULL, generate, peak_rss_mb
+from tests.benchmarks._deepfashion_like import FULL, generate, peak_rss_mb
 
 RATIOS = (220, 28, 28)
 
