@@ -8,7 +8,7 @@ Two ways, chosen by what validation left in ``data/<key>/validated/``:
   gives no role is a candidate). DeepFashion's own ``list_eval_partition`` alone (no roles) does
   not count: the paper re-splits DeepFashion "following the multi-class labels of each image".
 - ``stratified``: iterative stratification (``datasets.stratify``) over the positive classes
-  (global ids) by ``splits.ratios.<key>``, seeded by ``splits.seed``; then, within val and within
+  (global ids) by ``splits.ratios.<key>`` (its ``twin`` or ``real`` entry, by ``acquire.<key>.source``), seeded by ``splits.seed``; then, within val and within
   test, query : candidate = ``query_fraction`` : ``1 - query_fraction`` by the same method with the
   attribute as the rounding group, so every attribute keeps its ratio.
 
@@ -334,6 +334,16 @@ def _read_optional(path: Path, schema):
     return read_table(path, schema) if path.exists() else None
 
 
+def split_ratios(setting, source: str | None) -> list:
+    """``splits.ratios.<key>``: a list, or ``{real: [...], twin: [...]}`` chosen by ``acquire.<key>.source``."""
+    if isinstance(setting, dict):
+        which = "twin" if source == "twin" else "real"
+        if which not in setting:
+            raise ValueError(f"splits.ratios has no {which!r} entry (acquire source {source!r}): {setting}")
+        return list(setting[which])
+    return list(setting)
+
+
 def run(key: str, params: dict) -> dict:
     p = params["splits"]
     vdir = paths.validated_dir(key)
@@ -343,7 +353,8 @@ def run(key: str, params: dict) -> dict:
     duplicates = _read_optional(vdir / "duplicates.parquet", DuplicatesSchema)
     partition = _read_optional(vdir / "partition.parquet", PartitionSchema)
     asen_roles = _read_optional(vdir / "asen_roles.parquet", AsenRolesSchema)
-    ratios = p["ratios"][key]
+    setting = p["ratios"][key]
+    ratios = split_ratios(setting, params["acquire"][key]["source"] if isinstance(setting, dict) else None)
     splits, info = make_splits(
         images, labels, taxonomy, ratios=ratios, seed=int(p["seed"]), query_fraction=float(p["query_fraction"]),
         duplicates=duplicates, partition=partition, asen_roles=asen_roles,

@@ -22,6 +22,7 @@ MODELS = ["m3net", "m3net_eq11", "m3net_a", "m3net_c", "asen", "asen_v2", "asenp
 @pytest.fixture(scope="module")
 def twin_workdir(tmp_path_factory):
     """A working copy with params for a 240-image FashionAI twin and a short, small training run."""
+    from benchmark import features, pretrain
     from datasets import acquire, parse, splits, validate
     from datasets.twins import __main__ as twins
 
@@ -30,6 +31,9 @@ def twin_workdir(tmp_path_factory):
     params["twins"]["fashionai"]["images"] = 240
     prof = params["train"]["profiles"]["twin"]
     prof.update(image_size=48, epochs=4, triplets_per_epoch=240, batch_size=12, threads=0)
+    params["train"]["seeds"] = [0]
+    for m in MODELS:  # a few dozen steps: heads on the frozen trunk at a larger step than the 2e-4 default
+        params["models"][m]["lr"]["twin"] = 1.0e-3
     params["models"]["asenpp"]["phase_epochs"]["twin"] = [2, 2]  # ASEN++'s global, then joint phase
     # every class of the small twin is in the train split: the test measures fitting, not transfer
     params["splits"]["ratios"][KEY] = [8, 1, 1]
@@ -40,7 +44,7 @@ def twin_workdir(tmp_path_factory):
     os.chdir(work)
     try:
         assert twins.main([KEY]) == 0
-        for stage in (acquire, parse, validate, splits):
+        for stage in (acquire, parse, validate, splits, pretrain, features):  # the twin profile's shared trunk
             assert stage.main([KEY]) == 0
     finally:
         os.chdir(old)
@@ -66,7 +70,9 @@ def _map_on_train_images(model, work: Path) -> tuple[float, float]:
     lab = positive_matrix(labels, tax, ids)
     perm = np.random.default_rng(0).permutation(len(ids))
     rq, rc = np.sort(perm[: len(ids) // 5]), np.sort(perm[len(ids) // 5:])
-    src = ImageSource(work / "data" / KEY / "raw", images, 48)
+    from benchmark.shared_trunk import load_features
+
+    src = ImageSource(work / "data" / KEY / "raw", images, 48, features=load_features(KEY))
 
     def score(emb):
         r = E.evaluate_split(emb, rq, rc, lab, cpa, relevance="all", ks=[100], ranking="attribute")
