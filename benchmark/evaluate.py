@@ -60,8 +60,10 @@ def class_keep(emb: Embeddings, gamma: float, classes_per_attribute: list[int]) 
         return torch.ones(len(idx), dtype=torch.bool)
     offsets = torch.tensor([0] + list(classes_per_attribute[:-1])).cumsum(0)
     p = emb.probs[idx[:, 0], offsets[idx[:, 1]] + idx[:, 2]]
-    top1 = torch.stack([emb.probs[r, offsets[a]:offsets[a] + classes_per_attribute[a]].argmax()
-                        for r, a in zip(idx[:, 0].tolist(), idx[:, 1].tolist())]) if len(idx) else idx[:, 2]
+    # the most probable class of every (image, attribute), then looked up per row (argmax: first maximum)
+    top1_bn = torch.stack([emb.probs[:, int(offsets[a]):int(offsets[a]) + m].argmax(1)
+                           for a, m in enumerate(classes_per_attribute)], dim=1)  # (B, N)
+    top1 = top1_bn[idx[:, 0], idx[:, 1]] if len(idx) else idx[:, 2]
     return (p > gamma) | (idx[:, 2] == top1)
 
 

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmark.codehash import code_closure, code_record
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ["m3net", "m3net_eq11", "m3net_a", "m3net_c", "asen", "asen_v2", "asenpp", "modc"]
+MODELS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["models"])  # the one list of models
 
 
 def _files(name, root=ROOT):
