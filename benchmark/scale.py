@@ -50,7 +50,8 @@ REAL = {
 DARN_DEAD = {"darn_404": 0.12, "darn_drop": 0.03}
 DARN_MAX_BAD = 0.2
 
-STAGES = ("twins", "acquire", "parse", "validate", "splits", "cooccurrence", "loader", "train", "evaluate")
+STAGES = ("twins", "acquire", "parse", "validate", "splits", "cooccurrence", "pretrain", "features", "loader", "train",
+          "evaluate")
 TRAIN_MODEL = "m3net"
 
 
@@ -140,6 +141,8 @@ def work_params(key: str, images: int, image_size: int, base: dict, validate_wor
     prof = p["train"]["profiles"]["twin"]
     prof["epochs"] = 1
     prof["triplets_per_epoch"] = 2 * int(prof["batch_size"])
+    if "pretrain" in prof:
+        prof["pretrain"] = dict(prof["pretrain"], epochs=1)  # one pass over the training split
     return p
 
 
@@ -152,6 +155,8 @@ def _stage_cmd(stage: str, key: str) -> list[str]:
         "validate": [py, "-m", "datasets.validate", key],
         "splits": [py, "-m", "datasets.splits", key],
         "cooccurrence": [py, "-m", "datasets.cooccurrence", key],
+        "pretrain": [py, "-m", "benchmark.pretrain", key],  # the twin profile's shared trunk
+        "features": [py, "-m", "benchmark.features", key],
         "loader": [py, "-m", "benchmark.scale", "_loader", key],
         "train": [py, "-m", "benchmark.train", key, TRAIN_MODEL],
         "evaluate": [py, "-m", "benchmark.scale", "_evaluate", key, TRAIN_MODEL],

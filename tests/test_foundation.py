@@ -33,15 +33,16 @@ def _lookup(params, dotted):
 
 
 def _expand(stage_name, stage, dvc):
-    """Yield (item-substituted) stage dicts for foreach/matrix stages, as DVC would."""
-    vars_ = {}
+    """Yield (item-substituted) stage dicts for foreach/matrix stages, as DVC would: params.yaml
+    is loaded as variables first (the models are its ``models`` keys), then dvc.yaml's ``vars``."""
+    vars_ = dict(_params())
     for v in dvc.get("vars", []):
         vars_.update(v)
     text = yaml.safe_dump(stage.get("do", stage))
     if "foreach" in stage:
         items = vars_[stage["foreach"].strip("${}")]
-        for it in items:
-            yield yaml.safe_load(text.replace("${item}", it))
+        for it in items:  # a list: ${item}; a mapping: its keys as ${key}
+            yield yaml.safe_load(text.replace("${item}", it).replace("${key}", it))
     elif "matrix" in stage:
         axes = {k: vars_[v.strip("${}")] for k, v in stage["matrix"].items()}
         (ka, va), (kb, vb) = axes.items()
@@ -92,9 +93,10 @@ def test_every_model_in_the_pipeline_is_registered_with_params():
     from model import list_models
 
     dvc, params = _dvc_yaml(), _params()
-    names = next(v["model_names"] for v in dvc["vars"] if "model_names" in v)
+    names = list(params["models"])  # dvc.yaml iterates ${models}: the one list
+    assert all(stage.get("foreach") != "${model_names}" for stage in dvc["stages"].values())
+    assert dvc["stages"]["code"]["foreach"] == "${models}" and dvc["stages"]["train"]["matrix"]["model"] == "${models}"
     assert set(names) <= set(list_models())
-    assert set(names) <= set(params["models"])
 
 
 def test_dvc_parses_the_pipeline():
@@ -104,10 +106,10 @@ def test_dvc_parses_the_pipeline():
     stages = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
     assert "train@deepfashion-m3net" in stages and "evaluate@darn-modc" in stages
     dvc = _dvc_yaml()
-    n_models = len(next(v["model_names"] for v in dvc["vars"] if "model_names" in v))
-    # per dataset: twins, acquire, parse, validate, splits, cooccurrence, leaderboard; train, embed,
-    # evaluate and attention per (dataset, model); code per model; one report
-    assert len(stages) == 7 * 3 + 4 * 3 * n_models + n_models + 1
+    n_models = len(_params()["models"])
+    # per dataset: twins, acquire, parse, validate, splits, cooccurrence, pretrain, features,
+    # leaderboard; train, embed, evaluate and attention per (dataset, model); code per model; one report
+    assert len(stages) == 9 * 3 + 4 * 3 * n_models + n_models + 1
 
 
 def test_splits_schema_rejects_a_train_image_with_a_query_role():

@@ -57,7 +57,7 @@ def test_small_scale_run_writes_the_contract_and_counts_reconcile(tmp_path):
     assert rep["machine"]["cores"] >= 1 and rep["machine"]["memory_gb"] > 0
     d = rep["datasets"]["deepfashion"]
     assert d["images"] == n
-    for stage in ("acquire", "validate", "splits", "cooccurrence", "loader", "evaluate"):
+    for stage in ("acquire", "validate", "splits", "cooccurrence", "pretrain", "features", "loader", "evaluate"):
         s = d["stages"][stage]
         assert s["seconds"] > 0 and 0 < s["peak_rss_gb"] < 6, stage
     v = d["stages"]["validate"]

@@ -59,6 +59,8 @@ def test_processes_do_not_enter_the_weights_fingerprint(tmp_path, monkeypatch):
         (tmp_path / "data" / "darn" / "validated").mkdir(parents=True, exist_ok=True)
         (tmp_path / "data" / "darn" / "validated" / f"{name}.parquet").write_bytes(name.encode())
     (tmp_path / "data" / "darn" / "splits.parquet").write_bytes(b"splits")
+    (tmp_path / "data" / "darn" / "trunk").mkdir(parents=True, exist_ok=True)  # the twin profile's shared trunk
+    (tmp_path / "data" / "darn" / "trunk" / "trunk.pt").write_bytes(b"trunk")
     p2 = copy.deepcopy(p1)
     p2["train"]["processes"] = 4
     p0 = copy.deepcopy(p1)
