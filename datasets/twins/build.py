@@ -44,7 +44,8 @@ def _sample(key, params, n, seed):
 def _partitions(key, params, n, seed):
     if key == "fashionai":
         return None
-    ratios = params["deepfashion"].get("partition", [0.72, 0.14, 0.14]) if key == "deepfashion" else [0.8, 0.1, 0.1]
+    # the release's own train / val / test (DeepFashion's list_eval_partition, DARN's ASEN split files)
+    ratios = params[key].get("partition", [0.72, 0.14, 0.14] if key == "deepfashion" else [0.8, 0.1, 0.1])
     names = ["train", "val", "test"]
     counts = [int(round(r / sum(ratios) * n)) for r in ratios]
     counts[0] = n - sum(counts[1:])
