@@ -10,7 +10,9 @@ Hostile servers, for the downloader's tests: "redirect_loop" (a 302 to itself), 
 "wrong_range" (every Range answered 206 from byte 0), "no_validators" (no ETag/Last-Modified).
 Every answer carries an ETag (of the content) and Last-Modified; `If-Range` is honoured (a
 validator that does not match gets the whole file with 200). `srv.if_range` records the
-If-Range header of every request.
+If-Range header of every request, `srv.gets` counts the GET requests per URL path (what a resumed
+download asked for again), and `delay_s` holds every answer back that long (a slow network, so a
+test can kill a download part-way).
 
 The DARN twin names its planted faults in `faults.json` beside `urls.txt`
 (`{"<url path>": "drop" | "404"}`); a URL with no file behind it is a 404 anyway.
@@ -22,6 +24,8 @@ import contextlib
 import email.utils
 import hashlib
 import threading
+import time
+from collections import Counter
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,12 +50,16 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.requests.append((url_path, self.headers.get("Range")))
             srv.if_range.append(self.headers.get("If-Range"))
+            if body:
+                srv.gets[url_path] += 1
             fault = srv.faults.get(url_path)
             if fault == "drop_once":
                 if url_path in srv.dropped:
                     fault = None
                 else:
                     srv.dropped.add(url_path)
+        if srv.delay_s:
+            time.sleep(srv.delay_s)
         if fault in ("redirect_loop", "redirect_file"):
             self.send_response(302)
             self.send_header("Location", self.path if fault == "redirect_loop" else "file:///etc/hostname")
@@ -122,9 +130,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 class LoopbackServer(ThreadingHTTPServer):
     daemon_threads = True
+    # listen() backlog: urllib opens a connection per request, and with socketserver's default of 5
+    # a download at concurrency 32-64 overflows it (Linux then drops the SYN: a 1 s stall per retry)
+    request_queue_size = 128
 
-    def __init__(self, root: Path, faults: dict[str, str] | None = None):
+    def __init__(self, root: Path, faults: dict[str, str] | None = None, delay_s: float = 0.0):
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.delay_s = float(delay_s)
+        self.gets: Counter[str] = Counter()  # GET requests per URL path
         self.root = Path(root).resolve()
         self.faults = {("/" + k.lstrip("/")): v for k, v in (faults or {}).items()}
         self.dropped: set[str] = set()
@@ -138,9 +151,9 @@ class LoopbackServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve(root: str | Path, faults: dict[str, str] | None = None):
+def serve(root: str | Path, faults: dict[str, str] | None = None, delay_s: float = 0.0):
     """Serve `root` on 127.0.0.1 in a background thread; yields the server (`.base_url`)."""
-    srv = LoopbackServer(Path(root), faults)
+    srv = LoopbackServer(Path(root), faults, delay_s)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:
