@@ -3,6 +3,8 @@
 `download()` writes `<dest>.part`, resumes it with a Range request after a dropped connection,
 and renames it to `dest` only once the size and (when given) the sha256 match. `fetch_many()`
 downloads a URL list with bounded concurrency and reports the ones that failed (status, error).
+It skips a destination that already exists: a file appears only through that atomic rename, so
+one that exists is complete (a download killed part-way leaves only its `.part`, which is resumed).
 
 Only http and https URLs are fetched (redirects too). A `.part` is resumed only when it is known
 to be the same resource: its validator (ETag or Last-Modified) and total size were recorded in
@@ -186,7 +188,12 @@ def download(url: str, dest: str | Path, sha256: str | None = None, retries: int
     finally:
         bar.close()
     if last is not None:
-        err = DownloadError(f"{url}: failed after {retries + 1} attempts: {type(last).__name__}: {last}")
+        why = f"{type(last).__name__}: {last}"
+        if isinstance(last, http.client.IncompleteRead):
+            # not its byte counts: they depend on how much of the .part an earlier (killed) run left,
+            # and the record of a dead link must be the same whatever run it comes from
+            why = "IncompleteRead: the connection closed before the end of the body"
+        err = DownloadError(f"{url}: failed after {retries + 1} attempts: {why}")
         err.status = getattr(last, "status", "dropped")
         raise err
     if sha256:
@@ -206,17 +213,22 @@ class FetchResult:
     ok: bool
     status: int | str | None = None  # HTTP status of a failure, or 'dropped' for a broken connection
     error: str = ""
+    cached: bool = False  # the destination existed already: nothing was requested
 
 
 def fetch_many(items: list[tuple[str, str]], dest_root: str | Path, concurrency: int = 8, retries: int = 3,
                backoff_s: float = 0.2, timeout_s: float = 10, progress: bool = True) -> list[FetchResult]:
-    """Download (relative path, url) pairs under dest_root, `concurrency` at a time."""
+    """Download (relative path, url) pairs under dest_root, `concurrency` at a time. A destination
+    that exists is complete (download() renames a finished .part into place atomically): it is not
+    requested again and its result has ``cached=True``; a leftover ``.part`` is resumed."""
     from tqdm import tqdm
 
     root = Path(dest_root)
 
     def one(item):
         rel, url = item
+        if (root / rel).is_file():
+            return FetchResult(rel, url, True, cached=True)
         try:
             download(url, root / rel, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s, progress=False)
             return FetchResult(rel, url, True)
