@@ -27,25 +27,46 @@ them; which named image is absent is validate's ``missing_file`` check):
   the files extracted from it;
 - ``images_requested``: for the sources that fetch images one by one (DARN's URLs, the images
   folder of ``source: asen``) the images asked for, else null; ``missing``: those that did not
-  arrive; ``dead_links`` (and ``urls``): the URLs that failed, by status.
+  arrive; ``dead_links`` (and ``urls``): the URLs that failed, by status;
+- ``download`` (DARN's URL list): ``urls``, ``fetched`` (downloaded by this run), ``from_cache``
+  (already complete in the download cache, not requested) and ``dead``.
 
 The images asked for and not obtained are also listed, with the reason, in
 raw/acquire_missing.json, from which the validate stage tells a dead link from a missing file.
+
+DARN's download cache, ``data/<key>/download_cache/<list>/`` (``datasets.paths.download_cache_dir``;
+``<list>``: 16 hex digits of the sha256 of the URL list and of what stands behind it, the twin's
+manifest or ``base_url``): the images are downloaded there and hard-linked (else copied) into raw/,
+which the stage rebuilds on every run. The cache is the suite's own folder, outside every DVC
+output (DVC deletes a stage's outputs before it runs), ignored by git with the rest of data/, so a
+download killed part-way resumes: a file complete in the cache (files appear there only through
+the downloader's atomic rename of the finished ``.part``) is not requested again, a leftover
+``.part`` is resumed with a Range request (for the twin only within one run: its server listens on a
+new port each run and a ``.part`` is resumed only from the URL it was started from), and a dead
+URL is tried again on every run. A new list (or a regenerated twin) gets a new folder and the old
+one is removed. Delete the folder to download everything again.
+
+The download's seconds and URLs per second are run-dependent, so they go to the untracked
+``reports/<key>/acquire_timing.json`` (with the counts of ``download`` and the concurrency), not
+into acquire.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import shutil
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 
 from datasets import DATASETS
 from datasets.archive import copy_file, extract, is_archive, sha256_file
 from datasets.errors import ChecksumError, DatasetError, NotThisDatasetError
-from datasets.paths import MISSING_FILE, ROOT, raw_dir, reports_dir
+from datasets.paths import MISSING_FILE, ROOT, download_cache_dir, raw_dir, reports_dir
 from datasets.schemas import write_json
 
 ASEN_FILE_PREFIXES = ("filenames_", "label_", "query_", "candidate_")
@@ -219,17 +240,71 @@ def _twin_faults(twin: Path, urls: list[tuple[str, str, int]]) -> dict[str, str]
     return faults
 
 
-def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict, shown_base: str | None = None) -> dict:
-    """Fetch every URL of urls.txt into raw/. ``shown_base`` replaces ``base_url`` in what is
-    recorded (the twin's loopback server listens on a new port each run; recording it would change
-    raw/ and every stage downstream on each run)."""
+CACHE_SCOPE_CHARS = 16  # hex digits of the sha256 that names a URL list's folder in the download cache
+
+
+def _cache_scope(cache_root: Path, identity: bytes) -> Path:
+    """The download cache's folder for one URL list (named by the sha256 of ``identity``: what the
+    URLs and the bytes behind them are). The folders of other lists, or of an older twin, are removed:
+    their files may differ under the same relative paths, and the cache holds one list's images."""
+    scope = hashlib.sha256(identity).hexdigest()[:CACHE_SCOPE_CHARS]
+    cache_root = Path(cache_root)
+    if cache_root.is_dir():
+        for other in cache_root.iterdir():
+            if other.name != scope and other.is_dir() and len(other.name) == CACHE_SCOPE_CHARS \
+                    and all(c in "0123456789abcdef" for c in other.name):
+                shutil.rmtree(other)
+    folder = cache_root / scope
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _twin_identity(twin: Path) -> bytes:
+    """What the twin serves: its urls.txt and manifest.json (the generator's seed and params), or,
+    without a manifest, every file's path, size and mtime."""
+    parts = [b"twin", (twin / "urls.txt").read_bytes()]
+    m = twin / "manifest.json"
+    if m.is_file():
+        parts.append(m.read_bytes())
+    else:
+        for p in sorted(twin.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                parts.append(f"{p.relative_to(twin)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return b"\n".join(parts)
+
+
+def _link(src: Path, dst: Path) -> None:
+    """dst as a hard link to src (the suite's own cache file, never a user's), else a copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict, cache: Path, shown_base: str | None = None) -> tuple[dict, dict]:
+    """Fetch every URL of urls.txt into the download cache folder ``cache`` (one URL list's, see
+    _cache_scope) and link what arrived into raw/; (dead links, timing). A file already complete in
+    the cache is not requested again; a ``.part`` there (a run killed part-way, a dropped
+    connection) is resumed with a Range request; a dead URL is tried again on every run.
+    ``shown_base`` replaces ``base_url`` in what is recorded (the twin's loopback server listens on
+    a new port each run; recording it would change raw/ and every stage downstream on each run)."""
     from datasets.download import fetch_many
+
     from datasets.parsers.darn import parse_urls
 
     urls = parse_urls(raw / "urls.txt")
     items = [(p, urllib.parse.urljoin(base_url, u)) for p, u, _ in urls]
-    results = fetch_many(items, raw, concurrency=dl.get("concurrency", 8), retries=dl.get("retries", 3),
+    concurrency = int(dl.get("concurrency", 32))
+    t0 = time.perf_counter()
+    results = fetch_many(items, cache, concurrency=concurrency, retries=dl.get("retries", 3),
                          backoff_s=dl.get("backoff_s", 0.2), timeout_s=dl.get("timeout_s", 10))
+    for r in results:
+        if r.ok:
+            _link(cache / r.path, raw / r.path)
+    seconds = time.perf_counter() - t0
     show = (lambda t: t.replace(base_url, shown_base)) if shown_base else (lambda t: t)  # noqa: E731
     dead = {r.path: {"url": show(r.url), "status": r.status, "error": show(r.error or "") or None}
             for r in results if not r.ok}
@@ -240,14 +315,21 @@ def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict, shown_base: st
     report["images_requested"] = len({p for p, _ in items})
     report["dead_links"] = {"count": len(dead), "by_status": dict(sorted(by_status.items())),
                             "items": [{"path": k, **v} for k, v in sorted(dead.items())]}
-    for p in [*raw.rglob("*.part"), *raw.rglob("*.part.json")]:  # what dead downloads left
-        p.unlink()
-    return dead
+    from_cache = sum(1 for r in results if r.cached)
+    report["download"] = {"urls": len(items), "fetched": sum(1 for r in results if r.ok) - from_cache,
+                          "from_cache": from_cache, "dead": len(dead)}
+    timing = dict(report["download"], concurrency=concurrency, seconds=round(seconds, 3),
+                  urls_per_s=round(len(items) / seconds, 1) if seconds > 0 else None)
+    return dead, timing
 
 
-def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path: Path | None = None) -> dict:
-    """Populate raw/ from the configured source; returns (and writes) the acquire report."""
+def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path: Path | None = None,
+            cache: Path | None = None) -> dict:
+    """Populate raw/ from the configured source; returns (and writes) the acquire report. DARN's
+    URLs are downloaded into ``cache`` (default: raw's sibling ``download_cache``), which outlives
+    the run; the timing of that download goes beside the report, in acquire_timing.json."""
     raw = Path(raw or raw_dir(key))
+    cache = Path(cache) if cache is not None else raw.parent / "download_cache"
     source = cfg.get("source", "twin")
     max_bytes = caps(acq)
     dl = acq.get("download", {}) or {}
@@ -256,6 +338,7 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
     raw.mkdir(parents=True)
     report: dict = {"dataset": key, "source": source, "inputs": []}
     dead: dict = {}  # path -> why a download failed (DARN)
+    timing: dict | None = None  # DARN's download: counts, seconds, URLs/s (not in the DVC-tracked report)
     requested: list[str] | None = None  # the images asked for one by one (source: asen with images)
     path = Path(cfg["path"]) if cfg.get("path") else None
 
@@ -268,8 +351,9 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
 
             _copy_asen_files(path, raw, path / "meta.json" if (path / "meta.json").is_file() else None)
             faults = _twin_faults(path, parse_urls(path / "urls.txt"))
+            scope = _cache_scope(cache, _twin_identity(path))
             with serve(path, faults) as srv:
-                dead = _fetch_darn(raw, srv.base_url, dl, report, shown_base="http://loopback.twin/")
+                dead, timing = _fetch_darn(raw, srv.base_url, dl, report, scope, shown_base="http://loopback.twin/")
             report["served_faults"] = len(faults)
         else:
             skip = lambda p: p.name in ("manifest.json", "regions.json") and p.parent == path  # noqa: E731
@@ -301,7 +385,8 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
                 raise DatasetError("acquire.darn.path must name the folder with ASEN's files and urls.txt")
             _copy_asen_files(path, raw, Path(cfg["meta"]) if cfg.get("meta") else None)
             base = cfg.get("base_url") or ""
-            dead = _fetch_darn(raw, base, dl, report)
+            scope = _cache_scope(cache, b"url\n" + base.encode() + b"\n" + (raw / "urls.txt").read_bytes())
+            dead, timing = _fetch_darn(raw, base, dl, report, scope)
         else:
             if not urls:
                 raise DatasetError(f"acquire.{key}.url is required for source: url")
@@ -337,6 +422,8 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
     report["files"] = len(files)
     if report_path is not None:
         write_json(report_path, report)
+        if timing is not None:  # run-dependent: kept out of the DVC-tracked report (untracked, .gitignore)
+            write_json(Path(report_path).with_name("acquire_timing.json"), {"dataset": key, **timing})
     return report
 
 
@@ -348,13 +435,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     acq = load_params()["acquire"]
     try:
-        rep = acquire(args.key, acq[args.key], acq, raw_dir(args.key), reports_dir(args.key) / "acquire.json")
+        rep = acquire(args.key, acq[args.key], acq, raw_dir(args.key), reports_dir(args.key) / "acquire.json",
+                      download_cache_dir(args.key))
     except DatasetError as e:
         print(f"acquire {args.key}: {e}", file=sys.stderr)
         return 1
     asked = "" if rep["images_requested"] is None else f" of {rep['images_requested']} requested"
     print(f"acquire {args.key}: {rep['files']} files, {rep['images_obtained']} images{asked}, "
           f"{rep['dead_links']['count']} dead links, {len(rep['missing'])} missing")
+    tf = reports_dir(args.key) / "acquire_timing.json"
+    t = json.loads(tf.read_text()) if rep.get("download") and tf.is_file() else None
+    if t:
+        print(f"acquire {args.key}: {t['urls']} URLs: {t['fetched']} fetched, {t['from_cache']} from the download cache "
+              f"({download_cache_dir(args.key)}), {t['dead']} dead; {t['seconds']:.1f} s, {t['urls_per_s']} URLs/s "
+              f"at concurrency {t['concurrency']}")
     return 0
 
 

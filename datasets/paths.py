@@ -17,6 +17,12 @@ def raw_dir(key: str) -> Path:
     return ROOT / "data" / key / "raw"
 
 
+def download_cache_dir(key: str) -> Path:
+    """The acquire stage's download cache (DARN's images, by URL list): outlives a run, so a killed
+    download resumes. Not a DVC output (DVC deletes a stage's outputs before running it)."""
+    return ROOT / "data" / key / "download_cache"
+
+
 def tables_dir(key: str) -> Path:
     """Parsed canonical tables (images, labels, taxonomy, partition[, asen_roles])."""
     return ROOT / "data" / key / "tables"
