@@ -153,3 +153,133 @@ def test_acquire_counts_what_arrived_without_parsing_the_annotations(tmp_path, a
     assert rep["missing"] == [] and json.loads((tmp_path / "raw" / "acquire_missing.json").read_text()) == {}
     with pytest.raises(FormatError):
         parse_raw("fashionai", tmp_path / "raw")
+
+
+def test_fetch_many_skips_complete_files_and_resumes_a_leftover_part(tmp_path):
+    """A destination that exists is complete (only the atomic rename of a finished .part makes one):
+    it is not requested again; a .part that an earlier call left is resumed with a Range request."""
+    (tmp_path / "srv" / "pic").mkdir(parents=True)
+    data = {i: jpeg(i, size=128) for i in range(4)}
+    for i, d in data.items():
+        (tmp_path / "srv" / "pic" / f"{i}.jpg").write_bytes(d)
+    out = tmp_path / "out"
+    (out / "pic").mkdir(parents=True)
+    (out / "pic" / "0.jpg").write_bytes(b"already here")  # existence means complete: not re-read, not refetched
+    with serve(tmp_path / "srv", {"/pic/2.jpg": "drop_once"}) as srv:
+        items = [(f"pic/{i}.jpg", f"{srv.base_url}pic/{i}.jpg") for i in range(4)]
+        first = {r.path: (r.ok, r.cached) for r in fetch_many(items, out, retries=0, backoff_s=0.01, progress=False)}
+        assert first == {"pic/0.jpg": (True, True), "pic/1.jpg": (True, False), "pic/2.jpg": (False, False),
+                         "pic/3.jpg": (True, False)}
+        assert srv.gets["/pic/0.jpg"] == 0 and (out / "pic" / "2.jpg.part").is_file()
+        half = (out / "pic" / "2.jpg.part").stat().st_size
+        second = {r.path: (r.ok, r.cached) for r in fetch_many(items, out, retries=0, backoff_s=0.01, progress=False)}
+        assert second == {"pic/0.jpg": (True, True), "pic/1.jpg": (True, True), "pic/2.jpg": (True, False),
+                          "pic/3.jpg": (True, True)}
+        assert dict(srv.gets) == {"/pic/1.jpg": 1, "/pic/2.jpg": 2, "/pic/3.jpg": 1}
+        assert [r for p, r in srv.requests if p == "/pic/2.jpg"] == [None, f"bytes={half}-"]
+    assert (out / "pic" / "0.jpg").read_bytes() == b"already here"
+    assert (out / "pic" / "2.jpg").read_bytes() == data[2] and not (out / "pic" / "2.jpg.part").exists()
+
+
+def _darn_twin(folder, n=60, **defects):
+    import copy
+
+    from benchmark.params import load_params
+    from datasets.twins.build import build
+
+    tp = copy.deepcopy(load_params()["twins"])
+    tp["darn"]["images"] = n
+    tp["defects"].update(defects)
+    build("darn", tp, folder, progress=False)
+    return folder
+
+
+def test_darn_twin_second_acquire_takes_every_image_from_the_download_cache(tmp_path, acquire_params):
+    twin = _darn_twin(tmp_path / "twin", darn_404=2, darn_drop=1)
+    acq = dict(acquire_params, download=dict(acquire_params["download"], retries=1, backoff_s=0.01))
+    cfg = {"source": "twin", "path": str(twin), "sha256": None}
+    first = acquire("darn", cfg, acq, tmp_path / "raw", tmp_path / "acquire.json")
+    raw1 = {p.relative_to(tmp_path / "raw"): p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file()}
+    second = acquire("darn", cfg, acq, tmp_path / "raw", tmp_path / "acquire.json")
+    n = first["urls"]
+    assert first["download"] == {"urls": n, "fetched": n - 3, "from_cache": 0, "dead": 3}
+    assert second["download"] == {"urls": n, "fetched": 0, "from_cache": n - 3, "dead": 3}  # dead ones tried again
+    assert {p.relative_to(tmp_path / "raw"): p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file()} == raw1
+    timing = json.loads((tmp_path / "acquire_timing.json").read_text())  # the run-dependent part, untracked
+    assert timing["from_cache"] == n - 3 and timing["seconds"] > 0 and timing["urls_per_s"] > 0
+    assert "seconds" not in json.dumps(json.loads((tmp_path / "acquire.json").read_text()))
+    (scope,) = (tmp_path / "download_cache").iterdir()
+    img = next(p for p in (tmp_path / "raw" / "pic").rglob("*.jpg"))
+    assert (scope / img.relative_to(tmp_path / "raw")).read_bytes() == img.read_bytes()
+    # a regenerated twin (other params) is another list: a new cache folder, the old one removed
+    import shutil
+
+    shutil.rmtree(twin)
+    _darn_twin(twin, n=40, darn_404=2, darn_drop=1)
+    third = acquire("darn", cfg, acq, tmp_path / "raw", tmp_path / "acquire.json")
+    assert third["download"]["from_cache"] == 0 and [p.name for p in (tmp_path / "download_cache").iterdir()] != [scope.name]
+    assert len(list((tmp_path / "download_cache").iterdir())) == 1
+
+
+_ACQUIRE_IN_A_PROCESS = """
+import json, sys
+from datasets.acquire import acquire
+a = json.loads(sys.argv[1])
+acquire("darn", a["cfg"], a["acq"], a["raw"], a["report"], a["cache"])
+"""
+
+
+def test_killed_darn_download_resumes_without_refetching_what_it_had(tmp_path, acquire_params):
+    """acquire in a subprocess, SIGKILLed once the download cache holds some images; the rerun asks
+    the server (a real loopback HTTP server, counting GETs per path) for none of the files complete in
+    the cache, and its raw/ equals that of an uninterrupted run, file for file and byte for byte."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from datasets.acquire import _twin_faults
+    from datasets.parsers.darn import parse_urls
+
+    twin = _darn_twin(tmp_path / "twin", n=80, darn_404=4, darn_drop=2)
+    faults = _twin_faults(twin, parse_urls(twin / "urls.txt"))
+    acq = dict(acquire_params, download=dict(acquire_params["download"], retries=1, backoff_s=0.01, concurrency=2))
+    root = Path(__file__).resolve().parents[1]
+    with serve(twin, faults, delay_s=0.03) as srv:  # slow enough that the kill lands part-way
+        cfg = {"source": "url", "path": str(twin), "base_url": srv.base_url}
+
+        def args(run):
+            return json.dumps({"cfg": cfg, "acq": acq, "raw": str(tmp_path / run / "raw"),
+                               "report": str(tmp_path / run / "acquire.json"), "cache": str(tmp_path / run / "cache")})
+
+        def complete(cache):
+            return {str(p.relative_to(cache)) for p in cache.rglob("*.jpg")} if cache.is_dir() else set()
+
+        proc = subprocess.Popen([sys.executable, "-c", _ACQUIRE_IN_A_PROCESS, args("k")], cwd=root,
+                                env=dict(os.environ, PYTHONPATH=str(root)))
+        cache_k = tmp_path / "k" / "cache"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            scopes = list(cache_k.iterdir()) if cache_k.is_dir() else []
+            if scopes and len(complete(scopes[0])) >= 15:
+                break
+            time.sleep(0.01)
+        proc.kill()
+        assert proc.wait() != 0, "the download finished before it was killed"
+        (scope,) = cache_k.iterdir()
+        had = complete(scope)
+        srv.gets.clear()
+        rep = acquire("darn", cfg, acq, tmp_path / "k" / "raw", tmp_path / "k" / "acquire.json", cache_k)
+        assert 15 <= len(had) < rep["urls"] - 6
+        assert {p: srv.gets["/" + p] for p in had if srv.gets["/" + p]} == {}  # nothing complete asked for again
+        assert rep["download"]["from_cache"] == len(had) and rep["download"]["fetched"] == rep["urls"] - 6 - len(had)
+        assert all(srv.gets["/" + p] >= 1 for p in complete(scope) - had)  # the rest was fetched
+        acquire("darn", cfg, acq, tmp_path / "ref" / "raw", tmp_path / "ref" / "acquire.json", tmp_path / "ref" / "cache")
+
+    def files(raw):
+        return {str(p.relative_to(raw)): p.read_bytes() for p in raw.rglob("*") if p.is_file()}
+
+    resumed, ref = files(tmp_path / "k" / "raw"), files(tmp_path / "ref" / "raw")
+    assert sorted(resumed) == sorted(ref) and resumed == ref
+    assert json.loads(ref["acquire_missing.json"]) and not any(p.endswith(".part") for p in ref)
