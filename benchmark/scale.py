@@ -48,7 +48,6 @@ REAL = {
 }
 #: DARN's dead links at the real share (about 15% of the URLs)
 DARN_DEAD = {"darn_404": 0.12, "darn_drop": 0.03}
-DARN_MAX_BAD = 0.2
 
 STAGES = ("twins", "acquire", "parse", "validate", "splits", "cooccurrence", "pretrain", "features", "loader", "train",
           "evaluate")
@@ -128,9 +127,7 @@ def work_params(key: str, images: int, image_size: int, base: dict, validate_wor
     p["twins"][key]["images"] = int(images)
     p["twins"]["image_size"] = int(image_size)
     if key == "darn":
-        p["twins"]["defects"].update(DARN_DEAD)
-        # dead links count as quarantined images: at the real ~15% the default 5% would fail the stage
-        p["validate"]["max_bad_fraction"] = max(float(p["validate"]["max_bad_fraction"]), DARN_MAX_BAD)
+        p["twins"]["defects"].update(DARN_DEAD)  # dead links: validate.max_dead_link_fraction, not max_bad_fraction
     for k in p["acquire"]:
         if isinstance(p["acquire"][k], dict) and "source" in p["acquire"][k]:
             p["acquire"][k].update(source="twin", path=f"data/twins/{k}", sha256=None)

@@ -1,7 +1,7 @@
 """`fashionbench check <dataset> <path> [--labels-only] [--json FILE]`: validate a user's own
 download without DVC. Exit 0 usable; 1 a copy of that dataset that is damaged (truncated or
 unsafe archive, a file cut short, a path leaving the release) or has too much quarantined
-(validate.max_bad_fraction); 2 the input is not that dataset at all, or the arguments cannot be
+(validate.max_bad_fraction; dead links: validate.max_dead_link_fraction); 2 the input is not that dataset at all, or the arguments cannot be
 used (a --params file that is not YAML, a --json path that is a folder...). Every failure is one
 message naming the user's file (and line), never a traceback.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from datasets import DATASETS
 from datasets.errors import DatasetError, NotThisDatasetError, ValidationFailed
 
-NUMERIC = {"max_bad_fraction": float, "min_side": int, "near_duplicate_hamming": int, "near_duplicate_max_mad": float,
+NUMERIC = {"max_bad_fraction": float, "max_dead_link_fraction": float, "min_side": int, "near_duplicate_hamming": int, "near_duplicate_max_mad": float,
            "max_pixels": int}
 TMP_PREFIX = "fashionbench-check-"
 
@@ -231,8 +231,13 @@ def summary(key: str, tables: dict, report: dict, kind: str) -> str:
     dg = report["duplicate_groups"]
     if not report["labels_only"]:
         lines.append(f"duplicate groups: {dg['exact']} exact, {dg['near']} near ({dg['spans_partitions']} span partitions)")
-    lines.append(f"quarantined share {report['bad_fraction']:.2%} (max {report['params']['max_bad_fraction']:.2%}): "
+    lines.append(f"quarantined share {report['bad_fraction']:.2%} (max {report['params']['max_bad_fraction']:.2%}), "
+                 f"dead links {report['dead_link_fraction']:.2%} (max {report['params']['max_dead_link_fraction']:.2%}): "
                  + ("usable" if report["passed"] else "TOO MANY BAD ROWS"))
+    if not report["passed"]:
+        from datasets.validate import failure_lines
+
+        lines.extend(failure_lines(report))
     return "\n".join(lines)
 
 

@@ -9,8 +9,13 @@ Hamming distance <= validate.near_duplicate_hamming, confirmed by grey and colou
 datasets/neardup.py) duplicate groups (reported and kept); labels inside the taxonomy;
 FashionAI exactly one `y` per row and the `m` policy (validate.maybe_policy); lines the parser
 quarantined. Quarantined images take their label, partition and role rows with them.
-Rows in = rows kept + rows quarantined for every table. The stage fails only when the quarantined
-share of images exceeds validate.max_bad_fraction.
+Rows in = rows kept + rows quarantined for every table. The stage fails only when too much was
+quarantined, counted two ways: dead links (DARN's URLs that failed: a missing image whose
+acquire_missing.json record has a download status) over the images named, against
+validate.max_dead_link_fraction (the real DARN list has ~15% dead: a fact of the source, not a
+damaged copy); every other quarantined image (corrupt, truncated, missing without a download
+record, ...) and unparseable line over the images that arrived plus those lines, against
+validate.max_bad_fraction.
 
 Images are read, decoded and hashed in validate.workers processes (0: os.cpu_count()); the results
 are the same, in the same order, whatever the number (check_images).
@@ -215,11 +220,12 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
         min_side = int(params.get("min_side", 32))
         hamming = int(required("near_duplicate_hamming"))
         max_bad = float(params.get("max_bad_fraction", 0.05))
+        max_dead = float(params.get("max_dead_link_fraction", 0.25))
         max_mad = float(required("near_duplicate_max_mad"))
         max_pixels = int(params.get("max_pixels", DEFAULT_MAX_PIXELS))
     except (TypeError, ValueError) as e:
         raise DatasetError(f"params validate: min_side, near_duplicate_hamming, max_bad_fraction, "
-                           f"near_duplicate_max_mad and max_pixels must be numbers ({e})") from None
+                           f"max_dead_link_fraction, near_duplicate_max_mad and max_pixels must be numbers ({e})") from None
     if not 0 <= hamming <= 63:
         raise ValidationFailed(f"validate.near_duplicate_hamming must be within 0..63 bits, got {hamming}")
     policy = params.get("maybe_policy", "negative")
@@ -369,9 +375,14 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
         assert kept <= rows_in, f"{name}: more rows kept than read"
     parse_lines = pq.height if pq is not None else 0
     counts["annotation_lines_quarantined_at_parse"] = parse_lines
-    units = images.height + parse_lines
-    bad_units = len(bad_ids & known) + parse_lines
+    # dead links apart: a URL list's dead share is the source's, not damage to a copy
+    dead_images = sum(1 for i in bad_ids & known if bad_images[i] == "dead_link")
+    other_images = len(bad_ids & known) - dead_images
+    units = images.height - dead_images + parse_lines  # what arrived (and the lines read)
+    bad_units = other_images + parse_lines
     frac = bad_units / units if units else 0.0
+    dead_frac = dead_images / images.height if images.height else 0.0
+    assert dead_images + other_images == counts["images"]["quarantined"]
     listed = defaultdict(list)
     for r in q:
         if len(listed[r["check"]]) < MAX_LISTED:
@@ -382,19 +393,36 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
         "dataset": key,
         "labels_only": labels_only,
         "params": {"min_side": min_side, "max_pixels": max_pixels, "near_duplicate_hamming": hamming, "near_duplicate_max_mad": max_mad, "maybe_policy": policy,
-                   "max_bad_fraction": max_bad},
+                   "max_bad_fraction": max_bad, "max_dead_link_fraction": max_dead},
         "checks": dict(sorted(findings.items())),
         "quarantined": dict(sorted(Counter(r["check"] for r in q).items())),
         "tables": counts,
+        "images_quarantined": {"dead_link": dead_images, "other": other_images},  # sums to tables.images.quarantined
         "dead_links": dict(sorted(dead_counts.items())),
         "duplicate_groups": {"exact": len(exact), "near": len(near),
                              "spans_partitions": sum(g["spans_partitions"] for g in groups_report),
                              "groups": groups_report[:MAX_LISTED]},
         "findings": {k: v for k, v in sorted(listed.items())},
         "bad_fraction": round(frac, 6),
-        "passed": frac <= max_bad,
+        "dead_link_fraction": round(dead_frac, 6),
+        "failed": [name for name, ok in (("max_bad_fraction", frac <= max_bad),
+                                         ("max_dead_link_fraction", dead_frac <= max_dead)) if not ok],
     }
+    report["passed"] = not report["failed"]
     return out, report
+
+
+def failure_lines(report: dict) -> list[str]:
+    """Why a validation report did not pass, one line per threshold exceeded, naming its param."""
+    p, out = report["params"], []
+    if "max_bad_fraction" in report["failed"]:
+        out.append(f"{report['bad_fraction']:.1%} of the images that arrived (and annotation lines) quarantined, "
+                   f"more than validate.max_bad_fraction = {p['max_bad_fraction']:.1%}")
+    if "max_dead_link_fraction" in report["failed"]:
+        out.append(f"{report['dead_link_fraction']:.1%} of the images are dead links (download failed: "
+                   f"{report['images_quarantined']['dead_link']} of {report['tables']['images']['rows_in']}), "
+                   f"more than validate.max_dead_link_fraction = {p['max_dead_link_fraction']:.1%}")
+    return out
 
 
 def load_tables(folder: Path) -> dict[str, pl.DataFrame]:
@@ -432,9 +460,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['tables']['images']['kept']}/{report['tables']['images']['rows_in']} kept; "
           f"duplicate groups {report['duplicate_groups']['exact']} exact, {report['duplicate_groups']['near']} near")
     if not report["passed"]:
-        print(f"validate {args.key}: FAILED: {report['bad_fraction']:.1%} of the images/lines quarantined, "
-              f"more than validate.max_bad_fraction = {params['max_bad_fraction']:.1%}; see "
-              f"{rd / 'validation.json'} and {validated_dir(args.key) / 'quarantine.parquet'}", file=sys.stderr)
+        for line in failure_lines(report):
+            print(f"validate {args.key}: FAILED: {line}; see {rd / 'validation.json'} and "
+                  f"{validated_dir(args.key) / 'quarantine.parquet'}", file=sys.stderr)
         return 1
     return 0
 

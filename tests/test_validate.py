@@ -66,9 +66,47 @@ def test_too_many_bad_fails_with_clear_message(tmp_path, acquire_params, monkeyp
     (tmp_path / "params.yaml").write_text("validate:\n  max_bad_fraction: 0.05\n  min_side: 32\n  maybe_policy: negative\n"
                                           "  near_duplicate_hamming: 6\n  near_duplicate_max_mad: 8.0\n  workers: 1\n")
     assert validate_main(["deepfashion"]) == 1
-    assert "more than validate.max_bad_fraction" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "more than validate.max_bad_fraction" in err and "reports/deepfashion/validation.json" in err
+    assert "max_dead_link_fraction" not in err
     v = json.loads((tmp_path / "reports" / "deepfashion" / "validation.json").read_text())
     assert v["tables"]["images"]["rows_in"] == 12
+
+
+def test_dead_links_are_held_to_their_own_threshold(tmp_path, acquire_params, monkeypatch, capsys):
+    """DARN's dead links (URLs that failed) count against validate.max_dead_link_fraction, not
+    max_bad_fraction: 10% dead passes a 5% max_bad_fraction, and fails a 5% max_dead_link_fraction
+    with a message naming that param and the report."""
+    from datasets.twins.build import build
+
+    tp = copy.deepcopy(load_params()["twins"])
+    tp["darn"]["images"] = 60
+    tp["defects"].update(corrupt_jpeg=0, truncated_jpeg=0, exact_duplicate=0, resized_duplicate=0, darn_404=5, darn_drop=1)
+    build("darn", tp, tmp_path / "twin", progress=False)
+    acq = dict(acquire_params, download=dict(acquire_params["download"], retries=1, backoff_s=0.01))
+    strict = dict(PARAMS, max_bad_fraction=0.05, max_dead_link_fraction=0.25)
+    rep, _, report = _run("darn", tmp_path / "twin", tmp_path, acq, vparams=strict)
+    n = report["tables"]["images"]["rows_in"]
+    assert rep["dead_links"]["count"] == 6 and 6 / n > 0.05  # over max_bad_fraction, had they counted there
+    assert report["images_quarantined"]["dead_link"] == 6 and report["dead_link_fraction"] == pytest.approx(6 / n, abs=1e-6)
+    assert report["images_quarantined"]["dead_link"] + report["images_quarantined"]["other"] == \
+        report["tables"]["images"]["quarantined"]
+    assert report["tables"]["images"]["rows_in"] == report["tables"]["images"]["kept"] + report["tables"]["images"]["quarantined"]
+    assert report["bad_fraction"] <= 0.05 and report["passed"] and report["failed"] == []
+    _, report = validate_tables("darn", load_tables(tmp_path / "tables"), tmp_path / "raw", dict(strict, max_dead_link_fraction=0.05))
+    assert not report["passed"] and report["failed"] == ["max_dead_link_fraction"]
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "darn").mkdir(parents=True)
+    (tmp_path / "tables").rename(tmp_path / "data" / "darn" / "tables")
+    (tmp_path / "raw").rename(tmp_path / "data" / "darn" / "raw")
+    (tmp_path / "params.yaml").write_text("validate:\n  max_bad_fraction: 0.05\n  max_dead_link_fraction: 0.05\n  min_side: 32\n"
+                                          "  maybe_policy: negative\n  near_duplicate_hamming: 6\n  near_duplicate_max_mad: 8.0\n"
+                                          "  workers: 1\n")
+    assert validate_main(["darn"]) == 1
+    err = capsys.readouterr().err
+    assert "more than validate.max_dead_link_fraction = 5.0%" in err and "reports/darn/validation.json" in err
+    assert "max_bad_fraction" not in err
 
 
 def test_bad_policy_rejected():
@@ -153,8 +191,11 @@ def test_darn_twin_acquired_twice_gives_identical_raw_files(tmp_path, acquire_pa
     cfg = {"source": "twin", "path": str(tmp_path / "twin"), "sha256": None}
     for run in ("a", "b"):
         acquire("darn", cfg, acquire_params, tmp_path / run / "raw", tmp_path / run / "acquire.json")
-    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    def outputs(run):  # raw/ and acquire.json: the DVC outputs (not the download cache, not the timing)
+        top = tmp_path / run
+        return sorted(p.relative_to(top) for p in [top / "acquire.json", *(top / "raw").rglob("*")] if p.is_file())
+
+    files_a, files_b = outputs("a"), outputs("b")
     assert files_a == files_b
     for f in files_a:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
