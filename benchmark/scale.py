@@ -49,8 +49,16 @@ REAL = {
 #: DARN's dead links at the real share (about 15% of the URLs)
 DARN_DEAD = {"darn_404": 0.12, "darn_drop": 0.03}
 
-STAGES = ("twins", "acquire", "parse", "validate", "splits", "cooccurrence", "pretrain", "features", "loader", "train",
-          "evaluate")
+#: a full-size twin is drawn at this size and stored at the real one (drawing at 300-512 px costs
+#: 4-12x more; the stages read the stored images, so what they measure is unchanged)
+RENDER_SIZE = 96
+#: the scale run's model: the twin profile end to end (its own trunk over pixels) at this image size.
+#: The shared trunk would need its pretrain stage over the whole training split (~210,000 images at
+#: full size, hours on a CPU) before anything could be evaluated; what evaluation costs at the real
+#: test size is the network over every val and test image plus the rankings, which this measures.
+TRAIN_IMAGE_SIZE = 64
+
+STAGES = ("twins", "acquire", "parse", "validate", "splits", "cooccurrence", "loader", "train", "evaluate")
 TRAIN_MODEL = "m3net"
 
 
@@ -120,12 +128,19 @@ def machine() -> dict:
 
 # ----------------------------------------------------------------------------- the work folder
 
-def work_params(key: str, images: int, image_size: int, base: dict, validate_workers: int) -> dict:
-    """The repository's params.yaml for the work folder: the twin's size, acquire from the twin,
-    the twin training profile shrunk to one epoch of two batches (a model to evaluate)."""
+def work_params(key: str, images: int, image_size: int, base: dict, validate_workers: int,
+                train_image_size: int = TRAIN_IMAGE_SIZE, render_size: int = RENDER_SIZE) -> dict:
+    """The repository's params.yaml for the work folder: the twin's size (drawn at ``render_size``,
+    on every core), acquire from the twin, the twin training profile end to end at
+    ``train_image_size`` and shrunk to one epoch of two batches (a model to evaluate), and the gamma
+    sweep reduced to evaluate.gamma (each value of the sweep is one more multi-granularity ranking
+    of the test split, timed as the rest)."""
     p = copy.deepcopy(base)
     p["twins"][key]["images"] = int(images)
     p["twins"]["image_size"] = int(image_size)
+    p["twins"]["render_size"] = min(int(render_size), int(image_size))
+    p["twins"]["workers"] = 0
+    p["evaluate"]["gamma_sweep"] = [p["evaluate"]["gamma"]]
     if key == "darn":
         p["twins"]["defects"].update(DARN_DEAD)  # dead links: validate.max_dead_link_fraction, not max_bad_fraction
     for k in p["acquire"]:
@@ -136,10 +151,9 @@ def work_params(key: str, images: int, image_size: int, base: dict, validate_wor
     p["train"]["seeds"] = [0]
     p["train"]["device"] = "cpu"
     prof = p["train"]["profiles"]["twin"]
+    prof.update(trunk="end_to_end", image_size=int(train_image_size))
     prof["epochs"] = 1
     prof["triplets_per_epoch"] = 2 * int(prof["batch_size"])
-    if "pretrain" in prof:
-        prof["pretrain"] = dict(prof["pretrain"], epochs=1)  # one pass over the training split
     return p
 
 
@@ -152,8 +166,6 @@ def _stage_cmd(stage: str, key: str) -> list[str]:
         "validate": [py, "-m", "datasets.validate", key],
         "splits": [py, "-m", "datasets.splits", key],
         "cooccurrence": [py, "-m", "datasets.cooccurrence", key],
-        "pretrain": [py, "-m", "benchmark.pretrain", key],  # the twin profile's shared trunk
-        "features": [py, "-m", "benchmark.features", key],
         "loader": [py, "-m", "benchmark.scale", "_loader", key],
         "train": [py, "-m", "benchmark.train", key, TRAIN_MODEL],
         "evaluate": [py, "-m", "benchmark.scale", "_evaluate", key, TRAIN_MODEL],
@@ -186,15 +198,17 @@ def counts(work: Path, key: str) -> dict:
 
 
 def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, validate_workers: int,
-                compare_one_worker: bool, loader_batches: int, stages=STAGES) -> dict:
+                compare_one_worker: bool, loader_batches: int, stages=STAGES, train_image_size: int = TRAIN_IMAGE_SIZE,
+                render_size: int = RENDER_SIZE) -> dict:
     """Every stage of ``stages`` on a twin of ``images`` images in out/<key>/; the dataset's record."""
     work = out / key
     work.mkdir(parents=True, exist_ok=True)
-    params = work_params(key, images, image_size, base, validate_workers)
+    params = work_params(key, images, image_size, base, validate_workers, train_image_size, render_size)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                FASHIONBENCH_LOADER_BATCHES=str(loader_batches))
     res: dict = {"images": int(images), "image_size": int(image_size), "real_images": REAL[key]["images"],
+                 "render_size": params["twins"]["render_size"], "train_image_size": int(train_image_size),
                  "work": str(work), "stages": {}}
     for stage in stages:
         r = run_measured(_stage_cmd(stage, key), work, out / "logs" / f"{key}-{stage}.log", env)
@@ -361,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", nargs="*", metavar="KEY=COUNT", help="image count of a twin (default: the real count)")
     ap.add_argument("--fraction", type=float, default=None, help="every twin at this fraction of the real count")
     ap.add_argument("--image-size", type=int, default=None, help="stored image size (default: the real one per dataset)")
+    ap.add_argument("--render-size", type=int, default=RENDER_SIZE, help="the twins are drawn at this size, "
+                    f"stored at --image-size (default {RENDER_SIZE})")
+    ap.add_argument("--train-image-size", type=int, default=TRAIN_IMAGE_SIZE,
+                    help=f"the model's input size, twin profile end to end (default {TRAIN_IMAGE_SIZE})")
     ap.add_argument("--validate-workers", type=int, default=0, help="validate.workers in the work folder (0: all cores)")
     ap.add_argument("--no-compare", action="store_true", help="skip validate's second run with one worker")
     ap.add_argument("--loader-batches", type=int, default=20)
@@ -389,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, n in sizes.items():
         size = args.image_size or REAL[key]["image_size"]
         rec = run_dataset(key, n, size, out, base, args.validate_workers, not args.no_compare, args.loader_batches,
-                          stages=args.stages or STAGES)
+                          stages=args.stages or STAGES, train_image_size=args.train_image_size,
+                          render_size=args.render_size)
         if args.stages and key in report["datasets"]:
             prev = report["datasets"][key]
             if (prev["images"], prev["image_size"]) != (rec["images"], rec["image_size"]):

@@ -40,7 +40,13 @@ def test_work_params_size_the_twin_and_keep_the_rest():
     assert p["twins"]["darn"]["images"] == 1234 and p["twins"]["image_size"] == 300
     assert p["acquire"]["darn"]["source"] == "twin" and p["validate"]["workers"] == 2
     assert p["twins"]["defects"]["darn_404"] + p["twins"]["defects"]["darn_drop"] == pytest.approx(0.15)
-    assert p["evaluate"] == base["evaluate"] and p["splits"] == base["splits"]
+    assert p["splits"] == base["splits"]
+    # evaluation unchanged but for the sweep, cut to the evaluated gamma (each value one more ranking)
+    assert p["evaluate"] == dict(base["evaluate"], gamma_sweep=[base["evaluate"]["gamma"]])
+    assert p["twins"]["render_size"] == 96 and p["twins"]["workers"] == 0
+    prof = p["train"]["profiles"]["twin"]
+    assert prof["trunk"] == "end_to_end" and prof["image_size"] == 64 and prof["epochs"] == 1
+    assert base["train"]["profiles"]["twin"]["trunk"] == "shared"
     assert base["twins"]["darn"]["images"] != 1234  # the repository's params are not touched
     assert REAL["deepfashion"]["images"] == 289_222
 
@@ -57,7 +63,7 @@ def test_small_scale_run_writes_the_contract_and_counts_reconcile(tmp_path):
     assert rep["machine"]["cores"] >= 1 and rep["machine"]["memory_gb"] > 0
     d = rep["datasets"]["deepfashion"]
     assert d["images"] == n
-    for stage in ("acquire", "validate", "splits", "cooccurrence", "pretrain", "features", "loader", "evaluate"):
+    for stage in ("acquire", "validate", "splits", "cooccurrence", "loader", "evaluate"):
         s = d["stages"][stage]
         assert s["seconds"] > 0 and 0 < s["peak_rss_gb"] < 6, stage
     v = d["stages"]["validate"]

@@ -304,3 +304,51 @@ def test_preview_cli(tmp_path, monkeypatch):
     assert run(args) == 0
     img = cv2.imread(str(tmp_path / "sheets" / "fashionai.png"))
     assert img is not None and img.shape[1] == 6 * 168
+
+
+def _digest(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["deepfashion", "fashionai", "darn"])
+def test_workers_and_spool_give_the_same_twin(tmp_path, monkeypatch, key):
+    """Drawing in two spawned processes with the JPEG bytes spooled to disk (what a full-size twin
+    does) writes the same files as one process holding them in memory, and leaves no spool behind."""
+    import datasets.twins.build as B
+
+    base = dict(PARAMS, workers=1)
+    generate(key, base, tmp_path / "one" / key, tmp_path / "one.png", progress=False)
+    monkeypatch.setattr(B, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(B, "SPOOL_FROM", 0)
+    res = generate(key, dict(PARAMS, workers=2), tmp_path / "two" / key, tmp_path / "two.png", progress=False)
+    assert B._workers(dict(PARAMS, workers=2), 160) == 2 and res["images"]._path is not None  # both paths taken
+    one, two = _digest(tmp_path / "one" / key), _digest(tmp_path / "two" / key)
+    assert one == two and len(one) >= 3
+    assert (tmp_path / "one.png").read_bytes() == (tmp_path / "two.png").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [key]  # the spool file is gone
+    assert not B.spool_path(tmp_path / "two" / key).exists()
+
+
+def test_drawn_small_stored_large(tmp_path):
+    """render_size: drawn at 48 px, stored at 150: every stored image is 150 px, its boxes inside it
+    and scaled with it, and clean images are still no near-duplicates of each other."""
+    p = dict(PARAMS, image_size=150, render_size=48, deepfashion={"images": 60, "partition": [0.72, 0.14, 0.14]})
+    generate("deepfashion", p, tmp_path / "df", None, progress=False)
+    small = dict(p, image_size=48, render_size=None)
+    generate("deepfashion", small, tmp_path / "small", None, progress=False)
+    man = json.loads((tmp_path / "df" / "manifest.json").read_text())
+    bad = {d["image"] for d in man["defects"] if d["kind"] in ("corrupt_jpeg", "truncated_jpeg", "resized_duplicate")}
+    with zipfile.ZipFile(tmp_path / "df" / "Img" / "img.zip") as z:
+        images = {n: z.read(n) for n in z.namelist()}
+    shapes = {decode(b).shape for n, b in images.items() if n not in bad}
+    assert shapes == {(150, 150, 3)}
+    big = json.loads((tmp_path / "df" / "regions.json").read_text())
+    ref = json.loads((tmp_path / "small" / "regions.json").read_text())
+    assert big.keys() == ref.keys() and big
+    for name, regs in big.items():
+        for r, s in zip(regs, ref[name]):
+            assert all(0 <= v <= 149 for v in r["box"])
+            # the same drawing: each box coordinate is the 48 px one times 150/48, rounded
+            assert all(abs(v - round(w * 150 / 48)) <= 1 for v, w in zip(r["box"], s["box"]))

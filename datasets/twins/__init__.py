@@ -33,8 +33,11 @@ def generate(key: str, params: dict, out_dir: Path | None = None, sheet: Path | 
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
     result = build(key, params, out_dir, progress=progress)
-    if sheet is not None:
-        contact_sheet(key, result, Path(sheet))
+    try:
+        if sheet is not None:
+            contact_sheet(key, result, Path(sheet))
+    finally:
+        result["images"].close()  # a large twin's spool file beside out_dir
     return result
 
 

@@ -3,7 +3,10 @@ regions.json and the contact sheet."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections import ChainMap
 from pathlib import Path
 
 import cv2
@@ -16,6 +19,60 @@ from . import fashionai as FA
 from .common import (EXPECT, _hashes, corrupt, encode_jpeg, hex_name, image_rng, key_rng, n_defects,
                      plan_image_defects, resized, truncate, write_json, write_text, write_zip)
 from .draw import render
+from .store import ImageStore
+
+SPOOL_FROM = 20_000  # twins of at least this many images keep their JPEG bytes on disk, not in memory
+PARALLEL_FROM = 2_000  # below this many images, starting worker processes costs more than it saves
+#: up to this many images, no two clean images are within 5 bits of dHash or aHash (redrawn until so).
+#: Beyond it the rule cannot hold: the 8x8 hashes of drawn garments (a few silhouettes on plain
+#: backgrounds) crowd together, so among 10^5 drawings most new ones fall within 5 bits of an
+#: earlier one and would be redrawn up to 19 times in the parent process. A larger twin (the scale
+#: run's) keeps every first drawing; validation then finds what near duplicates it finds, reported
+#: next to the planted ones.
+DISTINCT_UNTIL = 20_000
+
+
+def spool_path(out_dir: Path) -> Path:
+    """Where a large twin's JPEG bytes wait to be written: beside its folder (never in it), until
+    ``generate`` has drawn the contact sheet and closes the store."""
+    return out_dir.parent / f".{out_dir.name}.images.spool"
+
+
+def _draw(task, attempt: int = 0):
+    """One drawing of a record: (pixels if kept, JPEG bytes, dHash word, aHash word, boxes at the
+    stored size). Drawn at the render size R and resized to the stored size S when they differ."""
+    seed, key, i, spec, S, R, keep = task
+    img, boxes = render(spec, R, image_rng(seed, key, i) if attempt == 0 else key_rng(seed, key, 9, i, attempt))
+    if R != S:
+        # the 8x8 hashes of the drawing itself: decoding each stored JPEG again would cost more
+        # than drawing it small (the hashes only keep clean images apart; validation has its own)
+        h = _hashes(img)
+        img = cv2.resize(img, (S, S), interpolation=cv2.INTER_LINEAR if S > R else cv2.INTER_AREA)
+        f = S / R
+        boxes = {k: [min(S - 1, int(round(v * f))) for v in b] for k, b in boxes.items()}
+        data = encode_jpeg(img)
+    else:
+        data = encode_jpeg(img)
+        h = _hashes(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+    return (img if keep else None, data, np.packbits(h[:64]).view(">u8")[0], np.packbits(h[64:]).view(">u8")[0], boxes)
+
+
+def _workers(params: dict, count: int) -> int:
+    """twins.workers processes (0: one per core), one for a small twin."""
+    w = int(params.get("workers", 1) or 0) or (os.cpu_count() or 1)
+    return 1 if count < PARALLEL_FROM else w
+
+
+@contextlib.contextmanager
+def _renderer(workers: int):
+    """imap(tasks) -> first drawings in task order, in this process or in ``workers`` spawned ones."""
+    if workers <= 1:
+        yield lambda tasks: map(_draw, tasks)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers) as pool:
+        yield lambda tasks: pool.imap(_draw, tasks, chunksize=64)
 
 FA_ROOT = "fashionAI_attributes_train1"
 FA_LABEL = f"{FA_ROOT}/Annotations/label.csv"
@@ -56,7 +113,9 @@ def _partitions(key, params, n, seed):
 
 def build(key: str, params: dict, out_dir: Path | None = None, progress: bool = True) -> dict:
     """Generate the twin `key` from the `twins` params. Writes into out_dir when given; returns a dict
-    with records, encoded images and the manifest (the preview uses it without writing)."""
+    with records, encoded images (an ImageStore: for a twin of SPOOL_FROM images or more it reads
+    a spool file beside out_dir, which the caller removes with ``result["images"].close()``) and
+    the manifest (the preview uses it without writing)."""
     t0 = time.perf_counter()
     seed = int(params["seed"])
     S = int(params.get("image_size", 112))
@@ -91,44 +150,47 @@ def build(key: str, params: dict, out_dir: Path | None = None, progress: bool = 
             r["path"] = f"pic/{grp}/{int(ids[i]) % 10000}_{i % 97:02d}_{i % 7 + 1}.jpg"
 
     # render
-    images, pixels = {}, {}
+    R = int(params.get("render_size") or S)  # drawn at R, stored at S (a full-size twin draws small)
+    images = ImageStore(spool_path(out_dir) if out_dir is not None and n >= SPOOL_FROM else None)
+    pixels = {}
     sources = set(plan["sources"].values())  # decoded pixels are kept only for these (memory at full size)
     # dHash and aHash bits of the clean images so far, packed in 64-bit words: a popcount per
     # earlier image instead of 128 compared booleans (same test, 20x less work at 289k images)
     Hd, Ha, nh = np.zeros(n, np.uint64), np.zeros(n, np.uint64), 0
-    bar = tqdm(recs, desc=f"twins {key}", disable=None if progress else True, file=None, leave=False)
-    for r in bar:
-        i = r["index"]
-        if "dup_of" in r:
-            continue
-        # redraw (new background/jitter, same labels) until no earlier clean image is within
-        # 5 bits of dHash or aHash, so only planted duplicates are perceptual near-duplicates
-        for attempt in range(20):
-            img, boxes = render(r["spec"], S, image_rng(seed, key, i) if attempt == 0 else key_rng(seed, key, 9, i, attempt))
-            data = encode_jpeg(img)
-            h = _hashes(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
-            hd, ha = (np.packbits(h[:64]).view(">u8")[0], np.packbits(h[64:]).view(">u8")[0])
-            if nh == 0:
-                break
-            if (np.bitwise_count(Hd[:nh] ^ hd).min() > 5 and np.bitwise_count(Ha[:nh] ^ ha).min() > 5):
-                break
-        Hd[nh], Ha[nh] = hd, ha
-        nh += 1
-        if i in sources:
-            pixels[i] = img
-        images[i] = data
-        r["boxes"] = boxes
+    distinct = n <= DISTINCT_UNTIL
+    todo = [(seed, key, r["index"], r["spec"], S, R, r["index"] in sources) for r in recs if "dup_of" not in r]
+    bar = tqdm(total=len(todo), desc=f"twins {key}", disable=None if progress else True, leave=False)
+    with _renderer(_workers(params, len(todo))) as imap:
+        for task, (img, data, hd, ha, boxes) in zip(todo, imap(todo)):
+            i = task[2]
+            # redraw (new background/jitter, same labels) until no earlier clean image is within
+            # 5 bits of dHash or aHash, so only planted duplicates are perceptual near-duplicates;
+            # the first drawing may come from a worker, redraws are made here, so the result does
+            # not depend on the number of workers
+            attempt = 0
+            while distinct and nh and attempt < 19 and not (np.bitwise_count(Hd[:nh] ^ hd).min() > 5
+                                               and np.bitwise_count(Ha[:nh] ^ ha).min() > 5):
+                attempt += 1
+                img, data, hd, ha, boxes = _draw(task, attempt)
+            Hd[nh], Ha[nh] = hd, ha
+            nh += 1
+            if img is not None:
+                pixels[i] = img
+            images[i] = data
+            recs[i]["boxes"] = boxes
+            bar.update()
+    bar.close()
     for dup, src in sorted(plan["sources"].items()):
         if dup in plan["exact_duplicate"]:
-            images[dup] = images[src]
+            images.alias(dup, src)
             recs[dup]["boxes"] = recs[src]["boxes"]
         else:
             images[dup] = resized(pixels[src], key_rng(seed, key, 5, dup))
-            f = 1.0
             sz = cv2.imdecode(np.frombuffer(images[dup], np.uint8), cv2.IMREAD_COLOR).shape[0]
             f = sz / S
             recs[dup]["boxes"] = {k: [int(round(v * f)) for v in b] for k, b in recs[src]["boxes"].items()}
-    clean_bytes = dict(images)
+    del pixels
+    clean_bytes = images.copy()
     for i in plan["corrupt_jpeg"]:
         images[i] = corrupt(images[i], key_rng(seed, key, 6, i))
     for i in plan["truncated_jpeg"]:
@@ -180,7 +242,8 @@ def _image_defects(recs, plan, file, line_of, name_of=lambda r: r["path"], extra
 
 
 def _counts(recs, images, plan, files, extra):
-    c = {"images": len(recs), "files": files, "image_bytes": int(sum(len(b) for i, b in images.items() if i not in plan["missing_file"]))}
+    c = {"images": len(recs), "files": files,
+         "image_bytes": int(sum(images.size(i) for i in images.keys() if i not in plan["missing_file"]))}
     c.update(extra)
     c["defects"] = {}
     return c
@@ -214,13 +277,14 @@ def _write_deepfashion(recs, images, plan, params, untouched, rng, names, out):
                                    columns=1 + len(vals), expected_columns=1 + len(classes)))
         rows.append(f"{r['path']:<{pw}}" + " ".join(f"{v:>2}" for v in vals))
     part = [str(len(recs)), "image_name  evaluation_status"] + [f"{r['path']:<{pw}}{r['partition']}" for r in recs]
-    members = {r["path"]: images[r["index"]] for r in recs if r["index"] not in plan["missing_file"]}
+    members = images.view({r["path"]: r["index"] for r in recs if r["index"] not in plan["missing_file"]})
     defects = _image_defects(recs, plan, lambda r: "Anno/list_attr_img.txt", lambda r: r["index"] + 3) + defects
     if out is not None:
         write_text(out / "Anno" / "list_attr_cloth.txt", "\n".join(cloth) + "\n")
         write_text(out / "Anno" / "list_attr_img.txt", "\n".join(rows) + "\n")
         write_text(out / "Eval" / "list_eval_partition.txt", "\n".join(part) + "\n")
-        write_zip(out / "Img" / "img.zip", {"img/" + k[4:]: v for k, v in members.items()})
+        write_zip(out / "Img" / "img.zip", images.view({"img/" + r["path"][4:]: r["index"]
+                                                       for r in recs if r["index"] not in plan["missing_file"]}))
     counts = _counts(recs, images, plan, len(members), {
         "classes": {a: len(c) for a, c in zip(DF.ATTRIBUTES, DF.CLASSES)},
         "partition": {p: sum(r["partition"] == p for r in recs) for p in ("train", "val", "test")},
@@ -260,13 +324,11 @@ def _write_fashionai(recs, images, plan, params, untouched, rng, names, out):
             defects.append(_defect("fashionai_maybe", FA_LABEL, i + 1, r["path"], label=r["ynm"]))
         if i in no_yes:
             defects.append(_defect("fashionai_no_yes", FA_LABEL, i + 1, r["path"], label=r["ynm"]))
-    members = {f"{FA_ROOT}/{r['path']}": images[r["index"]] for r in recs if r["index"] not in plan["missing_file"]}
+    members = images.view({f"{FA_ROOT}/{r['path']}": r["index"] for r in recs if r["index"] not in plan["missing_file"]})
     defects = _image_defects(recs, plan, lambda r: FA_LABEL, lambda r: r["index"] + 1,
                              extra=lambda r: {"member": f"{FA_ROOT}/{r['path']}"}) + defects
     if out is not None:
-        members[FA_LABEL] = ("\n".join(rows) + "\n").encode()
-        write_zip(out / f"{FA_ROOT}.zip", members)
-        del members[FA_LABEL]
+        write_zip(out / f"{FA_ROOT}.zip", ChainMap({FA_LABEL: ("\n".join(rows) + "\n").encode()}, members))
     counts = _counts(recs, images, plan, len(members), {
         "attributes": {a: sum(r["attribute"] == a for r in recs) for a in FA.ATTRIBUTES}})
     return defects, len(members), _finish_counts(counts, defects)
@@ -312,7 +374,7 @@ def _write_darn(recs, images, plan, params, untouched, rng, names, out):
         for i in sorted(idx):
             f, line = where[i]
             defects.append(_defect(kind, f, line, recs[i]["path"], url=recs[i]["path"], urls_line=url_line[i]))
-    written = {r["path"]: images[r["index"]] for r in recs if r["index"] not in missing and r["index"] not in e404}
+    written = images.view({r["path"]: r["index"] for r in recs if r["index"] not in missing and r["index"] not in e404})
     if out is not None:
         meta = {"DARN": {"ATTRIBUTES": DA.ATTRIBUTES, "ATTRIBUTES_NUM": {a: len(names[a]) for a in DA.ATTRIBUTES},
                          "ATTRIBUTES_VALUES": names}}
