@@ -58,6 +58,14 @@ RENDER_SIZE = 96
 #: test size is the network over every val and test image plus the rankings, which this measures.
 TRAIN_IMAGE_SIZE = 64
 
+#: class-specific embeddings per (image, attribute) in the scale run (evaluate.max_classes: 16 in
+#: params.yaml). The scale run's model has trained for two batches, so every P_n is near 0.5 and at
+#: the sweep's gamma 0.1 the cap binds everywhere: 16 per attribute would be 80 per DeepFashion image
+#: (6.4 million class embeddings over its 80,000 val and test images, several times what a trained
+#: model keeps). 3 per attribute gives up to 15 per image, the load the issue names ("up to 16
+#: predicted classes per image").
+MAX_CLASSES = 3
+
 STAGES = ("twins", "acquire", "parse", "validate", "splits", "cooccurrence", "loader", "train", "evaluate")
 TRAIN_MODEL = "m3net"
 
@@ -133,14 +141,17 @@ def work_params(key: str, images: int, image_size: int, base: dict, validate_wor
     """The repository's params.yaml for the work folder: the twin's size (drawn at ``render_size``,
     on every core), acquire from the twin, the twin training profile end to end at
     ``train_image_size`` and shrunk to one epoch of two batches (a model to evaluate), and the gamma
-    sweep reduced to evaluate.gamma (each value of the sweep is one more multi-granularity ranking
-    of the test split, timed as the rest)."""
+    sweep reduced to its smallest value and evaluate.gamma: the embeddings are still extracted at
+    the smallest (the class-specific embeddings are as many as in the real run), and each further
+    value of the sweep is one more multi-granularity ranking of the test split like those timed."""
     p = copy.deepcopy(base)
     p["twins"][key]["images"] = int(images)
     p["twins"]["image_size"] = int(image_size)
     p["twins"]["render_size"] = min(int(render_size), int(image_size))
     p["twins"]["workers"] = 0
-    p["evaluate"]["gamma_sweep"] = [p["evaluate"]["gamma"]]
+    ev = p["evaluate"]
+    ev["gamma_sweep"] = sorted({min(float(g) for g in ev["gamma_sweep"]), float(ev["gamma"])})
+    ev["max_classes"] = min(int(ev["max_classes"]), MAX_CLASSES)
     if key == "darn":
         p["twins"]["defects"].update(DARN_DEAD)  # dead links: validate.max_dead_link_fraction, not max_bad_fraction
     for k in p["acquire"]:
@@ -229,8 +240,10 @@ def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, v
                 r["seconds_1_worker"] = r1["seconds"]
                 r["peak_rss_gb_1_worker"] = r1["peak_rss_gb"]
                 r["speedup_vs_1_worker"] = round(r1["seconds"] / r["seconds"], 3)
-            else:
+            elif r["workers"] == 1:
                 r["speedup_vs_1_worker"] = 1.0
+            else:
+                r["speedup_vs_1_worker"] = None  # not measured (--no-compare)
             rep = _read(work / "reports" / key / "validation.json")
             r["duplicate_groups"] = {k: rep["duplicate_groups"][k] for k in ("exact", "near")}
         if stage in ("loader", "evaluate"):
@@ -320,7 +333,8 @@ def markdown_table(report: dict) -> str:
         for stage, r in d["stages"].items():
             notes = []
             if stage == "validate":
-                notes.append(f"{r['workers']} workers, {r['speedup_vs_1_worker']:.2f}x one worker"
+                sp = r.get("speedup_vs_1_worker")
+                notes.append(f"{r['workers']} workers, " + (f"{sp:.2f}x one worker" if sp is not None else "one worker not run")
                              + (f" ({r['seconds_1_worker']:.1f} s)" if "seconds_1_worker" in r else ""))
             if stage == "loader" and r.get("images_per_s"):
                 notes.append(f"{r['images_per_s']:.0f} images/s, {r['batches']} batches of {r['batch_size']} triplets "
@@ -330,7 +344,12 @@ def markdown_table(report: dict) -> str:
                              f"ranking and metrics {r['ranking_and_metrics_seconds']:.1f} s, "
                              f"{r['test_queries']['used']} test queries")
             if stage == "train":
-                notes.append("twin profile, one epoch of two batches (a model to evaluate)")
+                notes.append("twin profile" + (f" end to end at {d['train_image_size']} px" if "train_image_size" in d else "")
+                             + ", one epoch of two batches (a model to evaluate)")
+            if stage == "validate" and "duplicate_groups" in r:
+                notes.append(f"duplicate groups found: {r['duplicate_groups']['exact']} exact, {r['duplicate_groups']['near']} near")
+            if stage == "twins" and d.get("render_size") and d["render_size"] != d["image_size"]:
+                notes.append(f"drawn at {d['render_size']} px, stored at {d['image_size']} px")
             lines.append(f"| {key} | {d['images']:,} ({d['real_images']:,}) at {d['image_size']} px | {stage} | "
                          f"{r['seconds']:.1f} | {r['peak_rss_gb']:.2f} | {'; '.join(notes)} |")
     return "\n".join(lines)

@@ -93,12 +93,19 @@ def near_pair_array(h: np.ndarray, max_dist: int, block: int = BLOCK) -> np.ndar
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
-def near_pairs(hashes: dict[int, int], max_dist: int, block: int = BLOCK) -> list[tuple[int, int]]:
-    """Pairs (a < b) of ids whose 64-bit hashes differ in <= max_dist bits, sorted."""
+def near_pair_ids(hashes: dict[int, int], max_dist: int, block: int = BLOCK) -> np.ndarray:
+    """(k, 2) int64 array of id pairs (a < b) whose 64-bit hashes differ in <= max_dist bits,
+    sorted; an array, since bunched hashes give millions of pairs at full size."""
     if len(hashes) < 2:
-        return []
+        return np.empty((0, 2), np.int64)
     ids = np.fromiter(hashes.keys(), dtype=np.int64, count=len(hashes))
     h = np.fromiter(hashes.values(), dtype=np.uint64, count=len(hashes))
     p = near_pair_array(h, max_dist, block)
     a, c = ids[p[:, 0]], ids[p[:, 1]]
-    return sorted(zip(np.minimum(a, c).tolist(), np.maximum(a, c).tolist()))
+    out = np.stack([np.minimum(a, c), np.maximum(a, c)], 1)
+    return out[np.lexsort((out[:, 1], out[:, 0]))]
+
+
+def near_pairs(hashes: dict[int, int], max_dist: int, block: int = BLOCK) -> list[tuple[int, int]]:
+    """Pairs (a < b) of ids whose 64-bit hashes differ in <= max_dist bits, sorted."""
+    return [(int(a), int(b)) for a, b in near_pair_ids(hashes, max_dist, block)]

@@ -37,7 +37,7 @@ import polars as pl
 from datasets import DATASETS
 from datasets.errors import DatasetError, ValidationFailed
 from datasets.parsers import DEFAULT_MAX_PIXELS, decode, regular_file_error, too_many_pixels
-from datasets.neardup import near_pairs, phash
+from datasets.neardup import near_pair_ids, phash
 from datasets.paths import MISSING_FILE, raw_dir, reports_dir, tables_dir, validated_dir
 from datasets.schemas import PARSE_TABLES, DuplicatesSchema, QuarantineSchema, read_table, write_json, write_tables
 
@@ -45,33 +45,92 @@ MAX_LISTED = 500
 MIN_PER_WORKER = 64  # fewer images than this per process: fewer processes (a process costs ~1 s to start)
 
 
-def thumb(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(32x32 grey, 8x8 colour BGR) thumbnails, float32; None when the file does not decode."""
+THUMB_GREY, THUMB_COLOUR = 32, 8  # thumbnail sides: grey 32x32, colour 8x8 (BGR)
+
+
+def thumbnails(img: np.ndarray, grey: np.ndarray) -> bytes:
+    """The 32x32 grey and 8x8 colour thumbnails of a decoded image, uint8, packed in one bytes
+    (1,216 bytes: comparable with ==, cheap to send back from a worker)."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
+    g = cv2.resize(grey, (THUMB_GREY, THUMB_GREY), interpolation=cv2.INTER_AREA)
+    c = cv2.resize(img, (THUMB_COLOUR, THUMB_COLOUR), interpolation=cv2.INTER_AREA)
+    return g.tobytes() + c.tobytes()
+
+
+def unpack_thumbnails(data: bytes | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(32x32 grey, 8x8x3 colour) float32 from thumbnails()."""
+    if data is None:
         return None
-    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    return (cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32),
-            cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA).astype(np.float32))
+    a = np.frombuffer(data, np.uint8)
+    n = THUMB_GREY * THUMB_GREY
+    return (a[:n].reshape(THUMB_GREY, THUMB_GREY).astype(np.float32),
+            a[n:].reshape(THUMB_COLOUR, THUMB_COLOUR, 3).astype(np.float32))
 
 
-def confirm_near(pairs, path_of, max_mad: float) -> list[tuple[int, int]]:
-    """Keep the pHash candidate pairs whose thumbnails also agree, each within max_mad levels (mean
-    absolute difference): the 32x32 grey ones (a hash alone pairs unrelated images with flat
-    backgrounds) and the 8x8 colour ones (grey agrees on pictures of the same layout in other
-    colours: seen among 10,000 DeepFashion twin images, grey 7.5 levels apart, colour 38; 8x8
-    because the chroma of a small JPEG copy is blurred, up to 9 levels at 32x32, 4 at 8x8)."""
+def thumb(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(32x32 grey, 8x8 colour BGR) thumbnails of an image file, float32 (check_image's, from the
+    same decode); None when the file does not decode."""
+    import cv2
+
+    from datasets.parsers import decode
+
+    img = decode(Path(path).read_bytes()) if Path(path).is_file() else None
+    if img is None or img.ndim != 3 or img.shape[2] != 3:
+        return None
+    return unpack_thumbnails(thumbnails(img, cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)))
+
+
+def confirm_near(pairs, thumb_of, max_mad: float) -> list[tuple[int, int]]:
+    """Keep the pHash candidate pairs whose thumbnails (``thumb_of(i)``: thumb()'s pair or None)
+    also agree, each within max_mad levels (mean absolute difference): the 32x32 grey ones (a hash
+    alone pairs unrelated images with flat backgrounds) and the 8x8 colour ones (grey agrees on
+    pictures of the same layout in other colours: seen among 10,000 DeepFashion twin images, grey
+    7.5 levels apart, colour 38; 8x8 because the chroma of a small JPEG copy is blurred, up to 9
+    levels at 32x32, 4 at 8x8). The thumbnails come from check_image, made while each image was
+    decoded in a worker: confirming never decodes an image again (at 289,222 images with bunched
+    hashes that second decode, in one process, was most of the stage)."""
     cache: dict[int, tuple | None] = {}
     out = []
     for a, b in pairs:
         for i in (a, b):
             if i not in cache:
-                cache[i] = thumb(path_of(i))
+                cache[i] = thumb_of(i)
         ta, tb = cache[a], cache[b]
         if ta is not None and tb is not None and all(float(np.abs(x - y).mean()) <= max_mad for x, y in zip(ta, tb)):
             out.append((a, b))
+    return out
+
+
+def confirm_near_array(pairs: np.ndarray, thumbs: dict[int, bytes | None], max_mad: float,
+                       block: int = 1 << 16) -> list[tuple[int, int]]:
+    """confirm_near over a (k, 2) array of id pairs with the thumbnails of check_image, vectorised:
+    the same pairs kept (tests compare it with confirm_near), in blocks of ``block`` pairs. Bunched
+    hashes give millions of candidate pairs at full size (a Python loop over them was most of the
+    stage); here a pair costs a few vector operations on 1,216 bytes."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if not len(pairs):
+        return []
+    ids = np.unique(pairs)
+    width = THUMB_GREY * THUMB_GREY + THUMB_COLOUR * THUMB_COLOUR * 3
+    T = np.zeros((len(ids), width), np.uint8)
+    ok = np.zeros(len(ids), bool)
+    for r, i in enumerate(ids.tolist()):
+        t = thumbs.get(i)
+        if t is not None:
+            T[r] = np.frombuffer(t, np.uint8)
+            ok[r] = True
+    ng = THUMB_GREY * THUMB_GREY
+    out = []
+    for s0 in range(0, len(pairs), block):
+        p = pairs[s0:s0 + block]
+        ra, rb = np.searchsorted(ids, p[:, 0]), np.searchsorted(ids, p[:, 1])
+        d = np.abs(T[ra].astype(np.int16) - T[rb].astype(np.int16))
+        # exact integer sums; divided in float32 as confirm_near's float32 mean is
+        grey = d[:, :ng].sum(1, dtype=np.int64).astype(np.float32) / np.float32(ng)
+        colour = d[:, ng:].sum(1, dtype=np.int64).astype(np.float32) / np.float32(width - ng)
+        keep = ok[ra] & ok[rb] & (grey.astype(np.float64) <= max_mad) & (colour.astype(np.float64) <= max_mad)
+        out += [(int(a), int(b)) for a, b in p[keep]]
     return out
 
 
@@ -110,42 +169,44 @@ def scan_cut(data: bytes, img: np.ndarray) -> bool:
     return bool((img[-8:, -8:] == 128).all())
 
 
-def check_image(path: Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, str, int | None, str | None]:
-    """(failed check or None, reason, phash, sha256) of one image file. An image whose header
-    claims more than ``max_pixels`` is not decoded (validate.max_pixels)."""
+def check_image(path: Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
+                ) -> tuple[str | None, str, int | None, str | None, bytes | None]:
+    """(failed check or None, reason, phash, sha256, thumbnails) of one image file; phash and
+    thumbnails only for an image that passes. An image whose header claims more than
+    ``max_pixels`` is not decoded (validate.max_pixels)."""
     import hashlib
 
     import cv2
 
     why = regular_file_error(path)
     if why == "the file does not exist":
-        return "missing_file", "file not found", None, None
+        return "missing_file", "file not found", None, None, None
     if why is not None:
-        return "missing_file", f"unreadable: {why}", None, None
+        return "missing_file", f"unreadable: {why}", None, None, None
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return "missing_file", "file not found", None, None
+        return "missing_file", "file not found", None, None, None
     except OSError as e:
-        return "missing_file", f"unreadable: {e}", None, None
+        return "missing_file", f"unreadable: {e}", None, None, None
     sha = hashlib.sha256(data).hexdigest()
     big = too_many_pixels(data, max_pixels)
     if big is not None:
-        return "too_many_pixels", f"not decoded: the header says {big}", None, sha
+        return "too_many_pixels", f"not decoded: the header says {big}", None, sha, None
     img = decode(data) if data else None
     if is_truncated(data):
-        return "truncated_jpeg", "JPEG ends before its end-of-image marker", None, sha
+        return "truncated_jpeg", "JPEG ends before its end-of-image marker", None, sha, None
     if img is None:
-        return "corrupt_jpeg", "OpenCV cannot decode it", None, sha
+        return "corrupt_jpeg", "OpenCV cannot decode it", None, sha, None
     if scan_cut(data, img):
-        return "truncated_jpeg", "JPEG scan data cut short before its end marker (the decoder filled the rest grey)", None, sha
+        return "truncated_jpeg", "JPEG scan data cut short before its end marker (the decoder filled the rest grey)", None, sha, None
     if img.ndim != 3 or img.shape[2] != 3:
         ch = 1 if img.ndim == 2 else img.shape[2]
-        return "not_3_channels", f"{ch} channel(s)", None, sha
+        return "not_3_channels", f"{ch} channel(s)", None, sha, None
     if min(img.shape[:2]) < min_side:
-        return "too_small", f"{img.shape[1]}x{img.shape[0]} < {min_side} px", None, sha
+        return "too_small", f"{img.shape[1]}x{img.shape[0]} < {min_side} px", None, sha, None
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    return None, "", phash(gray), sha
+    return None, "", phash(gray), sha, thumbnails(img, gray)
 
 
 def _worker_init() -> None:
@@ -262,6 +323,7 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
     paths = dict(images.select("image_id", "path").iter_rows())
     hashes: dict[int, int] = {}
     shas: dict[int, str] = {}
+    thumbs: dict[int, bytes] = {}
     dead = {}
     if raw is not None and (Path(raw) / MISSING_FILE).is_file():
         dead = json.loads((Path(raw) / MISSING_FILE).read_text())
@@ -269,7 +331,7 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
     if not labels_only:
         items = list(paths.items())
         results = check_images([Path(raw) / p for _, p in items], min_side, workers, progress, max_pixels)
-        for (image_id, path), (check, reason, h, sha) in zip(items, results):
+        for (image_id, path), (check, reason, h, sha, th) in zip(items, results):
             if check == "missing_file" and dead.get(path, {}).get("status") is not None:
                 info = dead[path]
                 status = info.get("status")
@@ -281,6 +343,7 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
             else:
                 hashes[image_id] = h
                 shas[image_id] = sha
+                thumbs[image_id] = th
 
     # --- labels
     known = set(paths)
@@ -346,8 +409,9 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
         by_sha[shas[i]].append(i)
     exact = [m for m in by_sha.values() if len(m) > 1]
     reps = {m[0]: hashes[m[0]] for m in by_sha.values()}
-    cand = near_pairs(reps, hamming) if reps else []
-    near = _groups(confirm_near(cand, lambda i: Path(raw) / paths[i], max_mad), list(reps)) if cand else []
+    cand = near_pair_ids(reps, hamming)
+    near = _groups(confirm_near_array(cand, thumbs, max_mad), list(reps)) if len(cand) else []
+    del thumbs
     groups_report = []
     for kind, groups in (("exact", exact), ("near", near)):
         for members in sorted(groups):
@@ -399,7 +463,7 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
         "tables": counts,
         "images_quarantined": {"dead_link": dead_images, "other": other_images},  # sums to tables.images.quarantined
         "dead_links": dict(sorted(dead_counts.items())),
-        "duplicate_groups": {"exact": len(exact), "near": len(near),
+        "duplicate_groups": {"exact": len(exact), "near": len(near), "near_candidates": len(cand),
                              "spans_partitions": sum(g["spans_partitions"] for g in groups_report),
                              "groups": groups_report[:MAX_LISTED]},
         "findings": {k: v for k, v in sorted(listed.items())},

@@ -417,7 +417,7 @@ def test_pixel_cap_from_the_header_before_decoding(tmp_path, side):
     p = tmp_path / "big.jpg"
     p.write_bytes(_big_header_jpeg(side, side))
     assert p.stat().st_size < 1000
-    check, reason, _, sha = check_image(p, 32, 40_000_000)
+    check, reason, _, sha, _ = check_image(p, 32, 40_000_000)
     assert check == "too_many_pixels" and f"{side}x{side}" in reason and sha is not None
     w, h, b, _ = image_stats(p, 40_000_000)
     assert (w, h, b) == (None, None, p.stat().st_size)
@@ -445,13 +445,13 @@ def test_jpeg_with_cut_scan_but_end_marker_is_truncated(tmp_path):
     (tmp_path / "ok.jpg").write_bytes(data)
     (tmp_path / "cut.jpg").write_bytes(data[: int(len(data) * 0.6)] + b"\xff\xd9")
     assert check_image(tmp_path / "ok.jpg", 32)[0] is None
-    check, reason, _, _ = check_image(tmp_path / "cut.jpg", 32)
+    check, reason, _, _, _ = check_image(tmp_path / "cut.jpg", 32)
     assert check == "truncated_jpeg" and "cut short" in reason
 
 
 def test_fifo_image_does_not_hang(tmp_path):
     _fifo(tmp_path / "x.jpg")
-    check, reason, _, _ = check_image(tmp_path / "x.jpg", 32)
+    check, reason, _, _, _ = check_image(tmp_path / "x.jpg", 32)
     assert check == "missing_file" and "FIFO" in reason
 
 

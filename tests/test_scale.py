@@ -41,8 +41,9 @@ def test_work_params_size_the_twin_and_keep_the_rest():
     assert p["acquire"]["darn"]["source"] == "twin" and p["validate"]["workers"] == 2
     assert p["twins"]["defects"]["darn_404"] + p["twins"]["defects"]["darn_drop"] == pytest.approx(0.15)
     assert p["splits"] == base["splits"]
-    # evaluation unchanged but for the sweep, cut to the evaluated gamma (each value one more ranking)
-    assert p["evaluate"] == dict(base["evaluate"], gamma_sweep=[base["evaluate"]["gamma"]])
+    # evaluation unchanged but for the sweep: its smallest gamma (the extraction's) and the evaluated one
+    ev = base["evaluate"]
+    assert p["evaluate"] == dict(ev, gamma_sweep=sorted({min(ev["gamma_sweep"]), ev["gamma"]}), max_classes=3)
     assert p["twins"]["render_size"] == 96 and p["twins"]["workers"] == 0
     prof = p["train"]["profiles"]["twin"]
     assert prof["trunk"] == "end_to_end" and prof["image_size"] == 64 and prof["epochs"] == 1

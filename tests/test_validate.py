@@ -254,7 +254,7 @@ def test_resized_copies_the_twins_did_not_choose_are_all_found_and_nothing_else(
 
     from datasets.neardup import near_pairs as pairs_of
     from datasets.twins.build import build
-    from datasets.validate import check_images, confirm_near
+    from datasets.validate import check_images, confirm_near, confirm_near_array, thumb, unpack_thumbnails
 
     tp = copy.deepcopy(load_params()["twins"])
     tp["deepfashion"]["images"] = 150
@@ -277,9 +277,15 @@ def test_resized_copies_the_twins_did_not_choose_are_all_found_and_nothing_else(
     assert all(r[0] is None for r in res)
     hashes = {k: r[2] for k, r in enumerate(res)}
     cand = pairs_of(hashes, PARAMS["near_duplicate_hamming"])
-    found = set(confirm_near(cand, lambda k: files[k], PARAMS["near_duplicate_max_mad"]))
+    # the thumbnails made while checking (as the stage confirms) are those of the file itself
+    found = set(confirm_near(cand, lambda k: unpack_thumbnails(res[k][4]), PARAMS["near_duplicate_max_mad"]))
+    for k in (0, 1, len(files) - 1):
+        assert all((x == y).all() for x, y in zip(unpack_thumbnails(res[k][4]), thumb(files[k])))
     planted = {(k, k + 1) for k in range(0, len(files), 2)}
     assert found == planted, (sorted(planted - found), sorted(found - planted))
+    # the stage's vectorised confirmation keeps the same pairs
+    th = {k: r[4] for k, r in enumerate(res)}
+    assert confirm_near_array(np.array(cand), th, PARAMS["near_duplicate_max_mad"], block=7) == sorted(found)
 
 
 def test_same_layout_in_other_colours_is_not_a_near_duplicate(tmp_path):
@@ -290,7 +296,7 @@ def test_same_layout_in_other_colours_is_not_a_near_duplicate(tmp_path):
     import numpy as np
 
     from datasets.neardup import near_pairs as pairs_of
-    from datasets.validate import check_images, confirm_near
+    from datasets.validate import check_images, confirm_near, thumb
 
     rng = np.random.default_rng(5)
     g = cv2.GaussianBlur(rng.uniform(60, 200, (300, 300)).astype(np.float32), (0, 0), 12)
@@ -306,4 +312,29 @@ def test_same_layout_in_other_colours_is_not_a_near_duplicate(tmp_path):
     res = check_images(files, 32, workers=1, progress=False)
     cand = pairs_of({k: r[2] for k, r in enumerate(res)}, PARAMS["near_duplicate_hamming"])
     assert (0, 1) in cand and (0, 2) in cand  # the hash alone pairs all three
-    assert confirm_near(cand, lambda k: files[k], PARAMS["near_duplicate_max_mad"]) == [(0, 2)]
+    assert confirm_near(cand, lambda k: thumb(files[k]), PARAMS["near_duplicate_max_mad"]) == [(0, 2)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_vectorised_confirmation_equals_the_pair_loop(data):
+    """confirm_near_array (the stage's) keeps exactly the pairs confirm_near's loop keeps: thumbnails
+    a few levels apart around max_mad, some missing (undecodable), any block size."""
+    import numpy as np
+
+    from datasets.validate import confirm_near, confirm_near_array, unpack_thumbnails
+
+    n = data.draw(st.integers(2, 12))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    base = rng.integers(0, 256, 1216)
+    thumbs = {}
+    for i in range(n):
+        spread = data.draw(st.integers(0, 30))
+        t = np.clip(base + rng.integers(-spread, spread + 1, 1216), 0, 255).astype(np.uint8)
+        thumbs[i * 3] = None if data.draw(st.booleans()) and i % 4 == 3 else t.tobytes()
+    ids = sorted(thumbs)
+    pairs = [(a, b) for k, a in enumerate(ids) for b in ids[k + 1:]]
+    max_mad = data.draw(st.sampled_from([0.0, 3.0, 7.5, 10.0, 12.0, 15.25]))
+    want = confirm_near(pairs, lambda i: unpack_thumbnails(thumbs[i]), max_mad)
+    got = confirm_near_array(np.array(pairs), thumbs, max_mad, block=data.draw(st.integers(1, 50)))
+    assert got == want
