@@ -69,6 +69,9 @@ def class_keep(emb: Embeddings, gamma: float, classes_per_attribute: list[int]) 
 
 # ----------------------------------------------------------------------------- retrieval
 
+CHUNK_ELEMENTS = 1 << 23  # (query, candidate) cells ranked at once by evaluate_split
+
+
 def evaluate_split(emb: Embeddings, rows_q: np.ndarray, rows_c: np.ndarray, labels: np.ndarray,
                    classes_per_attribute: list[int], *, relevance: str, ks: list[int], ranking: str,
                    keep: torch.Tensor | None = None, device="cpu", chunk: int = 2048,
@@ -94,8 +97,12 @@ def evaluate_split(emb: Embeddings, rows_q: np.ndarray, rows_c: np.ndarray, labe
         if ranking == "multi-granularity":
             c_idx, c_emb = _class_rows(emb, cn, n, keep)
             c_idx, c_emb = c_idx.to(device), c_emb.to(device)
-        for s in range(0, len(qn), chunk):
-            q = qn[s:s + chunk]
+        # at most CHUNK_ELEMENTS (query, candidate) cells at once: at DeepFashion's full test size
+        # (32,000 candidates) 2,048 queries at a time held several (Q, C) float64 and index
+        # matrices, over 6 GB; a twin's lists (~1,000) keep the 2,048
+        step = max(1, min(int(chunk), CHUNK_ELEMENTS // max(1, len(cn))))
+        for s in range(0, len(qn), step):
+            q = qn[s:s + step]
             sim = attribute_similarity(emb.attribute[q, n].to(device), c_att)  # (Q, C)
             if ranking == "multi-granularity":
                 q_idx, q_emb = _class_rows(emb, q, n, keep)

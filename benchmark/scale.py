@@ -210,8 +210,9 @@ def counts(work: Path, key: str) -> dict:
 
 def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, validate_workers: int,
                 compare_one_worker: bool, loader_batches: int, stages=STAGES, train_image_size: int = TRAIN_IMAGE_SIZE,
-                render_size: int = RENDER_SIZE) -> dict:
-    """Every stage of ``stages`` on a twin of ``images`` images in out/<key>/; the dataset's record."""
+                render_size: int = RENDER_SIZE, on_stage=None) -> dict:
+    """Every stage of ``stages`` on a twin of ``images`` images in out/<key>/; the dataset's record.
+    ``on_stage(record)`` is called after each stage with the record so far (``partial``: true)."""
     work = out / key
     work.mkdir(parents=True, exist_ok=True)
     params = work_params(key, images, image_size, base, validate_workers, train_image_size, render_size)
@@ -249,6 +250,8 @@ def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, v
         if stage in ("loader", "evaluate"):
             r.update(_read(work / "reports" / key / f"scale_{stage}.json"))
         res["stages"][stage] = r
+        if on_stage is not None:
+            on_stage(dict(res, partial=True))
         print(f"scale {key}: {stage} {r['seconds']:.1f} s, peak {r['peak_rss_gb']:.2f} GiB", file=sys.stderr, flush=True)
     res["counts"] = counts(work, key)
     return res
@@ -329,6 +332,10 @@ def markdown_table(report: dict) -> str:
              "| dataset | images (real) | stage | seconds | peak RSS (GiB) | notes |", "|---|---|---|---:|---:|---|"]
     for r in report.get("reruns", []):
         lines.insert(1, f"Stages rerun by `{r['command']}` on {r['started']} (load average {r['machine']['loadavg'][0]:.1f}).")
+    for e in report.get("earlier", []):  # the other datasets' records kept by --add
+        for r in ([e] if "command" in e else []) + e.get("reruns", []):
+            lines.insert(1, f"Records kept from `{r['command']}` on {r['started']} "
+                            f"(load average {r['machine']['loadavg'][0]:.1f}).")
     for key, d in report["datasets"].items():
         for stage, r in d["stages"].items():
             notes = []
@@ -403,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loader-batches", type=int, default=20)
     ap.add_argument("--report", type=Path, default=ROOT / "reports" / "scale.json")
     ap.add_argument("--docs", type=Path, default=None, help="also write the table into this file (docs/SCALE.md)")
+    ap.add_argument("--add", action="store_true", help="keep the records of the other datasets in --report")
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=None,
                     help="only these stages, on the work folder an earlier run left (its twin kept); their "
                          "records replace those in --report, the rest of it is kept")
@@ -415,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmark.scale " + " ".join(argv)
     report = {"command": command, "machine": machine(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "datasets": {}}
+    if args.add and args.report.is_file():  # keep the other datasets' records of an earlier report
+        old = json.loads(args.report.read_text())
+        report["datasets"] = {k: v for k, v in old.get("datasets", {}).items() if k not in sizes}
+        report["earlier"] = old.get("earlier", []) + [{k: old[k] for k in ("command", "started", "machine", "reruns")
+                                                       if k in old}]
     if args.stages:
         if "twins" not in args.stages and not all((out / k / "data" / "twins" / k).is_dir() for k in sizes):
             raise SystemExit(f"--stages without twins needs the twins an earlier run left in {out}")
@@ -423,11 +436,18 @@ def main(argv: list[str] | None = None) -> int:
         report.setdefault("machine", machine())
         report.setdefault("reruns", []).append({"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                                 "machine": machine()})
+
+    def write(rep):
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(rep, indent=2) + "\n")
+
     for key, n in sizes.items():
         size = args.image_size or REAL[key]["image_size"]
+        # a full-size dataset takes an hour: the stages done so far are in the report if a later one fails
+        partial = None if args.stages else (lambda r, key=key: write(dict(report, datasets=dict(report["datasets"], **{key: r}))))
         rec = run_dataset(key, n, size, out, base, args.validate_workers, not args.no_compare, args.loader_batches,
                           stages=args.stages or STAGES, train_image_size=args.train_image_size,
-                          render_size=args.render_size)
+                          render_size=args.render_size, on_stage=partial)
         if args.stages and key in report["datasets"]:
             prev = report["datasets"][key]
             if (prev["images"], prev["image_size"]) != (rec["images"], rec["image_size"]):
@@ -436,9 +456,8 @@ def main(argv: list[str] | None = None) -> int:
             prev["counts"] = rec["counts"]
         else:
             report["datasets"][key] = rec
-    (report["reruns"][-1]["machine"] if args.stages else report["machine"])["loadavg_after"] = list(os.getloadavg())
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(report, indent=2) + "\n")
+        (report["reruns"][-1]["machine"] if args.stages else report["machine"])["loadavg_after"] = list(os.getloadavg())
+        write(report)  # after each dataset: a later failure keeps it
     if args.docs is not None:
         write_docs_table(report, args.docs)
     print(f"scale: wrote {args.report}", file=sys.stderr)

@@ -359,3 +359,34 @@ def test_class_cap_and_zero_policy_reach_the_outputs(tiny):
     assert emb_file.read_bytes() == before
     z = json.loads((rdir / "metrics.json").read_text())["test"]["queries"]
     assert z == {"used": q["used"] + q["left_out"], "left_out": 0, "no_relevant": q["no_relevant"]}
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 64))
+def test_bounded_chunks_give_the_same_per_query_metrics(seed, cells):
+    """evaluate_split with a tiny CHUNK_ELEMENTS (a few queries per chunk, as at full size) gives the
+    same per-query metrics as all queries at once, for both rankings."""
+    import benchmark.evaluate as E
+
+    g = torch.Generator().manual_seed(seed)
+    n, cpa, d = 40, [3, 4], 8
+    lab = np.zeros((n, sum(cpa)), bool)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        lab[i, rng.integers(0, 3)] = True
+        lab[i, 3 + rng.integers(0, 4)] = True
+    rows = [(i, a, c) for i in range(n) for a in range(2) for c in rng.choice(cpa[a], 2, replace=False)]
+    idx = torch.tensor(rows, dtype=torch.long)
+    emb = Embeddings(torch.randn(n, 2, d, generator=g), None, idx, torch.randn(len(rows), d, generator=g))
+    q, c = np.arange(0, 10), np.arange(10, n)
+    for ranking in ("attribute", "multi-granularity"):
+        ref = E.evaluate_split(emb, q, c, lab, cpa, relevance="all", ks=[5], ranking=ranking)
+        old = E.CHUNK_ELEMENTS
+        try:
+            E.CHUNK_ELEMENTS = cells  # 1..64 cells: 1-2 queries per chunk of 30 candidates
+            small = E.evaluate_split(emb, q, c, lab, cpa, relevance="all", ks=[5], ranking=ranking)
+        finally:
+            E.CHUNK_ELEMENTS = old
+        assert ref.keys() == small.keys()
+        for k in ref:
+            np.testing.assert_array_equal(ref[k], small[k], err_msg=f"{ranking} {k}")
