@@ -146,6 +146,11 @@ def work_params(key: str, images: int, image_size: int, base: dict, validate_wor
     value of the sweep is one more multi-granularity ranking of the test split like those timed."""
     p = copy.deepcopy(base)
     p["twins"][key]["images"] = int(images)
+    # the real protocol's sizes: the release's own partition (DeepFashion 72:14:14, DARN's ASEN
+    # files 8:1:1, the generator's defaults) and the real split ratios, not the default twins'
+    # test-heavy ones (3:1:6 would give DeepFashion a test split of 172,000 images, 4.3x the real)
+    p["twins"][key].pop("partition", None)
+    p["splits"]["ratios"][key]["twin"] = list(p["splits"]["ratios"][key]["real"])
     p["twins"]["image_size"] = int(image_size)
     p["twins"]["render_size"] = min(int(render_size), int(image_size))
     p["twins"]["workers"] = 0
@@ -374,6 +379,17 @@ def write_docs_table(report: dict, docs: Path) -> None:
 
 # ----------------------------------------------------------------------------- main
 
+def keep_others(report: dict, old: dict, keys: set[str]) -> dict:
+    """``report`` with the records of ``old``'s datasets not in ``keys`` added, and where they came
+    from (old's command, start, machine, reruns) under ``earlier``."""
+    out = dict(report)
+    out["datasets"] = {**{k: v for k, v in old.get("datasets", {}).items() if k not in keys},
+                       **report.get("datasets", {})}
+    out["earlier"] = report.get("earlier", []) + old.get("earlier", []) + [
+        {k: old[k] for k in ("command", "started", "machine", "reruns") if k in old}]
+    return out
+
+
 def _sizes(args) -> dict[str, int]:
     sizes = {k: REAL[k]["images"] for k in args.datasets}
     if args.fraction is not None:
@@ -392,6 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         return _loader_main(argv[1])
     if argv[:1] == ["_evaluate"]:
         return _evaluate_main(argv[1], argv[2])
+    if argv[:1] == ["merge"]:  # python -m benchmark.scale merge NEW INTO: NEW's datasets replace INTO's
+        new, into = json.loads(Path(argv[1]).read_text()), Path(argv[2])
+        old = json.loads(into.read_text()) if into.is_file() else {}
+        into.write_text(json.dumps(keep_others(new, old, set(new.get("datasets", {}))), indent=2) + "\n")
+        return 0
     if argv[:1] == ["table"]:  # python -m benchmark.scale table REPORT DOCS: the docs' table from a report
         write_docs_table(json.loads(Path(argv[1]).read_text()), Path(argv[2]))
         return 0
@@ -424,10 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": command, "machine": machine(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "datasets": {}}
     if args.add and args.report.is_file():  # keep the other datasets' records of an earlier report
-        old = json.loads(args.report.read_text())
-        report["datasets"] = {k: v for k, v in old.get("datasets", {}).items() if k not in sizes}
-        report["earlier"] = old.get("earlier", []) + [{k: old[k] for k in ("command", "started", "machine", "reruns")
-                                                       if k in old}]
+        report = keep_others(report, json.loads(args.report.read_text()), set(sizes))
     if args.stages:
         if "twins" not in args.stages and not all((out / k / "data" / "twins" / k).is_dir() for k in sizes):
             raise SystemExit(f"--stages without twins needs the twins an earlier run left in {out}")
@@ -444,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, n in sizes.items():
         size = args.image_size or REAL[key]["image_size"]
         # a full-size dataset takes an hour: the stages done so far are in the report if a later one fails
-        partial = None if args.stages else (lambda r, key=key: write(dict(report, datasets=dict(report["datasets"], **{key: r}))))
+        partial = None if key in report["datasets"] else (lambda r, key=key: write(dict(report, datasets=dict(report["datasets"], **{key: r}))))
         rec = run_dataset(key, n, size, out, base, args.validate_workers, not args.no_compare, args.loader_batches,
                           stages=args.stages or STAGES, train_image_size=args.train_image_size,
                           render_size=args.render_size, on_stage=partial)

@@ -40,7 +40,10 @@ def test_work_params_size_the_twin_and_keep_the_rest():
     assert p["twins"]["darn"]["images"] == 1234 and p["twins"]["image_size"] == 300
     assert p["acquire"]["darn"]["source"] == "twin" and p["validate"]["workers"] == 2
     assert p["twins"]["defects"]["darn_404"] + p["twins"]["defects"]["darn_drop"] == pytest.approx(0.15)
-    assert p["splits"] == base["splits"]
+    # the real protocol's sizes: the release's partition, the real split ratios
+    assert "partition" not in p["twins"]["darn"] and base["twins"]["darn"]["partition"] == [0.3, 0.1, 0.6]
+    assert p["splits"]["ratios"]["darn"]["twin"] == base["splits"]["ratios"]["darn"]["real"]
+    assert p["splits"]["ratios"]["deepfashion"] == base["splits"]["ratios"]["deepfashion"]  # only the run's dataset
     # evaluation unchanged but for the sweep: its smallest gamma (the extraction's) and the evaluated one
     ev = base["evaluate"]
     assert p["evaluate"] == dict(ev, gamma_sweep=sorted({min(ev["gamma_sweep"]), ev["gamma"]}), max_classes=3)
@@ -86,3 +89,23 @@ def test_small_scale_run_writes_the_contract_and_counts_reconcile(tmp_path):
     assert again["datasets"]["deepfashion"]["stages"]["evaluate"] == e
     assert again["datasets"]["deepfashion"]["stages"]["splits"] != d["stages"]["splits"]
     assert len(again["reruns"]) == 1 and again["machine"] == rep["machine"]
+
+
+def test_merge_keeps_the_other_datasets_and_says_where_they_came_from(tmp_path):
+    from benchmark.scale import main, markdown_table
+
+    m = {"cores": 2, "memory_gb": 24.0, "loadavg": [1.0, 1.0, 1.0]}
+    stage = {"seconds": 1.0, "peak_rss_gb": 0.1}
+    rec = lambda n: {"images": n, "real_images": 9, "image_size": 300, "stages": {"splits": stage}}  # noqa: E731
+    old = {"command": "python -m benchmark.scale --fraction 0.1", "started": "T0", "machine": m,
+           "datasets": {"deepfashion": rec(10), "darn": rec(5)}}
+    new = {"command": "python -m benchmark.scale --datasets deepfashion", "started": "T1", "machine": m,
+           "datasets": {"deepfashion": rec(289)}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    assert main(["merge", str(tmp_path / "new.json"), str(tmp_path / "old.json")]) == 0
+    got = json.loads((tmp_path / "old.json").read_text())
+    assert got["datasets"]["deepfashion"]["images"] == 289 and got["datasets"]["darn"]["images"] == 5
+    assert got["command"] == new["command"] and got["earlier"][-1]["command"] == old["command"]
+    table = markdown_table(got)
+    assert "Records kept from `python -m benchmark.scale --fraction 0.1`" in table and "| darn | 5 (9)" in table
