@@ -331,8 +331,8 @@ TABLE_START, TABLE_END = "<!-- scale-table:start -->", "<!-- scale-table:end -->
 def markdown_table(report: dict) -> str:
     """One row per (dataset, stage): seconds and peak RSS, the size run and the machine named."""
     m = report["machine"]
-    lines = [f"Measured by `{report.get('command', 'python -m benchmark.scale')}` on {report.get('started', '?')}: "
-             f"{m['cores']} cores, {m['memory_gb']} GiB, load average {m['loadavg'][0]:.1f} at the start "
+    by = f"by `{report['command']}` on {report.get('started', '?')}: " if "command" in report else "on "
+    lines = [f"Measured {by}{m['cores']} cores, {m['memory_gb']} GiB, load average {m['loadavg'][0]:.1f} at the start "
              f"(a machine shared with other work: times are upper bounds).", "",
              "| dataset | images (real) | stage | seconds | peak RSS (GiB) | notes |", "|---|---|---|---:|---:|---|"]
     for r in report.get("reruns", []):
