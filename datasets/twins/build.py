@@ -40,20 +40,23 @@ def spool_path(out_dir: Path) -> Path:
 
 def _draw(task, attempt: int = 0):
     """One drawing of a record: (pixels if kept, JPEG bytes, dHash word, aHash word, boxes at the
-    stored size). Drawn at the render size R and resized to the stored size S when they differ."""
-    seed, key, i, spec, S, R, keep = task
+    stored size). Drawn at the render size R and resized to the stored size S when they differ.
+    The hashes only serve the distinctness check: without it (``distinct`` false) they are None."""
+    seed, key, i, spec, S, R, keep, distinct = task
     img, boxes = render(spec, R, image_rng(seed, key, i) if attempt == 0 else key_rng(seed, key, 9, i, attempt))
+    h = None
     if R != S:
         # the 8x8 hashes of the drawing itself: decoding each stored JPEG again would cost more
         # than drawing it small (the hashes only keep clean images apart; validation has its own)
-        h = _hashes(img)
+        h = _hashes(img) if distinct else None
         img = cv2.resize(img, (S, S), interpolation=cv2.INTER_LINEAR if S > R else cv2.INTER_AREA)
         f = S / R
         boxes = {k: [min(S - 1, int(round(v * f))) for v in b] for k, b in boxes.items()}
-        data = encode_jpeg(img)
-    else:
-        data = encode_jpeg(img)
+    data = encode_jpeg(img)
+    if distinct and h is None:
         h = _hashes(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+    if h is None:
+        return img if keep else None, data, None, None, boxes
     return (img if keep else None, data, np.packbits(h[:64]).view(">u8")[0], np.packbits(h[64:]).view(">u8")[0], boxes)
 
 
@@ -156,9 +159,9 @@ def build(key: str, params: dict, out_dir: Path | None = None, progress: bool = 
     sources = set(plan["sources"].values())  # decoded pixels are kept only for these (memory at full size)
     # dHash and aHash bits of the clean images so far, packed in 64-bit words: a popcount per
     # earlier image instead of 128 compared booleans (same test, 20x less work at 289k images)
-    Hd, Ha, nh = np.zeros(n, np.uint64), np.zeros(n, np.uint64), 0
     distinct = n <= DISTINCT_UNTIL
-    todo = [(seed, key, r["index"], r["spec"], S, R, r["index"] in sources) for r in recs if "dup_of" not in r]
+    Hd, Ha, nh = np.zeros(n if distinct else 0, np.uint64), np.zeros(n if distinct else 0, np.uint64), 0
+    todo = [(seed, key, r["index"], r["spec"], S, R, r["index"] in sources, distinct) for r in recs if "dup_of" not in r]
     bar = tqdm(total=len(todo), desc=f"twins {key}", disable=None if progress else True, leave=False)
     with _renderer(_workers(params, len(todo))) as imap:
         for task, (img, data, hd, ha, boxes) in zip(todo, imap(todo)):
@@ -172,8 +175,9 @@ def build(key: str, params: dict, out_dir: Path | None = None, progress: bool = 
                                                and np.bitwise_count(Ha[:nh] ^ ha).min() > 5):
                 attempt += 1
                 img, data, hd, ha, boxes = _draw(task, attempt)
-            Hd[nh], Ha[nh] = hd, ha
-            nh += 1
+            if distinct:
+                Hd[nh], Ha[nh] = hd, ha
+                nh += 1
             if img is not None:
                 pixels[i] = img
             images[i] = data
