@@ -9,6 +9,7 @@ be parsed) and sources (the annotation file and line that named each image).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import polars as pl
 from datasets import DATASETS
 from datasets.errors import DatasetError, FormatError
 from datasets.parsers import DEFAULT_MAX_PIXELS, ParseResult, image_stats
+from datasets.pool import map_in_processes
 from datasets import schemas
 from datasets.paths import raw_dir, tables_dir
 TABLES = schemas.PARSE_TABLES  # what this stage writes (datasets/schemas.py)
@@ -43,20 +45,19 @@ def parse_raw(key: str, raw: Path, source: str | None = None) -> ParseResult:
 
 
 def build_tables(res: ParseResult, raw: Path | None, stats: bool = True, progress: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, pl.DataFrame]:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 1) -> dict[str, pl.DataFrame]:
     """The canonical tables of a parse result. `stats=False` leaves width/height/bytes/sha256 null
     (annotation-only checks); otherwise each image under `raw` is read and decoded with OpenCV
-    (unless its header claims more than `max_pixels`: width/height stay null, validate quarantines it)."""
+    (unless its header claims more than `max_pixels`: width/height stay null, validate quarantines it),
+    in `workers` processes (validate.workers; 0: one per core); the tables do not depend on it."""
     n = len(res.paths)
     w, h, b, s = [None] * n, [None] * n, [None] * n, [None] * n
     if stats and raw is not None:
-        import cv2
-        from tqdm import tqdm
-
-        cv2.setNumThreads(1)
-        it = tqdm(range(n), desc="images", unit="img", file=sys.stderr, disable=not (progress and sys.stderr.isatty()))
-        for i in it:
-            w[i], h[i], b[i], s[i] = image_stats(Path(raw) / res.paths[i], max_pixels)
+        fn = functools.partial(image_stats, max_pixels=max_pixels)
+        stats_ = map_in_processes(fn, [Path(raw) / p for p in res.paths], workers, "parse images",
+                                  None if progress else False, "validate.workers")
+        if stats_:
+            w, h, b, s = (list(c) for c in zip(*stats_))
     out = {
         "images": pl.DataFrame(
             {"image_id": list(range(n)), "path": res.paths, "width": w, "height": h, "bytes": b, "sha256": s},
@@ -117,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         except (TypeError, ValueError):
             raise DatasetError(f"params validate.max_pixels must be an integer, got "
                                f"{params['validate']['max_pixels']!r}") from None
+        workers = params.get("validate", {}).get("workers", 1)
         res = parse_raw(args.key, raw_dir(args.key), source)
-        tables = build_tables(res, raw_dir(args.key), progress=True, max_pixels=max_pixels)
+        tables = build_tables(res, raw_dir(args.key), progress=True, max_pixels=max_pixels, workers=workers)
     except DatasetError as e:
         print(f"parse {args.key}: {e}", file=sys.stderr)
         return 1

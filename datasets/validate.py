@@ -35,14 +35,15 @@ import numpy as np
 import polars as pl
 
 from datasets import DATASETS
+from datasets import pool
 from datasets.errors import DatasetError, ValidationFailed
+from datasets.pool import MIN_PER_WORKER  # noqa: F401  (re-exported: tests size their inputs by it)
 from datasets.parsers import DEFAULT_MAX_PIXELS, decode, regular_file_error, too_many_pixels
 from datasets.neardup import near_pair_ids, phash
 from datasets.paths import MISSING_FILE, raw_dir, reports_dir, tables_dir, validated_dir
 from datasets.schemas import PARSE_TABLES, DuplicatesSchema, QuarantineSchema, read_table, write_json, write_tables
 
 MAX_LISTED = 500
-MIN_PER_WORKER = 64  # fewer images than this per process: fewer processes (a process costs ~1 s to start)
 
 
 THUMB_GREY, THUMB_COLOUR = 32, 8  # thumbnail sides: grey 32x32, colour 8x8 (BGR)
@@ -209,58 +210,25 @@ def check_image(path: Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
     return None, "", phash(gray), sha, thumbnails(img, gray)
 
 
-def _worker_init() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def resolve_workers(workers: int) -> int:
-    workers = int(workers)
-    if workers < 0:
-        raise ValidationFailed(f"validate.workers must be >= 0 (0: one per core), got {workers}")
-    return workers or os.cpu_count() or 1
+    try:
+        return pool.resolve_workers(workers, "validate.workers")
+    except DatasetError as e:
+        raise ValidationFailed(str(e)) from None
 
 
 def check_images(files: list[Path], min_side: int, workers: int = 1, progress: bool | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple]:
-    """check_image of every file, in the order given, in `workers` processes (0: os.cpu_count();
-    fewer when there are fewer than MIN_PER_WORKER images per process). Results are returned in
-    input order, so they are the same list whatever the number of processes. The progress bar goes to
-    stderr and is off when stderr is not a terminal (progress=None) or when progress=False."""
-    from tqdm import tqdm
-
-    n = len(files)
-    workers = max(1, min(resolve_workers(workers), n // MIN_PER_WORKER))
+    """check_image of every file, in the order given, in `workers` processes (datasets/pool.py:
+    0 means os.cpu_count(), fewer when there are fewer than MIN_PER_WORKER images per process).
+    Results are returned in input order, so they are the same list whatever the number of
+    processes. The progress bar goes to stderr, off when stderr is not a terminal or progress=False."""
+    resolve_workers(workers)
     fn = functools.partial(check_image, min_side=min_side, max_pixels=max_pixels)
-    bar = tqdm(total=n, desc="validate images", unit="img", file=sys.stderr, leave=False,
-               disable=True if progress is False else None)
-    out = []
     try:
-        if workers == 1:
-            for f in files:
-                out.append(fn(f))
-                bar.update()
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-            from concurrent.futures.process import BrokenProcessPool
-
-            # spawn, not fork: the parent holds polars' and OpenCV's thread pools. A worker that
-            # cannot start (e.g. the caller's __main__ is not importable) breaks the pool: an error,
-            # not a hang.
-            chunk = max(1, min(256, n // (workers * 16)))
-            try:
-                with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as ex:
-                    for r in ex.map(fn, files, chunksize=chunk):
-                        out.append(r)
-                        bar.update()
-            except BrokenProcessPool as e:
-                raise ValidationFailed(f"validate.workers = {workers}: a worker process died ({e}); "
-                                       "validate.workers: 1 checks the images in this process") from e
-    finally:
-        bar.close()
-    return out
+        return pool.map_in_processes(fn, files, workers, "validate images", progress, "validate.workers")
+    except DatasetError as e:
+        raise ValidationFailed(str(e)) from e
 
 
 def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None, params: dict,

@@ -230,6 +230,12 @@ def test_two_worker_processes_give_the_results_of_one(tmp_path, acquire_params):
     write_validated(validate_tables("deepfashion", load_tables(tmp_path / "one" / "tables"), raw,
                                     dict(PARAMS, workers=2))[0], tmp_path / "two")
     assert json.dumps(report2, sort_keys=True) == json.dumps(report1, sort_keys=True)
+    # parse reads every image's size and sha256 in the same processes: the same tables
+    res = parse_raw("deepfashion", raw, "twin")
+    one, two = build_tables(res, raw, workers=1), build_tables(res, raw, workers=2)
+    assert one["images"]["width"].null_count() >= 2  # the corrupt JPEGs (no size) are among them
+    for name in one:
+        assert one[name].equals(two[name]), name
     for f in sorted((tmp_path / "one" / "validated").glob("*.parquet")):
         assert pl.read_parquet(f).equals(pl.read_parquet(tmp_path / "two" / f.name)), f.name
     assert report1["duplicate_groups"]["near"] == 2 and report1["duplicate_groups"]["exact"] == 2
