@@ -147,7 +147,9 @@ def build(key: str, params: dict, out_dir: Path | None = None, progress: bool = 
         for i, r in enumerate(recs):
             r["path"] = f"Images/{r['attribute']}_labels/{hex_name(seed, key, i)}.jpg"
     else:
-        ids = key_rng(seed, key, 4).choice(np.arange(50000000, 50099999), size=n, replace=False)
+        # shop ids drawn from 99,999 (as every twin up to 24,999 images has been), from 4n beyond:
+        # a full-size DARN list (250,000 URLs) needs more ids than that
+        ids = key_rng(seed, key, 4).choice(np.arange(50000000, 50000000 + max(99999, 4 * n)), size=n, replace=False)
         for i, r in enumerate(recs):
             grp = int(ids[i - (i % 3 if i % 5 == 0 else 0)])  # a few shops with several pictures
             r["path"] = f"pic/{grp}/{int(ids[i]) % 10000}_{i % 97:02d}_{i % 7 + 1}.jpg"
