@@ -339,7 +339,8 @@ def markdown_table(report: dict) -> str:
         lines.insert(1, f"Stages rerun by `{r['command']}` on {r['started']} (load average {r['machine']['loadavg'][0]:.1f}).")
     for e in report.get("earlier", []):  # the other datasets' records kept by --add
         for r in ([e] if "command" in e else []) + e.get("reruns", []):
-            lines.insert(1, f"Records kept from `{r['command']}` on {r['started']} "
+            which = f" for {', '.join(e['datasets'])}" if e.get("datasets") else ""
+            lines.insert(1, f"Records kept from `{r['command']}` on {r['started']}{which} "
                             f"(load average {r['machine']['loadavg'][0]:.1f}).")
     for key, d in report["datasets"].items():
         for stage, r in d["stages"].items():
@@ -381,12 +382,23 @@ def write_docs_table(report: dict, docs: Path) -> None:
 
 def keep_others(report: dict, old: dict, keys: set[str]) -> dict:
     """``report`` with the records of ``old``'s datasets not in ``keys`` added, and where they came
-    from (old's command, start, machine, reruns) under ``earlier``."""
+    from (old's command, start, machine, reruns, and which datasets) under ``earlier``. An earlier
+    entry whose datasets have all been replaced is dropped: the table names only runs it shows."""
     out = dict(report)
-    out["datasets"] = {**{k: v for k, v in old.get("datasets", {}).items() if k not in keys},
-                       **report.get("datasets", {})}
-    out["earlier"] = report.get("earlier", []) + old.get("earlier", []) + [
-        {k: old[k] for k in ("command", "started", "machine", "reruns") if k in old}]
+    kept = {k: v for k, v in old.get("datasets", {}).items() if k not in keys}
+    out["datasets"] = {**kept, **report.get("datasets", {})}
+    earlier = list(report.get("earlier", []))
+    for e in old.get("earlier", []):
+        if "datasets" in e:  # entries written before they named their datasets are kept as they are
+            e = dict(e, datasets=[k for k in e["datasets"] if k in kept])
+            if not e["datasets"]:
+                continue
+        earlier.append(e)
+    own = sorted(set(kept) - {k for e in earlier for k in e.get("datasets", [])})
+    if own:
+        earlier.append(dict({k: old[k] for k in ("command", "started", "machine", "reruns") if k in old},
+                            datasets=own))
+    out["earlier"] = earlier
     return out
 
 

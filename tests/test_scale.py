@@ -108,4 +108,14 @@ def test_merge_keeps_the_other_datasets_and_says_where_they_came_from(tmp_path):
     assert got["datasets"]["deepfashion"]["images"] == 289 and got["datasets"]["darn"]["images"] == 5
     assert got["command"] == new["command"] and got["earlier"][-1]["command"] == old["command"]
     table = markdown_table(got)
-    assert "Records kept from `python -m benchmark.scale --fraction 0.1`" in table and "| darn | 5 (9)" in table
+    assert "Records kept from `python -m benchmark.scale --fraction 0.1` on T0 for darn" in table and "| darn | 5 (9)" in table
+    assert got["earlier"][-1]["datasets"] == ["darn"]
+    # once darn is replaced too, the run it came from is no longer named
+    darn = {"command": "python -m benchmark.scale --datasets darn", "started": "T2", "machine": m,
+            "datasets": {"darn": rec(250)}}
+    (tmp_path / "darn.json").write_text(json.dumps(darn))
+    assert main(["merge", str(tmp_path / "darn.json"), str(tmp_path / "old.json")]) == 0
+    got = json.loads((tmp_path / "old.json").read_text())
+    assert {k: v["images"] for k, v in got["datasets"].items()} == {"deepfashion": 289, "darn": 250}
+    assert [(e["command"], e["datasets"]) for e in got["earlier"]] == [(new["command"], ["deepfashion"])]
+    assert "--fraction 0.1" not in markdown_table(got)
