@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -37,7 +36,6 @@ import polars as pl
 from datasets import DATASETS
 from datasets import pool
 from datasets.errors import DatasetError, ValidationFailed
-from datasets.pool import MIN_PER_WORKER  # noqa: F401  (re-exported: tests size their inputs by it)
 from datasets.parsers import DEFAULT_MAX_PIXELS, decode, regular_file_error, too_many_pixels
 from datasets.neardup import near_pair_ids, phash
 from datasets.paths import MISSING_FILE, raw_dir, reports_dir, tables_dir, validated_dir
@@ -223,7 +221,6 @@ def check_images(files: list[Path], min_side: int, workers: int = 1, progress: b
     0 means os.cpu_count(), fewer when there are fewer than MIN_PER_WORKER images per process).
     Results are returned in input order, so they are the same list whatever the number of
     processes. The progress bar goes to stderr, off when stderr is not a terminal or progress=False."""
-    resolve_workers(workers)
     fn = functools.partial(check_image, min_side=min_side, max_pixels=max_pixels)
     try:
         return pool.map_in_processes(fn, files, workers, "validate images", progress, "validate.workers")

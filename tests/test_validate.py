@@ -217,7 +217,8 @@ def _small_twin(tmp, key="deepfashion", n=250):
 def test_two_worker_processes_give_the_results_of_one(tmp_path, acquire_params):
     """Decoding and hashing in worker processes changes nothing: the per-image results, the
     validated tables and the report are identical to one process's."""
-    from datasets.validate import MIN_PER_WORKER, check_images
+    from datasets.pool import MIN_PER_WORKER
+    from datasets.validate import check_images
 
     twin = _small_twin(tmp_path)
     rep1, out1, report1 = _run("deepfashion", twin, tmp_path / "one", acquire_params, vparams=dict(PARAMS, workers=1))

@@ -44,19 +44,17 @@ def _draw(task, attempt: int = 0):
     The hashes only serve the distinctness check: without it (``distinct`` false) they are None."""
     seed, key, i, spec, S, R, keep, distinct = task
     img, boxes = render(spec, R, image_rng(seed, key, i) if attempt == 0 else key_rng(seed, key, 9, i, attempt))
-    h = None
+    drawn = img
     if R != S:
-        # the 8x8 hashes of the drawing itself: decoding each stored JPEG again would cost more
-        # than drawing it small (the hashes only keep clean images apart; validation has its own)
-        h = _hashes(img) if distinct else None
         img = cv2.resize(img, (S, S), interpolation=cv2.INTER_LINEAR if S > R else cv2.INTER_AREA)
         f = S / R
         boxes = {k: [min(S - 1, int(round(v * f))) for v in b] for k, b in boxes.items()}
     data = encode_jpeg(img)
-    if distinct and h is None:
-        h = _hashes(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
-    if h is None:
+    if not distinct:
         return img if keep else None, data, None, None, boxes
+    # at R != S the 8x8 hashes of the drawing itself: decoding each stored JPEG again would cost
+    # more than drawing it small (the hashes only keep clean images apart; validation has its own)
+    h = _hashes(drawn if R != S else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
     return (img if keep else None, data, np.packbits(h[:64]).view(">u8")[0], np.packbits(h[64:]).view(">u8")[0], boxes)
 
 
