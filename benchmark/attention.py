@@ -1,6 +1,5 @@
-"""Attention stage: the pointing game and the attention examples of one trained model.
-
-    python -m benchmark.attention <dataset> <model>
+"""The pointing game and the attention examples of one trained model (run by the embed stage,
+after the embeddings: both are passes of the trained network over the evaluation images).
 
 Reads the selected checkpoint of the first seed of ``train.seeds``, the validated tables, the splits and
 ``raw/regions.json`` where the release has one (the twins' acquisition copies the generator's
@@ -12,13 +11,10 @@ regions there); writes ``data/<key>/attention/<model>/`` (``pointing.json``, and
 
 from __future__ import annotations
 
-import sys
-
-
 from benchmark.evalsets import load_eval_set
 from benchmark.examples import attention_examples, save_examples
-from benchmark.inference import ImageSource, load_selected_model, model_stage_arguments, resolve_device
-from benchmark.params import load_params, training_profile
+from benchmark.inference import ImageSource, load_selected_model, resolve_device
+from benchmark.params import training_profile
 from benchmark.pointing import load_regions, pointing_game
 from datasets import paths
 from datasets.schemas import write_json
@@ -30,7 +26,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     seed = (params["train"].get("seeds") or [0])[0]
     device = resolve_device(device)
     es = load_eval_set(key, params.get("validate", {}).get("maybe_policy", "negative"))
-    source = ImageSource.for_profile(key, es.images, prof)
+    source = ImageSource.for_profile(key, es.images, prof, seed=seed)
     model, _ = load_selected_model(key, model_name, seed, device)
     out = paths.attention_dir(key, model_name)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,15 +45,3 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     write_json(out / "pointing.json", result)
     write_json(paths.model_reports_dir(key, model_name) / "pointing.json", result)
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = model_stage_arguments("python -m benchmark.attention", __doc__, argv, "cpu | cuda")
-    pg = run(args.dataset, args.model, load_params(args.params), device=args.device)["pointing_game"]
-    print(f"{args.dataset}/{args.model}: pointing game "
-          + (f"{pg['accuracy']}% (chance {pg['chance']}%, {pg['n']} pairs)" if pg else "n/a"), file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Embed stage: a trained model's embeddings of the val and test images, one file per seed.
+"""Embed stage: a trained model run over the val and test images: its embeddings (one file per
+seed), then its attention maps and pointing game (``benchmark.attention``, first seed).
 
     python -m benchmark.embed <dataset> <model>
 
@@ -33,11 +34,11 @@ def run(key: str, model_name: str, params: dict, device=None) -> list:
     device = resolve_device(device)
     images = read_table(paths.validated_dir(key) / "images.parquet", ImagesSchema)
     ids = evaluation_image_ids(read_table(paths.splits_path(key), SplitsSchema))
-    source = ImageSource.for_profile(key, images, prof)
     gamma = min([float(g) for g in ev["gamma_sweep"]] + [float(ev["gamma"])])
     out = paths.embeddings_dir(key, model_name)
     written = []
     for seed in seeds:
+        source = ImageSource.for_profile(key, images, prof, seed=seed)  # trunk k's maps under a shared trunk
         model, selection = load_selected_model(key, model_name, seed, device)  # train's policy: last | best_val
         emb = extract_embeddings(model, source, ids, gamma=gamma, max_classes=int(ev["max_classes"]),
                                  batch_size=int(ev.get("batch_size", 64)), device=device)
@@ -48,9 +49,15 @@ def run(key: str, model_name: str, params: dict, device=None) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmark import attention
+
     args = model_stage_arguments("python -m benchmark.embed", __doc__, argv, "cpu | cuda")
-    for p in run(args.dataset, args.model, load_params(args.params), device=args.device):
+    params = load_params(args.params)
+    for p in run(args.dataset, args.model, params, device=args.device):
         print(f"wrote {p}", file=sys.stderr)
+    pg = attention.run(args.dataset, args.model, params, device=args.device)["pointing_game"]
+    print(f"{args.dataset}/{args.model}: pointing game "
+          + (f"{pg['accuracy']}% (chance {pg['chance']}%, {pg['n']} pairs)" if pg else "n/a"), file=sys.stderr)
     return 0
 
 

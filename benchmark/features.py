@@ -1,12 +1,12 @@
-"""Stage `features`: the shared trunk's feature map of every split image, computed once per dataset.
+"""Stage `features`: each shared trunk's feature map of every split image, computed once per dataset and seed.
 
     python -m benchmark.features <dataset>
 
-Under a profile with ``trunk: shared``, reads ``data/<key>/trunk/trunk.pt`` (stage ``pretrain``),
-the validated images and the splits, and writes ``data/<key>/features/features.npy``
-((n, c, h, w) float16: 7x7 at the twin's 112 px through ResNet-18 layer3) and ``image_id.npy``,
-rows in ascending image id over every image of train, val and test (format:
-``benchmark.shared_trunk``). Every model's train, embed and attention stages then read these maps
+Under a profile with ``trunk: shared``, reads ``data/<key>/trunk/seed<k>.pt`` for every seed of
+``train.seeds`` (stage ``pretrain``), the validated images and the splits, and writes
+``data/<key>/features/seed<k>/features.npy`` ((n, c, h, w) float16: 8x8 at the twin's 64 px
+through ``plain8``) and ``image_id.npy``, rows in ascending image id over every image of train,
+val and test (format: ``benchmark.shared_trunk``). Every model's train, embed and attention stages then read these maps
 instead of decoding and convolving the pictures again. Under ``trunk: end_to_end`` it writes
 only ``data/<key>/features/unused.json``.
 """
@@ -14,6 +14,7 @@ only ``data/<key>/features/unused.json``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 
 import numpy as np
@@ -48,25 +49,32 @@ def run(key: str, params: dict) -> dict:
         return {"trunk": "end_to_end"}
     if prof.get("threads"):
         torch.set_num_threads(int(prof["threads"]))
-    trunk, rec = load_trunk(key)
-    if rec["image_size"] != int(prof["image_size"]) or rec["backbone"] != prof["backbone"]:
-        raise ValueError(f"{paths.trunk_dir(key)}: trunk {rec['backbone']} at {rec['image_size']} px, but the profile "
-                         f"asks for {prof['backbone']} at {prof['image_size']} px; run `dvc repro pretrain@{key}`")
+    seeds = [int(s) for s in params["train"]["seeds"]]
     images = read_table(paths.validated_dir(key) / "images.parquet", ImagesSchema)
     splits = read_table(paths.splits_path(key), SplitsSchema)
     ids = np.intersect1d(splits["image_id"].to_numpy(), images["image_id"].to_numpy())
-    table = ImageFolderTable(images, paths.raw_dir(key), int(prof["image_size"]), image_ids=ids,
+    table = ImageFolderTable(images, paths.raw_dir(key), int(prof["image_size"]), image_ids=ids, cache=True,
                              preprocess=prof.get("preprocess", "squash"))
-    maps = feature_maps(trunk, table, int(prof["pretrain"]["batch_size"]), desc=f"{key} features")
-    fpath, ipath = features_paths(key)
-    for f in fpath.parent.glob("*"):
-        if f.is_file() and f not in (fpath, ipath):
-            f.unlink()
-    save_npy(fpath, maps)
-    save_npy(ipath, ids.astype(np.int64))
-    print(f"[features] {key}: {maps.shape[0]} images -> {tuple(maps.shape[1:])} float16 maps "
-          f"({maps.nbytes / 2**20:.0f} MiB)", file=sys.stderr)
-    return {"images": int(maps.shape[0]), "shape": list(maps.shape[1:])}
+    root = paths.features_dir(key)
+    root.mkdir(parents=True, exist_ok=True)
+    keep = {features_paths(key, s)[0].parent for s in seeds}
+    for f in root.iterdir():  # an unused.json of an end-to-end profile, the maps of a seed no longer run
+        if f not in keep:
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    shape = None
+    for seed in seeds:
+        trunk, rec = load_trunk(key, seed)
+        if rec["image_size"] != int(prof["image_size"]) or rec["backbone"] != prof["backbone"]:
+            raise ValueError(f"{paths.trunk_dir(key)}: trunk {rec['backbone']} at {rec['image_size']} px, but the "
+                             f"profile asks for {prof['backbone']} at {prof['image_size']} px; run `dvc repro pretrain@{key}`")
+        maps = feature_maps(trunk, table, int(prof["pretrain"]["batch_size"]), desc=f"{key} features seed {seed}")
+        fpath, ipath = features_paths(key, seed)
+        save_npy(fpath, maps)
+        save_npy(ipath, ids.astype(np.int64))
+        shape = maps.shape
+        print(f"[features] {key} seed {seed}: {maps.shape[0]} images -> {tuple(maps.shape[1:])} float16 maps "
+              f"({maps.nbytes / 2**20:.0f} MiB)", file=sys.stderr)
+    return {"images": int(shape[0]), "shape": list(shape[1:]), "seeds": seeds}
 
 
 def main(argv=None) -> int:

@@ -131,6 +131,11 @@ def leaderboard_figure(boards: dict[str, dict], labels: dict[str, str], titles: 
         if b["chance"].get("map_all") is not None:
             ax.axvline(b["chance"]["map_all"], color=RED, linestyle="--")
             ax.text(b["chance"]["map_all"], len(models) - 0.45, " chance", color=RED, fontsize=8, va="bottom")
+        ctrl = (b.get("attribute_blind") or {}).get("map_all") or {}
+        if ctrl.get("mean") is not None:  # the attribute-blind control: its mean and 95% interval
+            ax.axvspan(ctrl["low"], ctrl["high"], color="tab:blue", alpha=0.15, lw=0)
+            ax.axvline(ctrl["mean"], color="tab:blue", linestyle=":")
+            ax.text(ctrl["mean"], -0.55, " attribute-blind", color="tab:blue", fontsize=8, va="bottom")
         ax.set_ylim(-0.6, len(models) - 0.1)
         ax.set_yticks(y)
         ax.set_yticklabels([labels[m] for m in models])

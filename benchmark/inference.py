@@ -79,16 +79,21 @@ class ImageSource:
         self.features = None if features is None else FeatureTable(*features)
 
     @classmethod
-    def for_profile(cls, key: str, images: pl.DataFrame, prof: dict, *, model_input: bool = True) -> "ImageSource":
+    def for_profile(cls, key: str, images: pl.DataFrame, prof: dict, *, seed: int | None = None,
+                    model_input: bool = True) -> "ImageSource":
         """The raw images of ``key`` as the active training profile decodes them (size, workers,
-        preprocess), and its cached trunk features where the profile shares a trunk (unless
+        preprocess), and the cached maps of trunk ``seed`` where the profile shares a trunk (unless
         ``model_input`` is False: a stage that only draws the pictures)."""
         from benchmark.shared_trunk import load_features, uses_shared_trunk
         from datasets import paths
 
+        features = None
+        if model_input and uses_shared_trunk(prof):
+            if seed is None:
+                raise ValueError("a shared trunk's maps are per training seed: ImageSource.for_profile needs seed=")
+            features = load_features(key, seed)
         return cls(paths.raw_dir(key), images, prof["image_size"], prof.get("workers", 0),
-                   preprocess=prof.get("preprocess", "squash"),
-                   features=load_features(key) if model_input and uses_shared_trunk(prof) else None)
+                   preprocess=prof.get("preprocess", "squash"), features=features)
 
     def pixels(self, ids) -> np.ndarray:
         """(B, S, S, 3) uint8 RGB."""

@@ -7,14 +7,22 @@ the attention stages' ``data/<key>/attention/<model>/pointing.json``); writes ``
 
 - ``chance``: MAP@all / MAP@100 / Recall@100 of a uniformly random ranking of the same lists,
   its exact expectation (``benchmark.stats.expected_random_metrics``), in percent;
+- ``attribute_blind``: the control of ``benchmark/control.py`` (each seed's trunk, pooled, one
+  embedding for every attribute), summarised exactly as a model and tested against every model;
+  ``above_control.<model>``: whether the model's interval lies wholly above the control's;
 - ``queries``: test queries used and left out; ``candidates``: min and median ranked-list length;
-- ``models.<model>``: the seeds, and per metric ``{mean, sd, low, high}``: the mean over seeds of
-  the overall (query-weighted) figure, its standard deviation across seeds, and the bootstrap
-  interval over queries of the per-query values averaged over seeds; the pointing game with its
-  Wilson interval and chance; MAP@all over multi-class queries (|S_q| >= 2) and single-class ones;
+- ``models.<model>``: the seeds, and per metric ``{mean, sd, low, high, seed_share}``: the mean
+  over seeds of the overall (query-weighted) figure, its standard deviation across seeds, and the
+  Student-t interval with training runs as the units of replication and queries nested in them
+  (``benchmark.stats.nested_interval``; ``seed_share``: how much of its variance is the seeds');
+  the pointing game with its Wilson interval and chance; MAP@all over multi-class queries
+  (|S_q| >= 2) and single-class ones;
 - ``pairs.<a>_vs_<b>``: MAP@all of a minus b on the shared test queries (seeds averaged), the
-  paired sign-flip permutation p-value, Holm's adjustment over all pairs of the dataset, and
-  whether it is significant at ``leaderboard.alpha``.
+  nested t-test's p-value (seed k of a paired with seed k of b, which share trunk k;
+  ``benchmark.stats.nested_difference_test``), its standard error, degrees of freedom and
+  ``detectable``: the smallest difference it could call significant before Holm's adjustment;
+  Holm's adjustment over all pairs of the dataset, and whether it is significant at
+  ``leaderboard.alpha``.
 
 Queries with no relevant candidate follow ``evaluate.no_relevant``, as every other figure.
 """
@@ -31,13 +39,15 @@ import numpy as np
 import polars as pl
 import torch
 
-from benchmark.metrics import apply_no_relevant, bootstrap_ci
+from benchmark.metrics import apply_no_relevant
 from benchmark.params import load_params
-from benchmark.stats import expected_random_metrics, holm, paired_permutation_test, wilson_interval
+from benchmark.stats import (expected_random_metrics, holm, nested_difference_test, nested_interval, nested_se,
+                             student_t_ppf, wilson_interval)
 from datasets import DATASETS, paths
 from datasets.schemas import PerQuerySchema, read_table, write_json
 
 METRICS = ("map_all", "map_100", "recall_100")
+CONTROL = "attribute_blind"  # benchmark/control.py: evaluated as a model, reported beside chance
 
 
 def _round(v):
@@ -58,19 +68,31 @@ def load_model_queries(eval_root: Path) -> dict[str, pl.DataFrame]:
     return out
 
 
-def seed_summary(pq: pl.DataFrame, metric: str, no_relevant: str, ev: dict) -> dict:
-    """{mean, sd, low, high} in percent for one model and metric."""
-    per_seed = []
-    for _, part in pq.group_by("seed", maintain_order=True):
-        v = _policy(part[metric].to_numpy(), no_relevant)
-        v = v[~np.isnan(v)]
-        per_seed.append(100 * v.mean() if v.size else np.nan)
-    per_seed = np.array(per_seed)
-    avg = averaged(pq, metric, no_relevant)
-    lo, hi = bootstrap_ci(torch.from_numpy(avg), int(ev["bootstrap"]), int(ev["bootstrap_seed"]),
-                          float(ev.get("ci_level", 0.95)))
+def seed_table(pq: pl.DataFrame, metric: str, no_relevant: str, keys: pl.DataFrame) -> tuple[list[int], np.ndarray]:
+    """(seeds, (S, Q) table): per seed (ascending), the per-query values in the order of ``keys``
+    (image_id, attribute_id), NaN where a query is left out or missing."""
+    df = pq.with_columns(pl.Series(metric, _policy(pq[metric].to_numpy(), no_relevant)))
+    seeds = sorted(int(s) for s in df["seed"].unique().to_list())
+    rows = []
+    for s in seeds:
+        part = df.filter(pl.col("seed") == s).select(["image_id", "attribute_id", metric])
+        g = keys.join(part, on=["image_id", "attribute_id"], how="left", maintain_order="left")
+        rows.append(g[metric].fill_null(float("nan")).to_numpy().astype(np.float64))
+    return seeds, np.vstack(rows)
+
+
+def seed_summary(pq: pl.DataFrame, metric: str, no_relevant: str, ev: dict, keys: pl.DataFrame) -> dict:
+    """{mean, sd, low, high, seed_share} in percent for one model and metric: the mean over seeds of
+    the overall figure, its sd across seeds, and the interval of ``benchmark.stats.nested_interval``
+    (seeds the units of replication, queries nested in them; ``seed_share``: the share of its
+    variance that comes from the seed-to-seed spread)."""
+    _, table = seed_table(pq, metric, no_relevant, keys)
+    table = table[:, ~np.isnan(table).any(axis=0)]
+    per_seed = table.mean(axis=1) * 100 if table.size else np.array([np.nan])
+    lo, hi = nested_interval(table, float(ev.get("ci_level", 0.95)))
+    _, _, _, share = nested_se(table)
     return {"mean": _round(per_seed.mean()), "sd": _round(per_seed.std(ddof=1)) if len(per_seed) > 1 else None,
-            "low": _round(100 * lo), "high": _round(100 * hi)}
+            "low": _round(100 * lo), "high": _round(100 * hi), "seed_share": _round(share)}
 
 
 def averaged(pq: pl.DataFrame, metric: str, no_relevant: str, keys: pl.DataFrame | None = None) -> np.ndarray:
@@ -125,13 +147,13 @@ def build(key: str, params: dict) -> dict:
         "pairs": {},
     }
     keys = queries.select(["image_id", "attribute_id"])
-    avg_ap = {}
+    avg_ap, tables = {}, {}
     for model, pq in by_model.items():
         info_path = paths.attention_dir(key, model) / "pointing.json"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         m: dict = {"seeds": sorted(int(s) for s in pq["seed"].unique().to_list())}
         for metric in METRICS:
-            m[metric] = seed_summary(pq, metric, no_relevant, ev)
+            m[metric] = seed_summary(pq, metric, no_relevant, ev, keys)
         pg = pointing(info, float(ev.get("ci_level", 0.95)))
         if pg is not None:
             m["pointing"] = pg
@@ -139,17 +161,33 @@ def build(key: str, params: dict) -> dict:
             v = averaged(pq.filter(cond), "map_all", no_relevant)
             v = v[~np.isnan(v)]
             m[name] = _round(100 * v.mean()) if v.size else None
-        result["models"][model] = m
+        if model == CONTROL:  # the attribute-blind control: a top-level entry shaped like a model's
+            result[CONTROL] = m
+        else:
+            result["models"][model] = m
         avg_ap[model] = averaged(pq, "map_all", no_relevant, keys)
+        tables[model] = seed_table(pq, "map_all", no_relevant, keys)
+    result["above_control"] = {m: bool(e["map_all"]["low"] is not None and CONTROL in result
+                                       and result[CONTROL]["map_all"]["high"] is not None
+                                       and e["map_all"]["low"] > result[CONTROL]["map_all"]["high"])
+                               for m, e in result["models"].items()}
     names = list(by_model)
     pairs = list(itertools.combinations(names, 2))
     raw = []
     for a, b in pairs:
         da, db = avg_ap[a], avg_ap[b]
         shared = ~np.isnan(da) & ~np.isnan(db)
-        raw.append(paired_permutation_test(da[shared], db[shared], int(lb["permutations"]), int(lb["seed"])))
+        (sa, ta), (sb, tb) = tables[a], tables[b]
+        common = sorted(set(sa) & set(sb))  # seed k of a against seed k of b: the same trunk on the twin profile
+        ta, tb = ta[[sa.index(k) for k in common]], tb[[sb.index(k) for k in common]]
+        p = nested_difference_test(ta, tb) if common else float("nan")
+        raw.append(p)
+        _, se, df, _ = nested_se(ta - tb) if common else (None, float("nan"), float("nan"), None)
+        alpha = float(lb["alpha"])
+        detectable = student_t_ppf(1 - alpha / 2, df) * se if np.isfinite(se) and np.isfinite(df) else float("nan")
         result["pairs"][f"{a}_vs_{b}"] = {"delta": _round(100 * (da[shared] - db[shared]).mean()) if shared.any() else None,
-                                          "queries": int(shared.sum())}
+                                          "queries": int(shared.sum()), "seeds": len(common), "se": _round(100 * se),
+                                          "df": _round(df), "detectable": _round(100 * detectable)}
     adjusted = holm(raw)
     for (a, b), p, pa in zip(pairs, raw, adjusted):
         d = result["pairs"][f"{a}_vs_{b}"]

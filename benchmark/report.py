@@ -15,6 +15,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from benchmark.params import load_params
 from datasets import paths
 
@@ -81,6 +83,14 @@ M3NET_C_NOTE = ("M3-Net_c has no attribute-conditional modules: its attribute-le
                 "map (the pointing game and Figure 3 use its class-conditional map).")
 
 
+CONTROL = "attribute_blind"
+CONTROL_LABEL = "attribute-blind"
+
+
+def _label(m: str) -> str:
+    return CONTROL_LABEL if m == CONTROL else MODELS.get(m, m)
+
+
 def _summ(d: dict | None) -> str:
     """'mean ± sd [low, high]' of a leaderboard entry."""
     if not d or d.get("mean") is None:
@@ -98,8 +108,9 @@ def leaderboard_section(board: dict | None, alpha: float | None = None) -> list[
     spread = ("one training seed (no seed spread measured)" if seeds == [1] else
               f"the mean over {'/'.join(map(str, seeds))} training seeds ± their standard deviation")
     out = ["## Leaderboard (test)", "",
-           f"MAP@all etc.: {spread}, [95% bootstrap interval "
-           f"over the {board['queries']['test']} test queries used] ({board['queries']['test_left_out']} left out: no "
+           f"MAP@all etc.: {spread}, [95% interval with the training runs as units of replication and the "
+           f"{board['queries']['test']} test queries used nested in them: a rerun with new seeds, each with its own "
+           f"trunk, or another test set] ({board['queries']['test_left_out']} left out: no "
            f"relevant candidate); ranked lists hold {board['candidates']['min']} candidates at least "
            f"(median {board['candidates']['median']:.0f}). Chance: the exact expectation of a random ranking of the "
            "same lists.", "",
@@ -108,27 +119,47 @@ def leaderboard_section(board: dict | None, alpha: float | None = None) -> list[
     ch = board["chance"]
     out.append(f"| chance | {fmt(ch.get('map_all'))} | {fmt(ch.get('map_100'))} | {fmt(ch.get('recall_100'))} "
                f"| {DASH} | {DASH} | {DASH} |")
+    control = board.get(CONTROL)
+    if control:
+        out.append(f"| {CONTROL_LABEL} (control) | {_summ(control['map_all'])} | {_summ(control['map_100'])} | "
+                   f"{_summ(control['recall_100'])} | {fmt(control.get('multi_class_map_all'))} | "
+                   f"{fmt(control.get('single_class_map_all'))} | {DASH} |")
     order = [m for m in MODELS if m in ms] + [m for m in ms if m not in MODELS]
+    not_above = [m for m in order if control and not board.get("above_control", {}).get(m, False)]
     for m in order:
         e = ms[m]
         pg = e.get("pointing")
         pg_cell = (f"{fmt(pg['accuracy'])} [{fmt(pg['low'])}, {fmt(pg['high'])}], chance {fmt(pg.get('chance'))}"
                    if pg else DASH)
         below = e["map_all"].get("low") is not None and ch.get("map_all") is not None and e["map_all"]["low"] <= ch["map_all"]
-        out.append(f"| {MODELS.get(m, m)} | {_summ(e['map_all'])}{' (not above chance)' if below else ''} | "
+        flag = " (not above chance)" if below else " (not above the control)" if m in not_above else ""
+        out.append(f"| {MODELS.get(m, m)} | {_summ(e['map_all'])}{flag} | "
                    f"{_summ(e['map_100'])} | {_summ(e['recall_100'])} | {fmt(e.get('multi_class_map_all'))} | "
                    f"{fmt(e.get('single_class_map_all'))} | {pg_cell} |")
+    if control:
+        out += ["", f"**Control.** {CONTROL_LABEL}: each seed's trunk, average-pooled, as one embedding for every "
+                "attribute, with no head and no training; the same seeds, trunks, queries and intervals as the models. "
+                "A model that does not beat it has learned nothing about the queried attribute that the trunk did not "
+                "already give. " + (f"Every model's interval lies above the control's." if not not_above else
+                                    "Not above the control's interval: " + ", ".join(MODELS.get(m, m) for m in not_above)
+                                    + ".")]
     pairs = board.get("pairs", {})
     sig = [(k, v) for k, v in pairs.items() if v.get("significant")]
     level = f" at {alpha:g}" if alpha is not None else ""
-    out += ["", f"**Significance.** Every pair of models is compared on the shared test queries by a paired sign-flip "
-            f"permutation test of the per-query AP (seeds averaged), p-values adjusted for the {len(pairs)} comparisons "
-            f"by Holm's method; {len(sig)} of {len(pairs)} differences are significant{level}."]
+    det = [v["detectable"] for v in pairs.values() if v.get("detectable") is not None]
+    out += ["", f"**Significance.** Every pair (the control included) is compared by a t-test of the MAP@all "
+            f"difference with the training seeds as units of replication (seed k of one against seed k of the other: "
+            f"they share trunk k) and the shared test queries nested in them, p-values adjusted for the {len(pairs)} "
+            f"comparisons by Holm's method; {len(sig)} of {len(pairs)} differences are significant{level}."
+            + (f" The smallest difference a pair could call significant before the adjustment: median "
+               f"{fmt(float(np.median(det)))} points (from {fmt(min(det))} to {fmt(max(det))})." if det else "")
+            + (" **No pair of models differs significantly on this dataset.**"
+               if pairs and not any(v.get("significant") for k, v in pairs.items() if CONTROL not in k) else "")]
     if pairs:
         out += ["", "| pair | MAP@all difference (a − b) | p | p (Holm) | significant |", "|---|---|---|---|---|"]
         for k, v in sorted(pairs.items(), key=lambda kv: (kv[1]["p_adjusted"] is None, kv[1]["p_adjusted"] or 0)):
             a, b = k.split("_vs_")
-            out.append(f"| {MODELS.get(a, a)} − {MODELS.get(b, b)} | {fmt(v['delta'])} | {v['p']:.4f} | "
+            out.append(f"| {_label(a)} − {_label(b)} | {fmt(v['delta'])} | {v['p']:.4f} | "
                        f"{v['p_adjusted']:.4f} | {'**yes**' if v['significant'] else 'no'} |")
     out += [""]
     return out

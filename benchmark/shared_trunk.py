@@ -1,17 +1,18 @@
 """The twin profile's shared trunk: its file formats and how a profile uses it (a shared library).
 
-A profile with ``trunk: shared`` trains the backbone once per dataset (stage ``pretrain``: a
-multi-label classifier on the training split, standing in for the ImageNet weights the twins cannot
-have), computes its feature map of every split image once (stage ``features``), and trains every
-model's head on those cached maps with the trunk frozen: the training time goes where the methods
-differ. A profile with ``trunk: end_to_end`` (the paper's) fine-tunes each model's own backbone
+A profile with ``trunk: shared`` trains the backbone once per dataset and training seed (stage
+``pretrain``: a multi-label classifier on the training split, standing in for the ImageNet weights
+the twins cannot have), computes each trunk's feature map of every split image once (stage
+``features``), and trains every model's head of seed k on the maps of trunk k, frozen: the
+training time goes where the methods differ, and the trunk's own variance is part of every
+seed-to-seed spread. A profile with ``trunk: end_to_end`` (the paper's) fine-tunes each model's own backbone
 from pixels; its pretrain and features stages write only a note that says so.
 
 Files:
-- ``data/<key>/trunk/trunk.pt`` (``torch.load(weights_only=True)``): ``format``, ``backbone``,
-  ``image_size``, ``state_dict`` of ``model.backbone.build_trunk(backbone)``;
-- ``data/<key>/features/features.npy`` (n, c, h, w) float16 and ``image_id.npy`` (n,) int64, rows
-  in ascending image id: every image of the splits;
+- ``data/<key>/trunk/seed<k>.pt`` (``torch.load(weights_only=True)``): ``format``, ``backbone``,
+  ``image_size``, ``seed``, ``state_dict`` of ``model.backbone.build_trunk(backbone)``;
+- ``data/<key>/features/seed<k>/features.npy`` (n, c, h, w) float16 and ``image_id.npy`` (n,)
+  int64, rows in ascending image id: every image of the splits;
 - either folder holds ``unused.json`` instead under ``trunk: end_to_end``.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from datasets import paths
 
-TRUNK_FORMAT = "fashionbench-shared-trunk-1"
+TRUNK_FORMAT = "fashionbench-shared-trunk-2"
 MODES = ("end_to_end", "shared")
 UNUSED = "unused.json"
 
@@ -47,13 +48,21 @@ def model_backbone(prof: dict) -> str:
     return FEATURES_PREFIX + prof["backbone"] if uses_shared_trunk(prof) else prof["backbone"]
 
 
-def trunk_path(key: str) -> Path:
-    return paths.trunk_dir(key) / "trunk.pt"
+def trunk_path(key: str, seed: int) -> Path:
+    """The trunk of training seed ``seed`` (every model's run of that seed reads it)."""
+    return paths.trunk_dir(key) / f"seed{int(seed)}.pt"
 
 
-def features_paths(key: str) -> tuple[Path, Path]:
-    d = paths.features_dir(key)
+def features_paths(key: str, seed: int) -> tuple[Path, Path]:
+    d = paths.features_dir(key) / f"seed{int(seed)}"
     return d / "features.npy", d / "image_id.npy"
+
+
+def trunk_seed(pretrain_seed: int, seed: int) -> int:
+    """The torch seed of trunk ``seed``: a function of ``pretrain.seed`` and the training seed."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(pretrain_seed), int(seed)]).generate_state(1)[0])
 
 
 def write_unused(folder: Path, prof_name: str) -> None:
@@ -68,15 +77,16 @@ def write_unused(folder: Path, prof_name: str) -> None:
         indent=2, sort_keys=True) + "\n")
 
 
-def load_trunk(key: str, map_location="cpu"):
-    """The pretrain stage's trunk (eval mode, frozen) and its record."""
+def load_trunk(key: str, seed: int, map_location="cpu"):
+    """The pretrain stage's trunk of training seed ``seed`` (eval mode, frozen) and its record."""
     import torch
 
     from model.backbone import build_trunk
 
-    path = trunk_path(key)
+    path = trunk_path(key, seed)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no shared trunk; run `dvc repro pretrain@{key}` (profile trunk: shared)")
+        raise FileNotFoundError(f"{path}: no shared trunk for seed {seed}; run `dvc repro pretrain@{key}` "
+                                "(profile trunk: shared; one trunk per seed of train.seeds)")
     rec = torch.load(path, map_location=map_location, weights_only=True)
     if rec.get("format") != TRUNK_FORMAT:
         raise ValueError(f"{path}: format {rec.get('format')!r}, expected {TRUNK_FORMAT!r}")
@@ -87,11 +97,12 @@ def load_trunk(key: str, map_location="cpu"):
     return trunk.eval(), rec
 
 
-def load_features(key: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(features (n, c, h, w) float16, image ids (n,)) of the features stage."""
-    fpath, ipath = features_paths(key)
+def load_features(key: str, seed: int, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, c, h, w) float16, image ids (n,)) of trunk ``seed``, from the features stage."""
+    fpath, ipath = features_paths(key, seed)
     if not fpath.exists():
-        raise FileNotFoundError(f"{fpath}: no cached features; run `dvc repro features@{key}` (profile trunk: shared)")
+        raise FileNotFoundError(f"{fpath}: no cached features for seed {seed}; run `dvc repro features@{key}` "
+                                "(profile trunk: shared)")
     feats = np.load(fpath, mmap_mode="r" if mmap else None, allow_pickle=False)
     ids = np.load(ipath, allow_pickle=False)
     if len(ids) != len(feats):

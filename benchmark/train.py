@@ -136,6 +136,29 @@ def log_path(dataset: str, model: str) -> Path:
     return paths.model_reports_dir(dataset, model) / "train_log.csv"
 
 
+def val_curve_path(dataset: str, model: str) -> Path:
+    """Val MAP@all after every epoch, per seed (a DVC plot): where the head's curve levels off."""
+    return paths.model_reports_dir(dataset, model) / "val_curve.csv"
+
+
+def write_val_curve(dataset: str, model: str, seeds: list[int]) -> None:
+    """val_curve.csv (seed, epoch, val_map_all) from each seed's selection.json."""
+    rows = []
+    for s in seeds:
+        sel = read_selection(dataset, model, s)
+        rows += [{"seed": int(s), "epoch": int(e), "val_map_all": v} for e, v in
+                 sorted(((int(e), v) for e, v in sel.get("val_scores", {}).items()))]
+    path = val_curve_path(dataset, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["seed", "epoch", "val_map_all"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "val_map_all": "" if r["val_map_all"] is None else f"{r['val_map_all']:.4f}"})
+    os.replace(tmp, path)
+
+
 def resolve_model_params(params: dict, model: str, dataset: str) -> dict[str, Any]:
     """models.<model> with every mapping keyed by dataset (``w_p: {deepfashion: 100, ...}``) or by
     training profile (``lr: {twin: 2.0e-4, paper: 1.0e-4}``) resolved to this run's value.
@@ -210,7 +233,7 @@ def run_fingerprint(dataset: str, model: str, params: dict, seed: int) -> str:
     vdir = paths.validated_dir(dataset)
     data_files = [vdir / "images.parquet", vdir / "labels.parquet", vdir / "taxonomy.parquet", paths.splits_path(dataset)]
     if uses_shared_trunk(used["train"]):  # the cached maps are a function of this trunk and the images
-        data_files.append(trunk_path(dataset))
+        data_files.append(trunk_path(dataset, seed))  # the seed's own trunk
     for p in data_files:
         _sha256_file(p, h)
     pkg = Path(__file__).resolve().parent.parent
@@ -323,12 +346,14 @@ def validation_map(model, val: ValSet, device: torch.device, *, relevance_mode: 
 
 def _selection_record(policy: str, sel: dict, total_epochs: int, final_phase: str) -> dict:
     """selection.json: deterministic (no timestamps), what the evaluate stage loads and why."""
+    scores = {str(k): v for k, v in sorted(sel["scores"].items())}  # every epoch's val MAP@all: the curve
     if policy == "last":
+        last = sel["scores"].get(total_epochs)
         return {"policy": "last", "epoch": total_epochs, "phase": final_phase, "file": "checkpoint.pt",
-                "val_map_all": None, "val_scores": {},
+                "val_map_all": last, "val_scores": scores,
                 "reason": "the last epoch (train checkpoint: last)"}
     return {"policy": "best_val", "epoch": sel["best_epoch"], "phase": final_phase, "file": "best.pt",
-            "val_map_all": sel["best_score"], "val_scores": {str(k): v for k, v in sel["scores"].items()},
+            "val_map_all": sel["best_score"], "val_scores": scores,
             "reason": f"the highest val MAP@all (attribute-level ranking) over the epochs of phase {final_phase!r}"}
 
 
@@ -605,10 +630,15 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
                 for b in model.buffers():
                     tdist.broadcast(b, 0)
             complete = epoch == total_epochs - 1
-            if dist.main and policy == "best_val" and pi == len(phases) - 1:
-                # ASEN's model_best: scored after every epoch; only the last phase's epochs compete
+            score = None
+            if dist.main:  # the convergence record: val MAP@all after every epoch, whatever the policy
                 score = validation_map(model, data.val, device, relevance_mode=val_relevance)
                 sel["scores"][epoch + 1] = score
+                if show:
+                    print(f"[train] {dataset}/{model_name} seed {seed} epoch {epoch + 1}/{total_epochs}: "
+                          f"val MAP@all {score:.2f}", file=sys.stderr)
+            if dist.main and policy == "best_val" and pi == len(phases) - 1:
+                # ASEN's model_best: scored after every epoch; only the last phase's epochs compete
                 if math.isfinite(score) and (sel["best_score"] is None or score > sel["best_score"]):
                     sel["best_epoch"], sel["best_score"] = epoch + 1, score
                     _atomic_save({**ckpt_meta, "model": model.state_dict(), "epoch": epoch + 1, "phase": phase,
@@ -678,6 +708,7 @@ def run(dataset: str, model_name: str, params: dict) -> int:
             if rows is not None:
                 if dist.main:
                     write_log(rows, log_path(dataset, model_name))
+                    write_val_curve(dataset, model_name, seeds)
                     print(f"[train] {dataset}/{model_name}: up to date ({done})", file=sys.stderr)
                 return 0
     if dist.world > 1:
@@ -696,14 +727,17 @@ def run(dataset: str, model_name: str, params: dict) -> int:
     preprocess = prof.get("preprocess", "squash")
     if preprocess not in PREPROCESSING:
         raise ValueError(f"train preprocess must be one of {PREPROCESSING}, got {preprocess!r}")
-    data = TrainData(dataset, image_size, params.get("validate", {}).get("maybe_policy", "negative"),
-                     cache=workers == 0, preprocess=preprocess, validation=checkpoint_policy(prof) == "best_val",
-                     features=load_features(dataset, mmap=False) if uses_shared_trunk(prof) else None)
     all_rows: list[dict] = []
+    data = None
     for s in seeds:
+        if data is None or uses_shared_trunk(prof):  # under a shared trunk, seed k trains on trunk k's maps
+            data = TrainData(dataset, image_size, params.get("validate", {}).get("maybe_policy", "negative"),
+                             cache=workers == 0, preprocess=preprocess, validation=True,
+                             features=load_features(dataset, s, mmap=False) if uses_shared_trunk(prof) else None)
         all_rows += train_seed(dataset, model_name, params, s, data, dist, list(all_rows))
     if dist.main:
         write_log(all_rows, log_path(dataset, model_name))
+        write_val_curve(dataset, model_name, seeds)
         # what this run used, resolved (profile- and dataset-keyed values): the record of a `dvc exp run -S ...`
         _write_json({"model_params": resolve_model_params(params, model_name, dataset), "train": training_profile(params)},
                     paths.model_dir(dataset, model_name) / "params_used.json")

@@ -7,7 +7,7 @@ from typing import Callable
 
 _REGISTRY: dict[str, Callable] = {}
 # Modules that register models when imported; imported lazily so `model` stays cheap to import.
-_MODULES = ("model.m3net", "model.asen", "model.asen_v2", "model.asenpp", "model.modc")
+_MODULES = ("model.m3net", "model.asen", "model.asen_v2", "model.asenpp", "model.modc", "model.control")
 
 
 def register_model(name: str):

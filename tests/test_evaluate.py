@@ -158,15 +158,13 @@ def _save_checkpoint(root, name, seed=0, file="checkpoint.pt", policy="last", ep
     return model
 
 
-def _run_stages(name: str, *, attention: bool = False) -> None:
-    """The stages after training, as DVC runs them: embed, evaluate (and attention)."""
-    from benchmark import attention as attention_stage
+def _run_stages(name: str) -> None:
+    """The stages after training, as DVC runs them: embed (embeddings, then attention and the
+    pointing game), evaluate."""
     from benchmark import embed, evaluate
 
     assert embed.main([KEY, name, "--device", "cpu"]) == 0
     assert evaluate.main([KEY, name, "--device", "cpu"]) == 0
-    if attention:
-        assert attention_stage.main([KEY, name, "--device", "cpu"]) == 0
 
 
 def _direct_test_map(model, ids_q, ids_c, labels_by_image, attr_slices, pixels_of):
@@ -200,7 +198,7 @@ def test_metrics_match_a_direct_computation(tiny):
     from benchmark import evaluate
 
     model = _save_checkpoint(tiny, "standin_eval")
-    _run_stages("standin_eval", attention=True)
+    _run_stages("standin_eval")
     rdir = tiny / "reports" / KEY / "standin_eval"
     m = json.loads((rdir / "metrics.json").read_text())
     for split in ("val", "test"):
@@ -255,7 +253,7 @@ def test_evaluates_the_selected_checkpoint_and_records_it(tiny):
     d.mkdir(parents=True, exist_ok=True)
     (d / "checkpoint.pt").write_bytes((tiny / "models" / KEY / "standin_eval" / "seed5" / "checkpoint.pt").read_bytes())
     best = _save_checkpoint(tiny, "standin_eval", seed=0, file="best.pt", policy="best_val", epoch=3)
-    _run_stages("standin_eval", attention=True)
+    _run_stages("standin_eval")
     m = json.loads((tiny / "reports" / KEY / "standin_eval" / "metrics.json").read_text())
     assert m["checkpoint"] == {"policy": "best_val", "epoch": 3}
     images = pl.read_parquet(tiny / "data" / KEY / "validated" / "images.parquet")

@@ -71,11 +71,12 @@ def test_every_params_key_named_in_dvc_yaml_exists():
 def test_every_stage_module_exists_and_has_main():
     dvc = _dvc_yaml()
     for name, stage in dvc["stages"].items():
-        cmd = (stage.get("do") or stage)["cmd"]
-        m = re.match(r"python -m ([\w.]+)", cmd)
-        assert m, f"stage {name}: command {cmd!r} does not run a module"
-        mod = importlib.import_module(m.group(1) if not m.group(1).endswith("twins") else m.group(1) + ".__main__")
-        assert callable(getattr(mod, "main", None)), f"{m.group(1)} has no main()"
+        cmds = (stage.get("do") or stage)["cmd"]
+        for cmd in [cmds] if isinstance(cmds, str) else cmds:  # a stage may run several modules in turn
+            m = re.match(r"python -m ([\w.]+)", cmd)
+            assert m, f"stage {name}: command {cmd!r} does not run a module"
+            mod = importlib.import_module(m.group(1) if not m.group(1).endswith("twins") else m.group(1) + ".__main__")
+            assert callable(getattr(mod, "main", None)), f"{m.group(1)} has no main()"
 
 
 def test_dataset_keys_agree_everywhere():
@@ -107,9 +108,9 @@ def test_dvc_parses_the_pipeline():
     assert "train@deepfashion-m3net" in stages and "evaluate@darn-modc" in stages
     dvc = _dvc_yaml()
     n_models = len(_params()["models"])
-    # per dataset: twins, acquire, parse, validate, splits, cooccurrence, pretrain, features,
-    # leaderboard; train, embed, evaluate and attention per (dataset, model); code per model; one report
-    assert len(stages) == 9 * 3 + 4 * 3 * n_models + n_models + 1
+    # per dataset: twins, acquire, parse, validate, splits, cooccurrence, pretrain, features, control,
+    # leaderboard; train, embed and evaluate per (dataset, model); code per model; one report
+    assert len(stages) == 10 * 3 + 3 * 3 * n_models + n_models + 1
 
 
 def test_splits_schema_rejects_a_train_image_with_a_query_role():

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from benchmark import leaderboard
-from benchmark.stats import expected_random_metrics
+from benchmark.stats import expected_random_metrics, nested_interval
 from datasets.schemas import PerQuerySchema, write_table
 
 N_QUERIES = 300
@@ -41,7 +41,7 @@ def tree(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(1)
     tables = {}
-    for model, quality in (("good", 0.6), ("twin_of_good", 0.6), ("bad", 0.3)):
+    for model, quality in (("good", 0.6), ("twin_of_good", 0.6), ("bad", 0.3), ("attribute_blind", 0.5)):
         d = tmp_path / "data" / "fashionai" / "eval" / model
         d.mkdir(parents=True)
         tables[model] = _per_query(rng, quality)
@@ -52,7 +52,7 @@ def tree(tmp_path, monkeypatch):
         (a / "pointing.json").write_text(json.dumps(info))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "evaluate": {"bootstrap": 300, "bootstrap_seed": 3, "ci_level": 0.95, "no_relevant": "leave_out"},
-        "leaderboard": {"permutations": 2000, "seed": 5, "alpha": 0.05}}))
+        "leaderboard": {"alpha": 0.05}}))
     return tmp_path, tables
 
 
@@ -74,14 +74,27 @@ def test_leaderboard_contract_and_values(tree):
     per_seed = [100 * np.nanmean(t.filter(pl.col("seed") == s)["map_all"].to_numpy()) for s in (0, 1, 2)]
     assert g["map_all"]["mean"] == pytest.approx(np.mean(per_seed), abs=1e-3)
     assert g["map_all"]["sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-3)
+    # the interval: seeds the units of replication, queries nested (the slow reference: tests/test_stats.py)
+    table = np.vstack([t.filter(pl.col("seed") == s).sort(["attribute_id", "image_id"])["map_all"].to_numpy()
+                       for s in (0, 1, 2)])
+    lo, hi = nested_interval(table)
+    assert (g["map_all"]["low"], g["map_all"]["high"]) == pytest.approx((100 * lo, 100 * hi), abs=1e-3)
     assert g["map_all"]["low"] < g["map_all"]["mean"] < g["map_all"]["high"]
-    assert g["map_all"]["high"] - g["map_all"]["low"] < 4  # 300 queries, per-query sd 0.05 / sqrt(3)
+    assert 0 <= g["map_all"]["seed_share"] <= 1
+    # the attribute-blind control: top level, shaped like a model, tested against every model
+    c = lb["attribute_blind"]
+    assert "attribute_blind" not in lb["models"] and c["seeds"] == [0, 1, 2]
+    assert c["map_all"]["mean"] == pytest.approx(50, abs=2) and set(c["map_all"]) == set(g["map_all"])
+    assert lb["above_control"] == {"good": True, "twin_of_good": True, "bad": False}
+    assert lb["pairs"]["attribute_blind_vs_good"]["significant"]
     multi = t.filter(pl.col("n_labels") >= 2).group_by(["image_id", "attribute_id"]).agg(pl.col("map_all").mean())
     assert g["multi_class_map_all"] == pytest.approx(100 * np.nanmean(multi["map_all"].to_numpy()), abs=1e-3)
     assert g["pointing"]["accuracy"] == 25.0 and g["pointing"]["low"] < 25 < g["pointing"]["high"]
     assert "pointing" not in lb["models"]["bad"]
     # pairs: every pair once, Holm-adjusted; a real gap is significant, a tie is not
-    assert set(lb["pairs"]) == {"bad_vs_good", "bad_vs_twin_of_good", "good_vs_twin_of_good"}
+    assert set(lb["pairs"]) == {"bad_vs_good", "bad_vs_twin_of_good", "good_vs_twin_of_good", "attribute_blind_vs_bad",
+                                "attribute_blind_vs_good", "attribute_blind_vs_twin_of_good"}
+    assert lb["pairs"]["bad_vs_good"]["seeds"] == 3 and lb["pairs"]["bad_vs_good"]["detectable"] > 0
     bg = lb["pairs"]["bad_vs_good"]
     assert bg["delta"] == pytest.approx(-30, abs=2) and bg["significant"] and bg["p_adjusted"] >= bg["p"]
     assert not lb["pairs"]["good_vs_twin_of_good"]["significant"]
@@ -103,6 +116,6 @@ def test_no_evaluations_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "darn" / "eval").mkdir(parents=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"bootstrap": 10, "bootstrap_seed": 1},
-                                                          "leaderboard": {"permutations": 10, "seed": 1, "alpha": 0.05}}))
+                                                          "leaderboard": {"alpha": 0.05}}))
     with pytest.raises(SystemExit, match="run the evaluate stages first"):
         leaderboard.main(["darn"])

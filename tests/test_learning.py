@@ -72,7 +72,7 @@ def _map_on_train_images(model, work: Path) -> tuple[float, float]:
     rq, rc = np.sort(perm[: len(ids) // 5]), np.sort(perm[len(ids) // 5:])
     from benchmark.shared_trunk import load_features
 
-    src = ImageSource(work / "data" / KEY / "raw", images, 48, features=load_features(KEY))
+    src = ImageSource(work / "data" / KEY / "raw", images, 48, features=load_features(KEY, 0))
 
     def score(emb):
         r = E.evaluate_split(emb, rq, rc, lab, cpa, relevance="all", ks=[100], ranking="attribute")

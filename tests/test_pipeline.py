@@ -41,13 +41,20 @@ def test_dvc_repro_one_chain_end_to_end(tmp_path):
     assert _run(["git", "init", "-q"], work).returncode == 0
 
     stage = "evaluate@fashionai-m3net"
-    out = _run(["dvc", "repro", stage], work)
+    out = _run(["dvc", "repro", stage, "control@fashionai"], work)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for name in ("twins@fashionai", "acquire@fashionai", "parse@fashionai", "validate@fashionai",
                  "splits@fashionai", "cooccurrence@fashionai", "pretrain@fashionai", "features@fashionai",
                  "train@fashionai-m3net", "embed@fashionai-m3net",
-                 stage):
+                 stage, "control@fashionai"):
         assert f"Running stage '{name}'" in out.stdout, name
+    # the convergence record (val MAP@all per epoch and seed) and the control, evaluated as a model
+    curve = (work / "reports/fashionai/m3net/val_curve.csv").read_text().splitlines()
+    assert curve[0] == "seed,epoch,val_map_all" and len(curve) == 2 and float(curve[1].split(",")[2]) > 0
+    control = json.loads((work / "reports/fashionai/attribute_blind/metrics.json").read_text())
+    assert 0 < control["test"]["map_all"]["overall"] < 100
+    assert (work / "data/fashionai/eval/attribute_blind/per_query.parquet").exists()
+    assert json.loads((work / "reports/fashionai/m3net/pointing.json").read_text())["pointing_game"]["n"] > 0
 
     metrics = json.loads((work / "reports/fashionai/m3net/metrics.json").read_text())
     for split in ("test", "val"):

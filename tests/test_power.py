@@ -1,9 +1,10 @@
 """The default benchmark can catch a broken model: on a small FashionAI twin run through the real
-stages (twins -> acquire -> parse -> validate -> splits -> pretrain -> features -> train), ASEN
-trained on shuffled labels scores within noise of chance on the test split, and ASEN trained as
-the pipeline does beats the same network untrained beyond both 95% intervals on its training
-images (split 1:4 into queries and candidates; a network whose training is broken does not fit
-them), and lies above chance on the test split."""
+stages (twins -> acquire -> parse -> validate -> splits -> pretrain -> features -> train), with
+the training labels shuffled before the trunk is pretrained, the whole chain (the trunk's pooled
+map, the attribute-blind control, and ASEN's head on it) scores within noise of chance on the
+test split; ASEN trained as the pipeline does beats the same network untrained beyond both 95%
+intervals on its training images (split 1:4 into queries and candidates; a network whose training
+is broken does not fit them), and its test interval lies above the attribute-blind control's."""
 
 from __future__ import annotations
 
@@ -62,13 +63,12 @@ def runs(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("power")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["twins"]["fashionai"]["images"] = 1000
+    params["twins"]["fashionai"]["images"] = 3000
     prof = params["train"]["profiles"]["twin"]
-    prof.update(image_size=48, epochs=10, triplets_per_epoch=480, batch_size=16, threads=0, checkpoint="last")
-    prof["pretrain"].update(epochs=3)
+    prof.update(epochs=6, triplets_per_epoch=960, batch_size=32, threads=0, checkpoint="last")
     params["train"]["seeds"] = [0]
     params["models"]["asen"]["lr"]["twin"] = 1.0e-3  # a few hundred steps of a head on the frozen trunk
-    params["splits"]["ratios"][KEY] = [3, 1, 4]
+    params["splits"]["ratios"][KEY] = [4, 1, 5]
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     _stages(work, [(twins.main, [KEY])] + [(m.main, [KEY]) for m in (acquire, parse, validate, splits)])
     shuffled = tmp_path_factory.mktemp("power_shuffled")
@@ -112,7 +112,7 @@ def _test_map(model, work: Path, split: str = "test") -> dict:
         else:
             is_q = np.zeros(len(ids), dtype=bool)
             is_q[np.random.default_rng(0).permutation(len(ids))[: len(ids) // 5]] = True
-        src = ImageSource.for_profile(KEY, images, training_profile(params))
+        src = ImageSource.for_profile(KEY, images, training_profile(params), seed=0)
         emb = extract_embeddings(model.eval(), src, ids, gamma=0.8, max_classes=16, batch_size=64, device="cpu")
     finally:
         os.chdir(old)
@@ -133,6 +133,14 @@ def _load(work: Path):
     return model
 
 
+def _control(build: dict):
+    """The attribute-blind control on the run's trunk (its cached maps), as the control stage builds it."""
+    from model import build_model
+
+    return build_model("attribute_blind", classes_per_attribute=build["classes_per_attribute"],
+                       backbone=build["backbone"], pretrained=False)
+
+
 @pytest.mark.slow
 def test_shuffled_labels_score_within_noise_of_chance_and_training_beats_untrained(runs):
     from benchmark.checkpoint import read_checkpoint
@@ -146,11 +154,16 @@ def test_shuffled_labels_score_within_noise_of_chance_and_training_beats_untrain
     untrained_model = build_model(build["model_name"], classes_per_attribute=build["classes_per_attribute"],
                                   backbone=build["backbone"], pretrained=False, **build["model_params"])
     untrained = _test_map(untrained_model, runs["trained"], split="train")
+    control = _test_map(_control(build), runs["trained"])
+    control_shuffled = _test_map(_control(build), runs["shuffled"])
     print(f"\ntrained {trained}\ntrained (training images) {trained_fit}\nshuffled {shuffled}\n"
-          f"untrained (training images) {untrained}")
+          f"untrained (training images) {untrained}\ncontrol {control}\ncontrol on the shuffled trunk {control_shuffled}")
     assert trained["queries"] >= 80 and trained_fit["queries"] >= 60
-    # a model that learned nothing: chance lies inside its interval
+    # a chain that learned nothing, its trunk included: chance lies inside its intervals
     assert shuffled["low"] <= shuffled["chance"] <= shuffled["high"], shuffled
+    assert control_shuffled["low"] <= control_shuffled["chance"] <= control_shuffled["high"], control_shuffled
+    # a model that learned the attribute: above the attribute-blind readout of its own trunk
+    assert trained["low"] > control["high"], (trained, control)
     # a model that learned: above the untrained network beyond both intervals, and above chance
     assert trained_fit["low"] > untrained["high"], (trained_fit, untrained)
     assert trained["low"] > trained["chance"], trained

@@ -41,7 +41,7 @@ def test_work_params_size_the_twin_and_keep_the_rest():
     assert p["acquire"]["darn"]["source"] == "twin" and p["validate"]["workers"] == 2
     assert p["twins"]["defects"]["darn_404"] + p["twins"]["defects"]["darn_drop"] == pytest.approx(0.15)
     # the real protocol's sizes: the release's partition, the real split ratios
-    assert "partition" not in p["twins"]["darn"] and base["twins"]["darn"]["partition"] == [0.3, 0.1, 0.6]
+    assert "partition" not in p["twins"]["darn"] and base["twins"]["darn"]["partition"] == [0.5, 0.1, 0.4]
     assert p["splits"]["ratios"]["darn"]["twin"] == base["splits"]["ratios"]["darn"]["real"]
     assert p["splits"]["ratios"]["deepfashion"] == base["splits"]["ratios"]["deepfashion"]  # only the run's dataset
     # evaluation unchanged but for the sweep: its smallest gamma (the extraction's) and the evaluated one

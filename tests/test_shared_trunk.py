@@ -120,32 +120,51 @@ def test_pretrain_and_features_stages_write_the_trunk_and_every_split_images_map
     from benchmark import features, pretrain
     from benchmark.shared_trunk import load_features, load_trunk
 
+    import yaml
+
     work, params = shared_workdir
+    params["train"]["seeds"] = [0, 4]
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
     assert pretrain.main([KEY]) == 0
-    rec = torch.load(work / "data" / KEY / "trunk" / "trunk.pt", weights_only=True)
-    assert rec["backbone"] == "resnet18_layer3" and rec["image_size"] == 32
+    recs = [torch.load(work / "data" / KEY / "trunk" / f"seed{s}.pt", weights_only=True) for s in (0, 4)]
+    assert all(r["backbone"] == "resnet18_layer3" and r["image_size"] == 32 for r in recs)
+    assert [r["seed"] for r in recs] == [0, 4]
+    # one trunk per seed: its own initialisation and data order
+    assert not torch.equal(recs[0]["state_dict"]["0.weight"], recs[1]["state_dict"]["0.weight"])
     report = json.loads((work / "reports" / KEY / "pretrain.json").read_text())
-    assert report["images"] == 28 and len(report["epochs"]) == 1 and np.isfinite(report["epochs"][0]["loss"])
+    assert report["images"] == 28 and set(report["seeds"]) == {"0", "4"}
+    ep = report["seeds"]["0"]["epochs"]
+    assert len(ep) == 1 and np.isfinite(ep[0]["loss"]) and np.isfinite(ep[0]["val_map"])  # the val curve
+    curve = (work / "reports" / KEY / "pretrain_curve.csv").read_text().splitlines()
+    assert curve[0].split(",")[:3] == ["seed", "epoch", "loss"] and len(curve) == 3
     assert features.main([KEY]) == 0
-    maps, ids = load_features(KEY)
+    maps, ids = load_features(KEY, 0)
     assert maps.dtype == np.float16 and maps.shape == (40, 256, 2, 2) and ids.tolist() == list(range(40))
-    # the cached map is the trunk's output on the decoded, normalised picture
+    assert not np.array_equal(maps, load_features(KEY, 4)[0])
+    # the cached map is the seed's trunk's output on the decoded, normalised picture
     from benchmark.inference import ImageSource
     from datasets.schemas import ImagesSchema, read_table
 
-    trunk, _ = load_trunk(KEY)
     images = read_table(work / "data" / KEY / "validated" / "images.parquet", ImagesSchema)
     src = ImageSource(work / "data" / KEY / "raw", images, 32, preprocess="squash")
-    with torch.no_grad():
-        want = trunk(src.tensor([5, 17])).numpy()
-    np.testing.assert_allclose(maps[[5, 17]].astype(np.float32), want, rtol=2e-2, atol=2e-2)
+    for s in (0, 4):
+        trunk, _ = load_trunk(KEY, s)
+        with torch.no_grad():
+            want = trunk(src.tensor([5, 17])).numpy()
+        np.testing.assert_allclose(load_features(KEY, s)[0][[5, 17]].astype(np.float32), want, rtol=2e-2, atol=2e-2)
     # the same inputs give the same bytes (DVC skips what follows)
-    before = (work / "data" / KEY / "features" / "features.npy").read_bytes()
+    before = (work / "data" / KEY / "features" / "seed4" / "features.npy").read_bytes()
     assert features.main([KEY]) == 0
-    assert (work / "data" / KEY / "features" / "features.npy").read_bytes() == before
-    first = (work / "data" / KEY / "trunk" / "trunk.pt").read_bytes()
+    assert (work / "data" / KEY / "features" / "seed4" / "features.npy").read_bytes() == before
+    first = (work / "data" / KEY / "trunk" / "seed4.pt").read_bytes()
     assert pretrain.main([KEY]) == 0
-    assert (work / "data" / KEY / "trunk" / "trunk.pt").read_bytes() == first
+    assert (work / "data" / KEY / "trunk" / "seed4.pt").read_bytes() == first
+    # a seed no longer run leaves no trunk or maps behind
+    params["train"]["seeds"] = [4]
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    assert pretrain.main([KEY]) == 0 and features.main([KEY]) == 0
+    assert sorted(p.name for p in (work / "data" / KEY / "trunk").iterdir()) == ["seed4.pt"]
+    assert sorted(p.name for p in (work / "data" / KEY / "features").iterdir()) == ["seed4"]
 
 
 def test_end_to_end_profile_leaves_a_note_instead(tmp_path, monkeypatch):
@@ -184,7 +203,7 @@ def test_models_train_and_embed_on_cached_maps(shared_workdir):
     assert isinstance(model.trunk, torch.nn.Identity)
     assert not any(k.startswith("trunk.") for k in model.state_dict())
     images = read_table(work / "data" / KEY / "validated" / "images.parquet", ImagesSchema)
-    src = ImageSource(work / "data" / KEY / "raw", images, 32, features=load_features(KEY))
+    src = ImageSource(work / "data" / KEY / "raw", images, 32, features=load_features(KEY, 0))
     emb = extract_embeddings(model.eval(), src, np.arange(30, 40), gamma=0.8, max_classes=4, batch_size=4, device="cpu")
     assert emb.attribute.shape == (10, 2, 8)
     assert torch.allclose(emb.attribute.norm(dim=-1), torch.ones(10, 2), atol=1e-5)

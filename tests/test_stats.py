@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmark.stats import expected_random_metrics, holm, paired_permutation_test, wilson_interval
+from benchmark.stats import (expected_random_metrics, holm, nested_difference_test, nested_interval, nested_se,
+                             student_t_cdf, student_t_ppf, wilson_interval)
 
 
 def _metrics_of_positions(rel_positions: set[int], L: int, k: int) -> tuple[float, float, float]:
@@ -61,47 +62,94 @@ def test_expected_metrics_reject_impossible_counts():
         expected_random_metrics(np.array([0]), np.array([0]))
 
 
-def _exact_sign_flip_p(d: np.ndarray) -> float:
-    obs = abs(d.mean())
-    n = len(d)
-    count = 0
-    for signs in itertools.product((-1, 1), repeat=n):
-        count += abs(np.dot(signs, d) / n) >= obs - 1e-12
-    return count / 2 ** n
+def _nested_reference(x: np.ndarray) -> tuple[float, float, float]:
+    """(mean, se, df) by explicit loops: the per-seed means over queries, the per-query means over
+    seeds, their textbook sample variances; the seeds' degrees of freedom."""
+    S, Q = len(x), len(x[0])
+    seed_means = [sum(row) / Q for row in x]
+    query_means = [sum(x[k][q] for k in range(S)) / S for q in range(Q)]
+    grand = sum(seed_means) / S
+    var_s = sum((m - grand) ** 2 for m in seed_means) / (S - 1)
+    var_q = sum((m - grand) ** 2 for m in query_means) / (Q - 1)
+    A, B = var_s / S, var_q / Q
+    return grand, math.sqrt(A + B), S - 1
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_permutation_p_converges_to_the_exact_enumeration(seed):
-    rng = np.random.default_rng(seed)
-    n = 10
-    a = rng.random(n)
-    b = a - rng.normal(0.15 * (seed % 3), 0.3, n)
-    exact = _exact_sign_flip_p(a - b)
-    B = 20000
-    got = paired_permutation_test(a, b, B, seed=seed)
-    sigma = math.sqrt(exact * (1 - exact) / B) + 1 / B
-    assert abs(got - exact) <= 5 * sigma + 1 / B
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 5), st.integers(2, 30), st.integers(0, 10_000))
+def test_nested_se_matches_the_loops(S, Q, seed):
+    x = np.random.default_rng(seed).normal(0.5, 0.2, (S, Q)) + np.random.default_rng(seed + 1).normal(0, 0.1, (S, 1))
+    mean, se, df, share = nested_se(x)
+    ref = _nested_reference(x.tolist())
+    assert mean == pytest.approx(ref[0], abs=1e-12) and se == pytest.approx(ref[1], rel=1e-9)
+    assert df == ref[2]
+    assert 0 <= share <= 1
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=40), st.integers(0, 100))
-def test_permutation_p_is_symmetric_and_a_probability(pairs, seed):
-    a = np.array([p[0] for p in pairs])
-    b = np.array([p[1] for p in pairs])
-    p_ab = paired_permutation_test(a, b, 500, seed)
-    assert 0 < p_ab <= 1
-    assert p_ab == paired_permutation_test(b, a, 500, seed)
-    assert paired_permutation_test(a, a, 500, seed) == 1.0
+def test_nested_se_drops_left_out_queries_and_handles_one_seed():
+    x = np.array([[0.2, np.nan, 0.4, 0.6], [0.3, 0.5, np.nan, 0.5]])
+    mean, se, df, _ = nested_se(x)
+    ref = _nested_reference([[0.2, 0.6], [0.3, 0.5]])
+    assert (mean, se, df) == pytest.approx(ref)
+    mean1, se1, df1, share1 = nested_se(np.array([[0.2, 0.4, 0.9]]))
+    assert mean1 == pytest.approx(0.5) and se1 == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1) / math.sqrt(3))
+    assert df1 == 2 and math.isnan(share1)
 
 
-def test_permutation_finds_a_real_difference_and_not_a_null_one():
-    rng = np.random.default_rng(3)
-    a = rng.random(1000)
-    assert paired_permutation_test(a + 0.02, a + rng.normal(0, 0.01, 1000), 2000, seed=1) < 0.01
-    null = [paired_permutation_test(a, a + np.random.default_rng(s).normal(0, 0.1, 1000), 500, seed=s)
-            for s in range(40)]
-    # under the null p is uniform: few of 40 fall below 0.05
-    assert sum(p < 0.05 for p in null) <= 7
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-30, 30), st.floats(0.5, 500))
+def test_student_t_matches_scipy(t, df):
+    import scipy.stats as scipy_stats  # the reference (scipy comes with the dev dependency scikit-learn)
+    assert student_t_cdf(t, df) == pytest.approx(scipy_stats.t.cdf(t, df), abs=1e-10)
+    q = min(max(scipy_stats.t.cdf(t, df), 1e-9), 1 - 1e-9)
+    assert student_t_ppf(q, df) == pytest.approx(scipy_stats.t.ppf(q, df), rel=1e-6, abs=1e-6)
+
+
+def _simulate(rng, n_sims: int, delta: float, S: int = 3, Q: int = 300):
+    """Two models' (seeds, queries) AP tables as a benchmark run makes them: a query effect both share,
+    a trunk effect per seed both share (paired), a large training-run effect per model and seed, and
+    per-(model, seed, query) noise; model a is ``delta`` better."""
+    for _ in range(n_sims):
+        query = rng.normal(0.5, 0.2, Q)
+        trunk = rng.normal(0, 0.02, (S, 1))
+        a = query + trunk + rng.normal(0, 0.02, (S, 1)) + rng.normal(0, 0.1, (S, Q)) + delta
+        b = query + trunk + rng.normal(0, 0.02, (S, 1)) + rng.normal(0, 0.1, (S, Q))
+        yield a, b
+
+
+def test_nested_test_holds_its_level_with_large_seed_variance_and_reports_its_power():
+    """Equal models whose training runs differ far more than their queries' noise suggests: the
+    nested test rejects at most alpha + its Monte Carlo error; a test over queries only (the per-query
+    seed-averaged differences, the unit the old permutation test used) rejects far more often."""
+    rng = np.random.default_rng(0)
+    n, alpha = 2000, 0.05
+    mc = 2 * math.sqrt(alpha * (1 - alpha) / n)
+    p_nested, p_query = [], []
+    for a, b in _simulate(rng, n, 0.0):
+        p_nested.append(nested_difference_test(a, b))
+        d = (a - b).mean(axis=0)
+        t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+        p_query.append(2 * (1 - student_t_cdf(abs(t), len(d) - 1)))
+    fpr = float(np.mean(np.array(p_nested) < alpha))
+    fpr_query = float(np.mean(np.array(p_query) < alpha))
+    power = {delta: float(np.mean([nested_difference_test(a, b) < alpha
+                                   for a, b in _simulate(np.random.default_rng(1), 400, delta)]))
+             for delta in (0.02, 0.05, 0.1)}
+    print(f"\nnested test: false positives {fpr:.3f} (alpha {alpha}, MC +-{mc:.3f}); queries only: {fpr_query:.3f}; "
+          f"power at a true difference of 2 / 5 / 10 points (seed sd 2.8 points): {power}")
+    assert fpr <= alpha + mc
+    assert fpr_query > 0.3  # why training runs must be the units: the query-only test finds differences that are not there
+    assert power[0.1] > power[0.02] and power[0.1] >= 0.5
+
+
+def test_nested_test_is_symmetric_and_finds_a_real_gap():
+    rng = np.random.default_rng(4)
+    a, b = next(_simulate(rng, 1, 0.3))
+    p = nested_difference_test(a, b)
+    assert p == pytest.approx(nested_difference_test(b, a)) and p < 0.01
+    assert nested_difference_test(a, a) == 1.0
+    lo, hi = nested_interval(a)
+    assert lo < a.mean() < hi
 
 
 def _holm_loop(p: list[float]) -> list[float]:

@@ -60,7 +60,7 @@ def test_processes_do_not_enter_the_weights_fingerprint(tmp_path, monkeypatch):
         (tmp_path / "data" / "darn" / "validated" / f"{name}.parquet").write_bytes(name.encode())
     (tmp_path / "data" / "darn" / "splits.parquet").write_bytes(b"splits")
     (tmp_path / "data" / "darn" / "trunk").mkdir(parents=True, exist_ok=True)  # the twin profile's shared trunk
-    (tmp_path / "data" / "darn" / "trunk" / "trunk.pt").write_bytes(b"trunk")
+    (tmp_path / "data" / "darn" / "trunk" / "seed0.pt").write_bytes(b"trunk")  # seed 0's
     p2 = copy.deepcopy(p1)
     p2["train"]["processes"] = 4
     p0 = copy.deepcopy(p1)
