@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv repro test test-fast bench scale clean-venv
+.PHONY: venv repro test test-fast bench scale replicate clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,13 @@ bench: $(STAMP)
 SCALE_ARGS ?=
 scale: $(STAMP)
 	$(BIN)/python -m benchmark.scale --docs docs/SCALE.md $(SCALE_ARGS)
+
+# Replication (benchmark/replicate.py): the default pipeline again with seeds disjoint from train.seeds, in a
+# work folder outside the repository (data stages copied, not redrawn), then both runs' leaderboards compared
+# into reports/replication.{json,md}. About as long as `make repro`. REPLICATE_ARGS, e.g. "--seeds 6 7 8".
+REPLICATE_ARGS ?=
+replicate: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmark.replicate run $(REPLICATE_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

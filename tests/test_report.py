@@ -194,3 +194,27 @@ def test_leaderboard_section_and_figure(reports_tree):
     assert "figures/leaderboard.png" in md
     # a dataset without a leaderboard has no such section, but the overview figure
     assert "## Leaderboard" not in (root / "reports" / "darn.md").read_text()
+
+
+def test_the_control_row_and_models_not_above_it(reports_tree):
+    root, _ = reports_tree
+    board = _board()
+    board["attribute_blind"] = {"seeds": [0, 1, 2], "map_all": {"mean": 35.0, "sd": 0.2, "low": 34.0, "high": 36.0},
+                                "map_100": {"mean": 20.0, "sd": 0.1, "low": 19.0, "high": 21.0},
+                                "recall_100": {"mean": 50.0, "sd": 0.1, "low": 49.0, "high": 51.0},
+                                "multi_class_map_all": 33.0, "single_class_map_all": 36.0}
+    board["above_control"] = {"asen": False, "m3net": True}
+    board["pairs"]["asen_vs_m3net"].update(detectable=1.2)
+    board["pairs"]["asen_vs_attribute_blind"] = {"delta": -5.0, "p": 0.001, "p_adjusted": 0.002, "significant": True,
+                                                 "detectable": 2.4}
+    (root / "reports" / "fashionai" / "leaderboard.json").write_text(json.dumps(board))
+    report.main([])
+    md = (root / "reports" / "fashionai.md").read_text()
+    header, rows = report.parse_table(md, "Leaderboard")
+    by = {r[0]: dict(zip(header, r)) for r in rows}
+    assert by["attribute-blind (control)"]["MAP@all"] == "35.00 ± 0.20 [34.00, 36.00]"
+    assert [r[0] for r in rows][:2] == ["chance", "attribute-blind (control)"]
+    assert by["ASEN"]["MAP@all"].endswith("(not above the control)") and "control" not in by["M3-Net"]["MAP@all"]
+    assert "Not above the control's interval: ASEN." in md
+    assert "| ASEN − attribute-blind | -5.00 |" in md
+    assert "median 1.80 points (from 1.20 to 2.40)" in md

@@ -224,3 +224,25 @@ def test_asenpp_crops_the_cached_map_with_the_pixel_crops_geometry():
     out = m(batch)
     assert torch.isfinite(out["loss"]) and "loss_local" in out
     assert m.embed(x).attribute.shape == (2, 2, 16)
+
+
+def test_attribute_blind_control_is_the_pooled_map_for_every_attribute():
+    from model import build_model
+
+    m = build_model("attribute_blind", classes_per_attribute=[3, 2, 4], backbone="features:plain8", pretrained=False)
+    assert not list(m.parameters())  # no head, nothing to train
+    x = torch.randn(5, 128, 8, 8)
+    emb = m.embed(x)
+    want = torch.nn.functional.normalize(x.mean(dim=(2, 3)), dim=-1)
+    assert emb.attribute.shape == (5, 3, 128)
+    for n in range(3):  # one vector whatever the attribute asked
+        assert torch.allclose(emb.attribute[:, n], want, atol=1e-6)
+    with pytest.raises(RuntimeError, match="never trained"):
+        m({"images": x})
+
+
+def test_plain8_maps_are_eight_by_eight_at_64_px():
+    from model.backbone import build_trunk, trunk_channels
+
+    trunk = build_trunk("plain8", pretrained=False)
+    assert trunk(torch.zeros(2, 3, 64, 64)).shape == (2, trunk_channels("plain8"), 8, 8)

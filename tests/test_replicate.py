@@ -1,0 +1,74 @@
+"""The replication command's comparison of two runs' leaderboards (benchmark/replicate.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmark import replicate
+from datasets import DATASETS
+
+
+def _entry(mean, sd, seeds=(0, 1, 2)):
+    return {"seeds": list(seeds), "map_all": {"mean": mean, "sd": sd, "low": mean - 1, "high": mean + 1}}
+
+
+def _board(means: dict, pairs: dict, control=None):
+    b = {"models": {m: _entry(*v) for m, v in means.items()}, "pairs": pairs}
+    if control is not None:
+        b["attribute_blind"] = _entry(*control)
+    return b
+
+
+def _pair(delta, significant, detectable=1.0):
+    return {"delta": delta, "significant": significant, "detectable": detectable}
+
+
+def test_shifts_bounds_and_verdicts():
+    a = _board({"x": (60.0, 0.5), "y": (58.0, 0.5)},
+               {"x_vs_y": _pair(2.0, True, 1.5), "attribute_blind_vs_x": _pair(-5.0, True, 2.5),
+                "attribute_blind_vs_y": _pair(-3.0, True, 0.5)}, control=(55.0, 0.2))
+    b = _board({"x": (61.5, 0.4), "y": (58.2, 0.6)},
+               {"x_vs_y": _pair(-0.5, True, 1.0), "attribute_blind_vs_x": _pair(-6.0, True),
+                "attribute_blind_vs_y": _pair(-1.0, False)}, control=(55.1, 0.3))
+    r = replicate.compare_boards(a, b)
+    bound_x = 1.96 * math.sqrt(0.5 ** 2 / 3 + 0.4 ** 2 / 3)
+    assert r["models"]["x"]["shift"] == pytest.approx(1.5) and r["models"]["x"]["bound"] == pytest.approx(bound_x, abs=1e-4)
+    assert r["models"]["x"]["within"] is False and r["models"]["y"]["within"] is True
+    assert r["models"]["attribute_blind"]["within"] is True
+    assert r["pairs"]["x_vs_y"] == {"a": "a", "b": "b", "delta_a": 2.0, "delta_b": -0.5, "changed": True, "reversed": True}
+    assert r["pairs"]["attribute_blind_vs_x"]["changed"] is False
+    assert r["pairs"]["attribute_blind_vs_y"] == {"a": "b", "b": "=", "delta_a": -3.0, "delta_b": -1.0,
+                                                  "changed": True, "reversed": False}
+    s = r["summary"]
+    assert (s["models"], s["within_bound"], s["pairs"], s["changed"], s["reversed"]) == (3, 2, 3, 2, 1)
+    assert s["changed_share"] == pytest.approx(2 / 3, abs=1e-4) and s["detectable_a"] == 1.5 and s["detectable_b"] == 1.0
+
+
+def test_compare_reads_both_roots_and_writes_the_report(tmp_path):
+    for run, shift in (("a", 0.0), ("b", 0.3)):
+        for key in DATASETS:
+            d = tmp_path / run / "reports" / key
+            d.mkdir(parents=True)
+            board = _board({"x": (50 + shift, 0.5), "y": (40.0, 0.5)}, {"x_vs_y": _pair(10.0 + shift, True)},
+                           control=(30.0, 0.1))
+            (d / "leaderboard.json").write_text(json.dumps(board))
+    result = replicate.compare(tmp_path / "a", tmp_path / "b")
+    assert set(result["datasets"]) == set(DATASETS)
+    assert all(r["summary"]["changed"] == 0 and r["summary"]["within_bound"] == 3 for r in result["datasets"].values())
+    replicate.write(result, tmp_path)
+    md = (tmp_path / "reports" / "replication.md").read_text()
+    assert "verdicts changed: 0 of 1" in md and "| x | 50.00 | 50.30 | +0.30 |" in md
+    assert json.loads((tmp_path / "reports" / "replication.json").read_text())["datasets"]["darn"]["seeds"]["a"] == [0, 1, 2]
+
+
+def test_compare_names_a_missing_run(tmp_path):
+    with pytest.raises(SystemExit, match="leaderboard.json is missing"):
+        replicate.compare(tmp_path / "a", tmp_path / "b")
+
+
+def test_run_refuses_overlapping_seeds(tmp_path):
+    with pytest.raises(SystemExit, match="overlap"):
+        replicate.run([0, 7], tmp_path / "work")
