@@ -8,8 +8,11 @@ the attention stages' ``data/<key>/attention/<model>/pointing.json``); writes ``
 - ``chance``: MAP@all / MAP@100 / Recall@100 of a uniformly random ranking of the same lists,
   its exact expectation (``benchmark.stats.expected_random_metrics``), in percent;
 - ``attribute_blind``: the control of ``benchmark/control.py`` (each seed's trunk, pooled, one
-  embedding for every attribute), summarised exactly as a model and tested against every model;
-  ``above_control.<model>``: whether the model's interval lies wholly above the control's;
+  embedding for every attribute), summarised exactly as a model; ``control_pairs.<model>_vs_attribute_blind``:
+  each model against it by the same nested test as the pairs below (seed k against seed k, which
+  share trunk k), a check of each model on its own (as being above chance is), so unadjusted;
+  ``above_control.<model>``: whether the model is better than the control, significantly at
+  ``leaderboard.alpha``;
 - ``queries``: test queries used and left out; ``candidates``: min and median ranked-list length;
 - ``models.<model>``: the seeds, and per metric ``{mean, sd, low, high, seed_share}``: the mean
   over seeds of the overall (query-weighted) figure, its standard deviation across seeds, and the
@@ -21,8 +24,8 @@ the attention stages' ``data/<key>/attention/<model>/pointing.json``); writes ``
   nested t-test's p-value (seed k of a paired with seed k of b, which share trunk k;
   ``benchmark.stats.nested_difference_test``), its standard error, degrees of freedom and
   ``detectable``: the smallest difference it could call significant before Holm's adjustment;
-  Holm's adjustment over all pairs of the dataset, and whether it is significant at
-  ``leaderboard.alpha``.
+  Holm's adjustment over all pairs of models of the dataset (one family; the control is not in
+  it), and whether it is significant at ``leaderboard.alpha``.
 
 Queries with no relevant candidate follow ``evaluate.no_relevant``, as every other figure.
 """
@@ -167,32 +170,38 @@ def build(key: str, params: dict) -> dict:
             result["models"][model] = m
         avg_ap[model] = averaged(pq, "map_all", no_relevant, keys)
         tables[model] = seed_table(pq, "map_all", no_relevant, keys)
-    result["above_control"] = {m: bool(e["map_all"]["low"] is not None and CONTROL in result
-                                       and result[CONTROL]["map_all"]["high"] is not None
-                                       and e["map_all"]["low"] > result[CONTROL]["map_all"]["high"])
-                               for m, e in result["models"].items()}
-    names = list(by_model)
+    result["above_control"] = {m: False for m in result["models"]}
+    alpha = float(lb["alpha"])
+    names = [m for m in by_model if m != CONTROL]
     pairs = list(itertools.combinations(names, 2))
-    raw = []
-    for a, b in pairs:
-        da, db = avg_ap[a], avg_ap[b]
-        shared = ~np.isnan(da) & ~np.isnan(db)
-        (sa, ta), (sb, tb) = tables[a], tables[b]
-        common = sorted(set(sa) & set(sb))  # seed k of a against seed k of b: the same trunk on the twin profile
-        ta, tb = ta[[sa.index(k) for k in common]], tb[[sb.index(k) for k in common]]
-        p = nested_difference_test(ta, tb) if common else float("nan")
-        raw.append(p)
-        _, se, df, _ = nested_se(ta - tb) if common else (None, float("nan"), float("nan"), None)
-        alpha = float(lb["alpha"])
-        detectable = student_t_ppf(1 - alpha / 2, df) * se if np.isfinite(se) and np.isfinite(df) else float("nan")
-        result["pairs"][f"{a}_vs_{b}"] = {"delta": _round(100 * (da[shared] - db[shared]).mean()) if shared.any() else None,
-                                          "queries": int(shared.sum()), "seeds": len(common), "se": _round(100 * se),
-                                          "df": _round(df), "detectable": _round(100 * detectable)}
-    adjusted = holm(raw)
-    for (a, b), p, pa in zip(pairs, raw, adjusted):
-        d = result["pairs"][f"{a}_vs_{b}"]
-        d.update({"p": _round(p), "p_adjusted": _round(pa), "significant": bool(pa < float(lb["alpha"]))})
+    raw = [_pair(result["pairs"], a, b, avg_ap, tables, alpha) for a, b in pairs]
+    for (a, b), p, pa in zip(pairs, raw, holm(raw)):  # one family: every pair of models of the dataset
+        result["pairs"][f"{a}_vs_{b}"].update({"p": _round(p), "p_adjusted": _round(pa), "significant": bool(pa < alpha)})
+    # each model against its own control: the model's own check (as "above chance" is), not a family
+    result["control_pairs"] = {}
+    if CONTROL in by_model:
+        for m in names:
+            p = _pair(result["control_pairs"], m, CONTROL, avg_ap, tables, alpha)
+            d = result["control_pairs"][f"{m}_vs_{CONTROL}"]
+            d.update({"p": _round(p), "significant": bool(p < alpha)})
+            result["above_control"][m] = bool(d["significant"] and (d["delta"] or 0) > 0)
     return result
+
+
+def _pair(out: dict, a: str, b: str, avg_ap: dict, tables: dict, alpha: float) -> float:
+    """Write out[a_vs_b] (difference, queries, seeds, se, df, detectable) and return the nested test's p."""
+    da, db = avg_ap[a], avg_ap[b]
+    shared = ~np.isnan(da) & ~np.isnan(db)
+    (sa, ta), (sb, tb) = tables[a], tables[b]
+    common = sorted(set(sa) & set(sb))  # seed k of a against seed k of b: the same trunk on the twin profile
+    ta, tb = ta[[sa.index(k) for k in common]], tb[[sb.index(k) for k in common]]
+    p = nested_difference_test(ta, tb) if common else float("nan")
+    _, se, df, _ = nested_se(ta - tb) if common else (None, float("nan"), float("nan"), None)
+    detectable = student_t_ppf(1 - alpha / 2, df) * se if np.isfinite(se) and np.isfinite(df) and se > 0 else float("nan")
+    out[f"{a}_vs_{b}"] = {"delta": _round(100 * (da[shared] - db[shared]).mean()) if shared.any() else None,
+                          "queries": int(shared.sum()), "seeds": len(common), "se": _round(100 * se),
+                          "df": _round(df), "detectable": _round(100 * detectable)}
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,7 @@ def banner(source: str, profile: str, table) -> list[str]:
     """
     if source == "twin":
         return ["> **Twin data.** These numbers come from the generated twin of the dataset (synthetic images, "
-                f"the `{profile}` training profile: one frozen trunk per dataset, pretrained on its training split, "
+                f"the `{profile}` training profile: one frozen trunk per dataset and training seed, pretrained on its training split, "
                 "and every model's head trained on its cached maps; see docs/PROTOCOL.md#shared-trunk), not from the real release. They check that the pipeline runs "
                 "end to end (whether they tell the models apart: the leaderboard's intervals and tests below); they "
                 "are **not comparable with the paper's numbers** (in parentheses), which are shown only to fix the "
@@ -125,36 +125,40 @@ def leaderboard_section(board: dict | None, alpha: float | None = None) -> list[
                    f"{_summ(control['recall_100'])} | {fmt(control.get('multi_class_map_all'))} | "
                    f"{fmt(control.get('single_class_map_all'))} | {DASH} |")
     order = [m for m in MODELS if m in ms] + [m for m in ms if m not in MODELS]
-    not_above = [m for m in order if control and not board.get("above_control", {}).get(m, False)]
+    not_above = [m for m in order if control and not board.get("above_control", {}).get(m, False)]  # by the paired test
     for m in order:
         e = ms[m]
         pg = e.get("pointing")
         pg_cell = (f"{fmt(pg['accuracy'])} [{fmt(pg['low'])}, {fmt(pg['high'])}], chance {fmt(pg.get('chance'))}"
                    if pg else DASH)
         below = e["map_all"].get("low") is not None and ch.get("map_all") is not None and e["map_all"]["low"] <= ch["map_all"]
-        flag = " (not above chance)" if below else " (not above the control)" if m in not_above else ""
+        flag = " (not above chance)" if below else " (not significantly above the control)" if m in not_above else ""
         out.append(f"| {MODELS.get(m, m)} | {_summ(e['map_all'])}{flag} | "
                    f"{_summ(e['map_100'])} | {_summ(e['recall_100'])} | {fmt(e.get('multi_class_map_all'))} | "
                    f"{fmt(e.get('single_class_map_all'))} | {pg_cell} |")
     if control:
+        cp = board.get("control_pairs", {})
         out += ["", f"**Control.** {CONTROL_LABEL}: each seed's trunk, average-pooled, as one embedding for every "
                 "attribute, with no head and no training; the same seeds, trunks, queries and intervals as the models. "
                 "A model that does not beat it has learned nothing about the queried attribute that the trunk did not "
-                "already give. " + (f"Every model's interval lies above the control's." if not not_above else
-                                    "Not above the control's interval: " + ", ".join(MODELS.get(m, m) for m in not_above)
-                                    + ".")]
+                "already give. Each model against it (the nested t-test below, seed k against seed k, which share "
+                "trunk k; each model's own check, so not adjusted): "
+                + "; ".join(f"{MODELS.get(m, m)} {fmt(v['delta'])} (p {v['p']:.4f})"
+                            for m in order if (v := cp.get(f"{m}_vs_{CONTROL}")) and v.get("p") is not None) + ". "
+                + ("Every model is significantly better than the control." if not not_above else
+                   "Not significantly better than the control: " + ", ".join(MODELS.get(m, m) for m in not_above) + ".")]
     pairs = board.get("pairs", {})
     sig = [(k, v) for k, v in pairs.items() if v.get("significant")]
     level = f" at {alpha:g}" if alpha is not None else ""
     det = [v["detectable"] for v in pairs.values() if v.get("detectable") is not None]
-    out += ["", f"**Significance.** Every pair (the control included) is compared by a t-test of the MAP@all "
+    out += ["", f"**Significance.** Every pair of models is compared by a t-test of the MAP@all "
             f"difference with the training seeds as units of replication (seed k of one against seed k of the other: "
             f"they share trunk k) and the shared test queries nested in them, p-values adjusted for the {len(pairs)} "
             f"comparisons by Holm's method; {len(sig)} of {len(pairs)} differences are significant{level}."
             + (f" The smallest difference a pair could call significant before the adjustment: median "
                f"{fmt(float(np.median(det)))} points (from {fmt(min(det))} to {fmt(max(det))})." if det else "")
             + (" **No pair of models differs significantly on this dataset.**"
-               if pairs and not any(v.get("significant") for k, v in pairs.items() if CONTROL not in k) else "")]
+               if pairs and not any(v.get("significant") for v in pairs.values()) else "")]
     if pairs:
         out += ["", "| pair | MAP@all difference (a − b) | p | p (Holm) | significant |", "|---|---|---|---|---|"]
         for k, v in sorted(pairs.items(), key=lambda kv: (kv[1]["p_adjusted"] is None, kv[1]["p_adjusted"] or 0)):

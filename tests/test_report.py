@@ -204,9 +204,9 @@ def test_the_control_row_and_models_not_above_it(reports_tree):
                                 "recall_100": {"mean": 50.0, "sd": 0.1, "low": 49.0, "high": 51.0},
                                 "multi_class_map_all": 33.0, "single_class_map_all": 36.0}
     board["above_control"] = {"asen": False, "m3net": True}
-    board["pairs"]["asen_vs_m3net"].update(detectable=1.2)
-    board["pairs"]["asen_vs_attribute_blind"] = {"delta": -5.0, "p": 0.001, "p_adjusted": 0.002, "significant": True,
-                                                 "detectable": 2.4}
+    board["control_pairs"] = {"asen_vs_attribute_blind": {"delta": -5.0, "p": 0.001, "significant": True},
+                              "m3net_vs_attribute_blind": {"delta": 5.0, "p": 0.002, "significant": True}}
+    board["pairs"]["asen_vs_m3net"].update(detectable=2.4)
     (root / "reports" / "fashionai" / "leaderboard.json").write_text(json.dumps(board))
     report.main([])
     md = (root / "reports" / "fashionai.md").read_text()
@@ -214,7 +214,8 @@ def test_the_control_row_and_models_not_above_it(reports_tree):
     by = {r[0]: dict(zip(header, r)) for r in rows}
     assert by["attribute-blind (control)"]["MAP@all"] == "35.00 ± 0.20 [34.00, 36.00]"
     assert [r[0] for r in rows][:2] == ["chance", "attribute-blind (control)"]
-    assert by["ASEN"]["MAP@all"].endswith("(not above the control)") and "control" not in by["M3-Net"]["MAP@all"]
-    assert "Not above the control's interval: ASEN." in md
-    assert "| ASEN − attribute-blind | -5.00 |" in md
-    assert "median 1.80 points (from 1.20 to 2.40)" in md
+    assert by["ASEN"]["MAP@all"].endswith("(not significantly above the control)")
+    assert "control" not in by["M3-Net"]["MAP@all"]
+    assert "ASEN -5.00 (p 0.0010); M3-Net 5.00 (p 0.0020)" in md
+    assert "Not significantly better than the control: ASEN." in md
+    assert "median 2.40 points (from 2.40 to 2.40)" in md
