@@ -31,9 +31,8 @@ def twin_workdir(tmp_path_factory):
     params["twins"]["fashionai"]["images"] = 240
     prof = params["train"]["profiles"]["twin"]
     prof.update(image_size=48, epochs=4, triplets_per_epoch=240, batch_size=12, threads=0)
+    prof["pretrain"].update(batch_size=16)  # 192 training images: a trunk of 12 steps per epoch, not 3
     params["train"]["seeds"] = [0]
-    for m in MODELS:  # the twin default, pinned: at 2e-4 ASEN's loss barely moves in these 80 steps
-        params["models"][m]["lr"]["twin"] = 1.0e-3
     params["models"]["asenpp"]["phase_epochs"]["twin"] = [2, 2]  # ASEN++'s global, then joint phase
     # every class of the small twin is in the train split: the test measures fitting, not transfer
     params["splits"]["ratios"][KEY] = [8, 1, 1]
