@@ -4,10 +4,15 @@
 
 Writes ``data/code/<model>.json``: the file of ``model/`` that registers the model
 (``@register_model("<model>")``) and, transitively, every ``model`` module it imports, each with
-its sha256. The train, embed and attention stages of a model depend on this file instead of the
+its sha256. The train and embed stages of a model depend on this file instead of the
 whole ``model/`` folder: DVC reruns this cheap stage after any edit there, and since its output
 changes only when one of the model's own files does, a comment in ``model/asenpp.py`` retrains
 ASEN++ and nothing else. Static (``ast``): nothing is imported, so it runs without torch.
+
+The import closure here is the one change detector of the pipeline's code: the code stage hashes
+a model's closure (:func:`code_closure`), train's ``run_fingerprint`` hashes the train stage's
+closure (:func:`stage_files`) and the model's, and tests/test_dvc_deps.py checks that every
+stage's code deps in dvc.yaml are its closure, no more and no fewer.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ def _module_file(root: Path, module: str) -> Path | None:
 
 def registering_file(root: Path, name: str) -> Path:
     """The file of the ``model`` package whose ``@register_model(name)`` defines the model."""
+    hits = registered_in(root, name)
+    if len(hits) != 1:
+        raise SystemExit(f"model {name!r}: registered in {len(hits)} files of {root / PACKAGE} (expected one)")
+    return hits[0]
+
+
+def registered_in(root: Path, name: str) -> list[Path]:
+    """The files of the ``model`` package that register ``name`` (one, for a model of the package)."""
     hits = []
     for f in sorted((root / PACKAGE).rglob("*.py")):
         for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
@@ -44,14 +57,31 @@ def registering_file(root: Path, name: str) -> Path:
                     if (isinstance(d, ast.Call) and getattr(d.func, "id", getattr(d.func, "attr", None)) == "register_model"
                             and d.args and isinstance(d.args[0], ast.Constant) and d.args[0].value == name):
                         hits.append(f)
-    if len(hits) != 1:
-        raise SystemExit(f"model {name!r}: registered in {len(hits)} files of {root / PACKAGE} (expected one)")
-    return hits[0]
+    return hits
+
+
+def module_files(root: Path, module: str) -> list[Path]:
+    """The files of the repository that ``import <module>`` runs: each enclosing package's
+    ``__init__.py`` and the module's own file; [] when the module is not in the repository."""
+    parts = module.split(".")
+    files = [_module_file(root, ".".join(parts[: i + 1])) for i in range(len(parts))]
+    return [] if None in files else files
+
+
+def has_code(f: Path) -> bool:
+    """False for a file holding at most a docstring (an empty ``__init__.py``): no edit of it can
+    change what a stage computes, so no change detector counts it."""
+    body = ast.parse(f.read_text(), filename=str(f)).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return bool(body)
 
 
 def imported_files(root: Path, f: Path) -> set[Path]:
-    """Files of the package that ``f`` imports (absolute ``model.x`` and relative imports)."""
-    out = set()
+    """Files of the repository that ``f`` imports: ``import x.y``, ``from x import y`` (y a name
+    or a submodule) and relative imports, function-level ones included, with their packages'
+    ``__init__.py``."""
+    out: set[Path] = set()
     tree = ast.parse(f.read_text(), filename=str(f))
     here = ".".join(f.relative_to(root).with_suffix("").parts[:-1])
     for node in ast.walk(tree):
@@ -65,16 +95,16 @@ def imported_files(root: Path, f: Path) -> set[Path]:
                 base = ".".join(p for p in parent + ([base] if base else []) if p)
             mods = [base] + [f"{base}.{a.name}" for a in node.names]
         for m in mods:
-            if m == PACKAGE or m.startswith(PACKAGE + "."):
-                p = _module_file(root, m)
-                if p is not None:
-                    out.add(p)
+            if m:
+                out.update(module_files(root, m))
     return out
 
 
-def code_closure(root: Path, name: str, defined_in: Path | None = None) -> list[Path]:
-    """The registering file, everything it imports from the package, transitively, and ALWAYS."""
-    todo = [defined_in or registering_file(root, name)] + [root / a for a in ALWAYS]
+def import_closure(root: Path, files) -> list[Path]:
+    """``files`` and everything they import from the repository, transitively (files without code
+    left out). The one rule behind every change detector: the code stage's record, train's
+    ``run_fingerprint`` and dvc.yaml's code deps (tests/test_dvc_deps.py)."""
+    todo = list(files)
     seen: set[Path] = set()
     while todo:
         f = todo.pop()
@@ -82,7 +112,38 @@ def code_closure(root: Path, name: str, defined_in: Path | None = None) -> list[
             continue
         seen.add(f)
         todo.extend(imported_files(root, f) - seen)
-    return sorted(seen)
+    return sorted(f for f in seen if has_code(f))
+
+
+def package_data(root: Path, files) -> list[Path]:
+    """Data files of the repository that ``files`` read as package resources
+    (``resources.files("<package>").joinpath("<literal path>")``): dependencies like code."""
+    out = set()
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "joinpath"
+                    and isinstance(node.func.value, ast.Call) and getattr(node.func.value.func, "attr", None) == "files"
+                    and node.func.value.args and isinstance(node.func.value.args[0], ast.Constant)
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                out.add(root / Path(*node.func.value.args[0].value.split(".")) / node.args[0].value)
+    return sorted(out)
+
+
+def stage_files(root: Path, module: str) -> list[Path]:
+    """The code ``python -m <module>`` runs, statically: the module (a package's ``__main__.py``)
+    and its import closure. A model built by name through the registry is not in it (the registry
+    imports model files at run time): that model's files are :func:`code_closure`."""
+    files = module_files(root, module)
+    if not files:
+        raise SystemExit(f"module {module!r}: not a module of {root}")
+    if files[-1].name == "__init__.py":
+        files.append(files[-1].parent / "__main__.py")
+    return import_closure(root, files)
+
+
+def code_closure(root: Path, name: str, defined_in: Path | None = None) -> list[Path]:
+    """The model's files: the registering file, everything it imports, transitively, and ALWAYS."""
+    return import_closure(root, [defined_in or registering_file(root, name)] + [root / a for a in ALWAYS])
 
 
 def code_record(root: Path, name: str) -> dict:

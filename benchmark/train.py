@@ -74,8 +74,6 @@ from benchmark.shared_trunk import load_features, model_backbone, trunk_path, us
 from datasets import paths
 from datasets.schemas import write_json
 
-_CODE_FILES = ("benchmark/train.py", "benchmark/checkpoint.py", "benchmark/loaders.py", "benchmark/sampling.py",
-               "benchmark/shared_trunk.py")
 _LOG_HEAD = ["step", "epoch", "lr", "loss"]
 _LOG_TAIL = ["seed", "phase"]
 _CACHE_BYTES = 1 << 30
@@ -236,13 +234,25 @@ def run_fingerprint(dataset: str, model: str, params: dict, seed: int) -> str:
         data_files.append(trunk_path(dataset, seed))  # the seed's own trunk
     for p in data_files:
         _sha256_file(p, h)
-    pkg = Path(__file__).resolve().parent.parent
-    code = [pkg / f for f in _CODE_FILES] + sorted((pkg / "model").rglob("*.py"))
-    for p in code:
-        if p.exists():
-            h.update(p.name.encode())
-            _sha256_file(p, h)
+    root = Path(__file__).resolve().parent.parent
+    for p in code_files(model):
+        h.update(p.relative_to(root).as_posix().encode())
+        _sha256_file(p, h)
     return h.hexdigest()[:24]
+
+
+def code_files(model: str) -> list[Path]:
+    """The code the weights depend on, by the rule of ``benchmark.codehash`` (the one change
+    detector): the train stage's import closure, which dvc.yaml lists as its deps, and the model's
+    files, which ``code@<model>`` hashes into ``data/code/<model>.json``. A model registered
+    outside ``model/`` (the tests' tiny ones) adds no file."""
+    from benchmark.codehash import code_closure, package_data, registered_in, stage_files
+
+    root = Path(__file__).resolve().parent.parent
+    files = set(stage_files(root, "benchmark.train"))
+    if registered_in(root, model):
+        files.update(code_closure(root, model))
+    return sorted(files | set(package_data(root, sorted(files))))
 
 
 # ------------------------------------------------------------------------------------ data

@@ -69,3 +69,21 @@ def test_processes_do_not_enter_the_weights_fingerprint(tmp_path, monkeypatch):
     assert len(prints) == 1
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert T.run_fingerprint("darn", "asen", p2, 0) not in prints
+
+
+def test_fingerprint_hashes_the_code_dvc_and_the_code_stage_see():
+    """One change detector: run_fingerprint's code is the train stage's import closure (its deps in
+    dvc.yaml, tests/test_dvc_deps.py) and the model's files (code@<model>'s record), no other."""
+    from pathlib import Path
+
+    from benchmark.codehash import code_record, stage_files
+
+    root = Path(T.__file__).resolve().parents[1]
+    rel = lambda files: {p.relative_to(root).as_posix() for p in files}  # noqa: E731
+    stage = rel(stage_files(root, "benchmark.train"))
+    for model in ("m3net", "asen_v2"):
+        assert rel(T.code_files(model)) == stage | set(code_record(root, model)["files"])
+    m3net = rel(T.code_files("m3net"))
+    assert "model/blocks.py" not in m3net and "model/asen.py" not in m3net
+    assert {"benchmark/train.py", "benchmark/loaders.py", "datasets/paths.py", "model/m3net.py"} <= m3net
+    assert rel(T.code_files("tiny_test")) == stage  # registered by a test, outside model/
