@@ -83,12 +83,17 @@ def load_trained_model(path: str | Path, map_location="cpu"):
     The model is rebuilt from the checkpoint's own record (name, classes per attribute, backbone,
     model params), so it does not depend on the current params.yaml.
     """
+    from datasets.params_schema import resolve, split_model_params
     from model import build_model
 
     ckpt = read_checkpoint(path, map_location=map_location)
     b = ckpt["build"]
+    model_kw, _ = split_model_params(b["model_params"])  # the trainer's keys (lr, ...) are recorded beside
+    model_kw.pop("variant", None)  # written by checkpoints from before the registry name fixed the branch
+    if isinstance(model_kw.get("local_backbone"), dict):  # ...and before the trainer resolved it by backbone
+        model_kw["local_backbone"] = resolve(model_kw["local_backbone"], backbone=b["backbone"].split(":")[-1])
     model = build_model(b["model_name"], classes_per_attribute=b["classes_per_attribute"],
-                        backbone=b["backbone"], pretrained=False, **b["model_params"])
+                        backbone=b["backbone"], pretrained=False, **model_kw)
     model.load_state_dict(ckpt["model"])
     if ckpt.get("phase") in model.phases:
         model.set_phase(ckpt["phase"])

@@ -108,10 +108,13 @@ def build_m3net(cfg: dict, device, variant: str = "m3net"):
     except (ImportError, FileNotFoundError, SystemExit):  # SystemExit: datasets.params.ParamsError
         hp = {}
     # the paper profile's values where params.yaml gives one per profile: perf measures the paper's heads
-    hp = {k: (v["paper"] if isinstance(v, dict) and "paper" in v else v) for k, v in hp.items()}
+    from datasets.params_schema import resolve, split_model_params
+
+    hp = {k: resolve(v, profile="paper", profiles=("paper", "twin"), where=f"models.{variant}.{k}") for k, v in hp.items()}
     hp["w_p"] = 1.0
+    model_kw, _ = split_model_params(hp)  # lr and its schedule are perf's own
     model = build_model(variant, classes_per_attribute=cfg["classes"], backbone=cfg["backbone"],
-                        pretrained=False, **{k: v for k, v in hp.items() if k != "variant"})
+                        pretrained=False, **model_kw)
     return model.to(device)
 
 

@@ -36,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from benchmark.params import load_params, training_profile
+from benchmark.params import load_params, resolve, training_profile
 from benchmark.shared_trunk import TRUNK_FORMAT, trunk_path, uses_shared_trunk, write_unused
 from datasets import DATASETS, paths
 from datasets.schemas import ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, read_table, write_json
@@ -112,8 +112,7 @@ def train_trunk(key: str, prof: dict, seed: int, train: _Split, val: _Split | No
     pt = prof["pretrain"]
     epochs, batch_size, lr = int(pt["epochs"]), int(pt["batch_size"]), float(pt["lr"])
     base = int(pt["seed"])
-    pos_weight = pt.get("pos_weight", 1.0)
-    pos_weight = float(pos_weight[key] if isinstance(pos_weight, dict) else pos_weight)
+    pos_weight = float(resolve(pt.get("pos_weight", 1.0), dataset=key, where="pretrain.pos_weight"))
     torch.manual_seed(trunk_seed(base, seed))
     trunk = build_trunk(prof["backbone"], pretrained=bool(prof["pretrained"]))
     classifier = torch.nn.Linear(trunk_channels(prof["backbone"]), train.targets.shape[1])

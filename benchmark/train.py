@@ -69,7 +69,8 @@ from benchmark.checkpoint import (  # noqa: F401  (the checkpoint format; re-exp
     selected_checkpoint_path,
     selection_path,
 )
-from benchmark.params import load_params, training_profile
+from benchmark.params import load_params, resolve, split_model_params, training_profile
+from benchmark.params import resolve_model_params as resolve_params_of_model
 from benchmark.shared_trunk import load_features, model_backbone, trunk_path, uses_shared_trunk
 from datasets import paths
 from datasets.schemas import write_json
@@ -158,31 +159,15 @@ def write_val_curve(dataset: str, model: str, seeds: list[int]) -> None:
 
 
 def resolve_model_params(params: dict, model: str, dataset: str) -> dict[str, Any]:
-    """models.<model> with every mapping keyed by dataset (``w_p: {deepfashion: 100, ...}``) or by
-    training profile (``lr: {twin: 2.0e-4, paper: 1.0e-4}``) resolved to this run's value.
+    """models.<model> with every mapping keyed by dataset (``w_p: {deepfashion: 100, ...}``), by
+    training profile (``lr: {twin: 2.0e-4, paper: 1.0e-4}``) or by backbone (``local_backbone``)
+    resolved to this run's value, by ``datasets.params_schema.resolve`` (the one resolver).
 
     One source for each value: the twin profile's smaller heads and larger learning rate are
     written beside the paper's in ``models.<model>``, so ``dvc exp run -S models.asen.lr.twin=3e-4``
     changes what the twin run uses, and nothing in ``train.profiles`` can override it silently.
     """
-    if model not in params.get("models", {}):
-        raise KeyError(f"params.yaml has no models.{model} section")
-    train = params.get("train", {})
-    profile = train.get("profile")
-    profiles = set(train.get("profiles", {}))
-    if train.get("profiles", {}).get(profile, {}).get("model_overrides"):
-        raise ValueError(f"train.profiles.{profile}.model_overrides is gone: write the profile's value in "
-                         f"models.<model>.<key> as {{{profile}: value, ...}}")
-    out = {}
-    for k, v in params["models"][model].items():
-        if isinstance(v, dict) and dataset in v:
-            v = v[dataset]
-        elif isinstance(v, dict) and v and set(v) <= profiles:
-            if profile not in v:
-                raise KeyError(f"models.{model}.{k} has no value for the active profile {profile!r}: {v}")
-            v = v[profile]
-        out[k] = v
-    return out
+    return resolve_params_of_model(params, model, dataset)
 
 
 def phase_epochs(phases: tuple[str, ...], epochs: int, model_params: dict, profile: str | None = None) -> list[int]:
@@ -192,7 +177,7 @@ def phase_epochs(phases: tuple[str, ...], epochs: int, model_params: dict, profi
     (the remainder to the later phases). Every phase gets at least one epoch."""
     spec = model_params.get("phase_epochs")
     if isinstance(spec, dict) and profile is not None and profile in spec:
-        spec = spec[profile]
+        spec = resolve(spec, profile=profile, profiles=tuple(spec))  # a mapping naming the profile is keyed by it
     if spec is None:
         base, rem = divmod(int(epochs), len(phases))
         out = [base + (1 if i >= len(phases) - rem else 0) for i in range(len(phases))]
@@ -504,9 +489,11 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
 
     prof = training_profile(params)
     mp = resolve_model_params(params, model_name, dataset)
-    lr = float(mp.get("lr", 1e-4))
+    # the one split: the model's constructor arguments apart from the trainer's keys (lr, its schedule, ...)
+    model_kw, opt = split_model_params(mp)
+    lr = float(opt.get("lr", 1e-4))
     policy = checkpoint_policy(prof)
-    flip = bool(mp.get("flip", True))  # training mirror augmentation (ASEN: yes; ASEN++'s GlobalTransform: no)
+    flip = bool(opt.get("flip", True))  # training mirror augmentation (ASEN: yes; ASEN++'s GlobalTransform: no)
     device = _device(str(prof.get("device", "auto")), dist)
     cuda = device.type == "cuda"
     ckpt_file = checkpoint_path(dataset, model_name, seed)
@@ -536,9 +523,9 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
     build = {"model_name": model_name, "classes_per_attribute": data.classes_per_attribute,
              "backbone": backbone, "pretrained": bool(prof["pretrained"]), "model_params": mp}
     model = build_model(model_name, classes_per_attribute=data.classes_per_attribute,
-                        backbone=backbone, pretrained=bool(prof["pretrained"]), **mp)
+                        backbone=backbone, pretrained=bool(prof["pretrained"]), **model_kw)
     phases = tuple(model.phases)
-    per_phase = phase_epochs(phases, int(prof["epochs"]), mp, params["train"]["profile"])
+    per_phase = phase_epochs(phases, int(prof["epochs"]), opt, params["train"]["profile"])
     phase_of_epoch = [p for p, e in zip(phases, per_phase) for _ in range(e)]
     total_epochs = len(phase_of_epoch)
     start_epoch, rows = 0, []
@@ -580,7 +567,7 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
             continue
         model.set_phase(phase)
         optimizer = Adam(model.param_groups(lr), lr=lr)
-        step_size, gamma = lr_schedule(mp, phase)
+        step_size, gamma = lr_schedule(opt, phase)
         scheduler = StepLR(optimizer, step_size=step_size, gamma=gamma)
         if ckpt is not None and start_epoch > epochs[0]:  # resuming inside this phase
             optimizer.load_state_dict(ckpt["optimizer"])

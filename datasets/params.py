@@ -13,13 +13,18 @@ import yaml
 
 
 class ParamsError(SystemExit):
-    """params.yaml is missing or is not a YAML mapping: the message names the file (and line).
+    """params.yaml is missing, is not a YAML mapping, or holds a key or value the schema
+    (``datasets.params_schema``) refuses: the message names the file (and line, or key path).
 
     A SystemExit, so that a stage given a broken params file stops with this one line on stderr
     and exit status 1, never a traceback."""
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The whole document, validated against ``datasets.params_schema`` before it is returned:
+    every stage checks every section present before any work."""
+    from datasets.params_schema import SchemaError, validate
+
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found: run from the repository root (where dvc.yaml is)")
@@ -32,4 +37,8 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ParamsError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of sections (twins, acquire, ...), got {type(params).__name__}")
+    try:
+        validate(params)
+    except SchemaError as e:
+        raise ParamsError(f"{path}: {e}") from None
     return params

@@ -41,7 +41,7 @@ class ASEN(RetrievalModel):
 
     def __init__(self, *, classes_per_attribute: list[int], backbone: str = "resnet50_layer3",
                  pretrained: bool = True, embed_dim: int = 1024, margin: float = 0.2,
-                 inner_dim: int = 512, **kwargs):
+                 inner_dim: int = 512):
         super().__init__(classes_per_attribute=classes_per_attribute)
         self.margin = float(margin)
         self.trunk = build_trunk(backbone, pretrained=pretrained)

@@ -105,16 +105,16 @@ class ASENpp(RetrievalModel):
     def __init__(self, *, classes_per_attribute: list[int], backbone: str = "resnet50_layer3",
                  pretrained: bool = True, embed_dim: int = 1024, margin: float = 0.2,
                  inner_dim: int = 512, local_inner_dim: int = 256,
-                 local_backbone: str | dict = "resnet34_layer3", threshold: float = 0.1,
+                 local_backbone: str = "resnet34_layer3", threshold: float = 0.1,
                  crop_fraction: float = 0.5, beta: float = 0.6, local_weight: float = 0.1,
-                 align_weight: float = 0.1, joint_global_lr_scale: float = 0.1, **kwargs):
+                 align_weight: float = 0.1, joint_global_lr_scale: float = 0.1):
         super().__init__(classes_per_attribute=classes_per_attribute)
         if is_features(backbone):
             # a shared, frozen trunk's cached maps (the twin profile): the local branch has no
             # trunk of its own either, and crops the global map (roi_align, below)
             local_backbone = backbone
-        elif isinstance(local_backbone, dict):  # keyed by the global backbone (params.yaml)
-            local_backbone = local_backbone.get(backbone, "resnet34_layer3")
+        # params.yaml keys local_backbone by the global backbone: the trainer resolves it to a name
+        # (datasets.params_schema.resolve)
         self.margin, self.threshold, self.crop_fraction = float(margin), float(threshold), float(crop_fraction)
         self.beta, self.local_weight, self.align_weight = float(beta), float(local_weight), float(align_weight)
         self.joint_global_lr_scale = float(joint_global_lr_scale)

@@ -77,8 +77,7 @@ class M3Net(RetrievalModel):
         prototype_momentum: float = 0.9,
         dataset: str | None = None,
         trunk: nn.Module | None = None,
-        **kwargs,  # other params.yaml keys (lr, lr_decay, ...) belong to the trainer
-    ):
+    ):  # no **kwargs: the trainer keeps its own keys (lr, lr_decay, ...), so a misspelt key fails here
         super().__init__(classes_per_attribute=classes_per_attribute)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
@@ -261,28 +260,26 @@ class M3Net(RetrievalModel):
         return alpha_bar[:, 0, 0].view(B, h, w)
 
 
+# The registry name fixes the branch (params.yaml has no `variant`); the keyword arguments go to
+# M3Net's constructor, which names every one it takes.
 @register_model("m3net")
 def m3net(**kwargs) -> M3Net:
-    kwargs.pop("variant", None)
     return M3Net(variant="full", **kwargs)
 
 
 @register_model("m3net_a")
 def m3net_a(**kwargs) -> M3Net:
-    kwargs.pop("variant", None)
     return M3Net(variant="attribute", **kwargs)
 
 
 @register_model("m3net_c")
 def m3net_c(**kwargs) -> M3Net:
-    kwargs.pop("variant", None)
     return M3Net(variant="class", **kwargs)
 
 
 @register_model("m3net_eq11")
 def m3net_eq11(**kwargs) -> M3Net:
     """M3-Net on the literal Eq. 11 (L_M + L_CC + L_CI): lambda_ac = lambda_ai = 0, enforced."""
-    kwargs.pop("variant", None)
     for k in ("lambda_ac", "lambda_ai"):
         if float(kwargs.get(k, 0.0)) != 0.0:
             raise ValueError(f"m3net_eq11 is the literal Eq. 11: {k} must be 0, got {kwargs[k]}")

@@ -44,7 +44,7 @@ class MODC(RetrievalModel):
     def __init__(self, *, classes_per_attribute: list[int], backbone: str = "resnet50_layer3",
                  pretrained: bool = True, embed_dim: int = 2048, margin: float = 0.4,
                  inner_dim: int = 512, prototype_momentum: float = 0.9, lambda_proto: float = 1.0,
-                 lambda_instance: float = 1.0, **kwargs):
+                 lambda_instance: float = 1.0):
         super().__init__(classes_per_attribute=classes_per_attribute)
         self.margin = float(margin)
         self.lambda_proto, self.lambda_instance = float(lambda_proto), float(lambda_instance)

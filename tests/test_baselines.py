@@ -23,7 +23,9 @@ SIDE = 32
 
 def make(name: str, **overrides):
     kw = dict(classes_per_attribute=CLASSES, backbone="resnet18_layer3", pretrained=False, embed_dim=32,
-              margin=0.2, inner_dim=16, local_inner_dim=8, unknown_key="ignored")
+              margin=0.2, inner_dim=16)
+    if name == "asenpp":  # each constructor takes its own keywords only (an unknown one is a TypeError)
+        kw["local_inner_dim"] = 8
     kw.update(overrides)
     torch.manual_seed(0)
     return build_model(name, **kw)

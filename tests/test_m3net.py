@@ -272,12 +272,12 @@ def test_attention_maps(variant):
 
 @pytest.mark.parametrize("name", ["m3net", "m3net_a", "m3net_c"])
 def test_registered_models_with_resnet18_trunk_and_projection(name):
-    """Shapes through the real trunk; params keys the model does not use are ignored."""
+    """Shapes through the real trunk; the trainer's keys (lr, ...) never reach the constructor."""
     torch.manual_seed(0)
     m = build_model(name, classes_per_attribute=CPA, backbone="resnet18_layer3", pretrained=False,
                     embed_dim=32, inner_dim=8, margin=0.4, w_p={"darn": 1, "deepfashion": 100},
                     dataset="deepfashion", lambda_m=1.0, lambda_cc=1.0, lambda_ci=1.0, lambda_ac=1.0,
-                    lambda_ai=1.0, prototype_momentum=0.9, lr=1e-4, lr_decay=0.975, variant="ignored")
+                    lambda_ai=1.0, prototype_momentum=0.9)
     assert m.w_p == 100.0 and m.has_class_level and m.channels == 256
     batch = make_batch(B=2)
     batch = {k: (v.float() if v.is_floating_point() else v) for k, v in batch.items()}

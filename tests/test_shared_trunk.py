@@ -25,6 +25,7 @@ def _params(tmp_path, trunk="shared", epochs=1):
     prof.update(backbone="resnet18_layer3", image_size=32, trunk=trunk, preprocess="squash", checkpoint="last",
                 pretrain={"epochs": 1, "batch_size": 16, "lr": 1e-3, "seed": 3})
     params["models"]["asen"]["embed_dim"] = 8
+    del params["models"]["asen"]["w_p"]  # ASEN has no class-level BCE: the schema refuses the key
     import yaml
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

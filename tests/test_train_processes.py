@@ -45,7 +45,7 @@ def test_one_process_trains_here_and_bad_counts_are_refused(tmp_path, monkeypatc
     f, _ = _params(tmp_path, 1)
     assert T.main(["darn", "asen", "--params", str(f)]) == 0 and len(runs) == 1
     f, _ = _params(tmp_path, 0)
-    with pytest.raises(ValueError, match="train.processes must be >= 1"):
+    with pytest.raises(SystemExit, match=r"train\.processes: expected an integer >= 1, got 0"):  # the schema
         T.main(["darn", "asen", "--params", str(f)])
 
 

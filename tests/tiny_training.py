@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from datasets.params_schema import NONNEG, SIZE, Keyed, Nullable, register_model_params
 from model.base import Embeddings, RetrievalModel
 from model.losses import cosine_triplet, weighted_bce
 from model.registry import register_model
@@ -99,9 +100,13 @@ class TinyTwoPhase(TinyModel):
         return groups
 
 
-# registered once, when this module is first imported (always as ``tests.tiny_training``)
+# registered once, when this module is first imported (always as ``tests.tiny_training``), with
+# their params.yaml keys (the schema refuses any other under models.tiny_test)
 register_model("tiny_test")(TinyModel)
 register_model("tiny_test2")(TinyTwoPhase)
+_TINY_KEYS = {"embed_dim": Keyed(SIZE), "w_p": Keyed(NONNEG), "margin": Keyed(NONNEG), "nan_at_step": Nullable(SIZE)}
+register_model_params("tiny_test", _TINY_KEYS)
+register_model_params("tiny_test2", _TINY_KEYS)
 
 
 # ------------------------------------------------------------------------------ synthetic data
@@ -154,7 +159,7 @@ def make_params(root: Path, *, model="tiny_test", epochs=2, triplets=32, batch=8
         "validate": {"maybe_policy": "negative"},
         "train": {
             "profile": "tiny", "seeds": list(seeds), "device": "cpu", "compile": False,
-            "profiles": {"tiny": {"backbone": "none", "pretrained": False, "image_size": 16, "epochs": epochs,
+            "profiles": {"tiny": {"backbone": "plain8", "pretrained": False, "image_size": 16, "epochs": epochs,
                                   "triplets_per_epoch": triplets, "batch_size": batch, "workers": 0}},
         },
         "models": {model: {"embed_dim": 8, "lr": lr, "lr_decay": 0.9, "margin": 0.2,
