@@ -9,6 +9,9 @@ writes ``data/<key>/embeddings/<model>/seed<k>.npz`` (format: ``benchmark.infere
 the only stage after training that runs the network on every evaluation image, so a change to
 how rankings are scored or summarised (``evaluate.*``) reruns the cheap evaluate stage only.
 
+The class level (M3-Net's class branch, most of its inference) is computed only for the pairs
+the evaluation ranks: image i in attribute n where i has a positive label in n.
+
 Images are embedded once, at the smallest gamma of ``evaluate.gamma`` and ``evaluate.gamma_sweep``:
 the classes a larger gamma keeps are a subset of those (P > gamma, else the top-1 class; the
 ``max_classes`` cap keeps the most probable), so every gamma is a filter over one extraction.
@@ -19,12 +22,11 @@ from __future__ import annotations
 import sys
 
 
-from benchmark.evalsets import evaluation_image_ids
+from benchmark.evalsets import load_eval_set
 from benchmark.inference import (ImageSource, embeddings_path, extract_embeddings, load_selected_model,
-                                 model_stage_arguments, resolve_device, save_embeddings)
+                                 model_stage_arguments, ranked_pairs, resolve_device, save_embeddings)
 from benchmark.params import load_params, training_profile
 from datasets import paths
-from datasets.schemas import ImagesSchema, SplitsSchema, read_table
 
 
 def run(key: str, model_name: str, params: dict, device=None) -> list:
@@ -32,8 +34,9 @@ def run(key: str, model_name: str, params: dict, device=None) -> list:
     prof = training_profile(params)
     seeds = list(params["train"].get("seeds") or [0])
     device = resolve_device(device)
-    images = read_table(paths.validated_dir(key) / "images.parquet", ImagesSchema)
-    ids = evaluation_image_ids(read_table(paths.splits_path(key), SplitsSchema))
+    es = load_eval_set(key, params.get("validate", {}).get("maybe_policy", "negative"))
+    images, ids = es.images, es.ids
+    ranked = ranked_pairs(es.labels, es.classes_per_attribute)  # the class level only where it is ranked
     gamma = min([float(g) for g in ev["gamma_sweep"]] + [float(ev["gamma"])])
     out = paths.embeddings_dir(key, model_name)
     written = []
@@ -41,7 +44,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> list:
         source = ImageSource.for_profile(key, images, prof, seed=seed)  # trunk k's maps under a shared trunk
         model, selection = load_selected_model(key, model_name, seed, device)  # train's policy: last | best_val
         emb = extract_embeddings(model, source, ids, gamma=gamma, max_classes=int(ev["max_classes"]),
-                                 batch_size=int(ev.get("batch_size", 64)), device=device)
+                                 batch_size=int(ev.get("batch_size", 64)), device=device, ranked=ranked)
         class_level = bool(model.has_class_level) and emb.class_index is not None
         save_embeddings(embeddings_path(out, seed), emb, ids, class_level, selection)
         written.append(embeddings_path(out, seed))

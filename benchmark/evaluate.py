@@ -280,8 +280,9 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
         cap = cap_binding(emb.probs, ev["gamma"], classes_per_attribute, ev["max_classes"]) if class_level else None
         if cap is not None:
             metrics["class_cap"] = cap
-        gamma_rows.append(_gamma_sweep(emb, role_rows, labels_m, classes_per_attribute, ev, ks, gammas,
-                                       class_level, device, names, metrics))
+        if si == 0:  # a sensitivity plot: the first seed's model (10 more rankings per seed otherwise)
+            gamma_rows.append(_gamma_sweep(emb, role_rows, labels_m, classes_per_attribute, ev, ks, gammas,
+                                           class_level, device, names, metrics))
         per_seed.append(metrics)
 
     mean, std = _mean_std(per_seed) if len(per_seed) > 1 else (per_seed[0], None)

@@ -122,12 +122,16 @@ class ImageSource:
 
 @torch.no_grad()
 def extract_embeddings(model: RetrievalModel, source: ImageSource, ids: np.ndarray, *, gamma: float,
-                       max_classes: int, batch_size: int, device) -> Embeddings:
-    """Embeddings of images ``ids`` in that order, on the CPU; class_index rows index ``ids``."""
+                       max_classes: int, batch_size: int, device, ranked: np.ndarray | None = None) -> Embeddings:
+    """Embeddings of images ``ids`` in that order, on the CPU; class_index rows index ``ids``.
+    ``ranked`` (n, N) bool, rows as ``ids``: the pairs whose class level will be ranked
+    (:func:`ranked_pairs`; None: every pair)."""
     att, probs, cidx, cemb = [], [], [], []
     start = 0
     for x, _ in source.batches(ids, batch_size):
-        e = model.embed(network_input(x.to(device, non_blocking=True)), gamma=gamma, max_classes=max_classes).to("cpu")
+        r = None if ranked is None else torch.from_numpy(np.asarray(ranked[start:start + len(x)], dtype=bool))
+        e = model.embed(network_input(x.to(device, non_blocking=True)), gamma=gamma, max_classes=max_classes,
+                        ranked=r).to("cpu")
         att.append(e.attribute.float())
         if e.probs is not None:
             probs.append(e.probs.float())
@@ -143,6 +147,13 @@ def extract_embeddings(model: RetrievalModel, source: ImageSource, ids: np.ndarr
         class_index=torch.cat(cidx) if cidx else None,  # (P, 3)
         class_emb=torch.cat(cemb) if cemb else None,  # (P, D)
     )
+
+
+def ranked_pairs(labels: np.ndarray, classes_per_attribute: list[int]) -> np.ndarray:
+    """(n, N) bool: image i is ranked in attribute n (as a query or a candidate) exactly when it has
+    a positive label in n (``labels`` (n, C) the positive multi-hot; benchmark.evaluate)."""
+    offsets = np.cumsum([0] + list(classes_per_attribute))
+    return np.stack([labels[:, offsets[a]:offsets[a + 1]].any(1) for a in range(len(classes_per_attribute))], 1)
 
 
 def embeddings_path(out_dir: Path, seed: int) -> Path:

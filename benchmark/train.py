@@ -320,7 +320,9 @@ def validation_map(model, val: ValSet, device: torch.device, *, relevance_mode: 
     embs = []
     for images, _ in image_loader(val.table, batch_size=batch_size):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            embs.append(model.embed(network_input(images.to(device))).attribute.float().cpu())
+            x = network_input(images.to(device))  # the attribute ranking: no pair's class level is ranked
+            none = torch.zeros(len(x), len(val.classes_per_attribute), dtype=torch.bool, device=x.device)
+            embs.append(model.embed(x, ranked=none).attribute.float().cpu())
     model.train(was_training)
     emb = torch.cat(embs)  # (n, N, D)
     aps = []

@@ -64,7 +64,8 @@ class ASEN(RetrievalModel):
         loss_triplet = cosine_triplet(anchor_bd, positive_bd, negative_bd, self.margin).mean()  # Eq. 5
         return {"loss": loss_triplet, "loss_triplet": loss_triplet.detach()}
 
-    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16) -> Embeddings:
+    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16,
+              ranked: torch.Tensor | None = None) -> Embeddings:
         attr_bn = all_attributes(images.shape[0], self.num_attributes, images.device)  # (B, N)
         emb_bnd, _ = self.attribute_embedding(images, attr_bn)
         return Embeddings(attribute=emb_bnd)

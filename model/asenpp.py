@@ -185,7 +185,8 @@ class ASENpp(RetrievalModel):
                 {"params": self._global_parameters(), "lr": lr * self.joint_global_lr_scale}]
 
     # --- inference ----------------------------------------------------------------------------
-    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16) -> Embeddings:
+    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16,
+              ranked: torch.Tensor | None = None) -> Embeddings:
         attr_bn = all_attributes(images.shape[0], self.num_attributes, images.device)  # (B, N)
         g_bnd, attn_bnhw = self.global_branch(images, attr_bn)
         l_bnd = self.local_branch(images, attn_bnhw, attr_bn)

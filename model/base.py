@@ -12,7 +12,11 @@ on the device; B triplets, 3B images):
 ``forward(batch)`` returns a dict: ``loss`` (scalar tensor with grad, the weighted sum) and one
 detached scalar per term, named ``loss_<term>`` (logged by the trainer).
 
-``embed(images, gamma=..., max_classes=...)`` returns an :class:`Embeddings`.
+``embed(images, gamma=..., max_classes=..., ranked=None)`` returns an :class:`Embeddings`.
+``ranked`` (B, N) bool names the (image, attribute) pairs whose class level the caller ranks (the
+evaluation ranks image i in attribute n only where i has a positive label in n; the val curve
+ranks none): a model may leave the other pairs out of ``class_index`` (M3-Net does: its class
+branch is most of its inference). The attribute-level embeddings cover every pair regardless.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ class RetrievalModel(nn.Module):
         """Optimizer parameter groups for the current phase (default: everything at lr)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
-    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16) -> Embeddings:
+    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16,
+              ranked: torch.Tensor | None = None) -> Embeddings:
         raise NotImplementedError
 
     def attention_map(self, images: torch.Tensor, attribute: torch.Tensor, class_id: torch.Tensor | None = None):

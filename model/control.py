@@ -28,6 +28,7 @@ class AttributeBlind(RetrievalModel):
     def forward(self, batch: dict) -> dict:
         raise RuntimeError("attribute_blind is a control: it has no head and is never trained")
 
-    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16) -> Embeddings:
+    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16,
+              ranked: torch.Tensor | None = None) -> Embeddings:
         pooled = F.normalize(self.trunk(images).float().mean(dim=(2, 3)), dim=-1)  # (B, c)
         return Embeddings(attribute=pooled[:, None, :].expand(-1, self.num_attributes, -1).contiguous())

@@ -220,7 +220,11 @@ class M3Net(RetrievalModel):
     # --- inference --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16) -> Embeddings:
+    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16,
+              ranked: torch.Tensor | None = None) -> Embeddings:
+        """``ranked`` (B, N) bool: the (image, attribute) pairs whose class level the caller ranks
+        (None: every pair). The class branch runs on those rows only: the evaluation ranks image i
+        in attribute n only where i has a positive label in n (1 of 8 pairs on FashionAI)."""
         psi_bcl, _ = self.generic_features(images)
         B, N = psi_bcl.shape[0], self.num_attributes
         alpha_bnl, x_bnc = self.attribute_branch(psi_bcl)
@@ -233,15 +237,26 @@ class M3Net(RetrievalModel):
         top_p, top_m = padded.view(B, N, self.max_classes).topk(K, dim=-1)  # (B, N, K)
         keep_bnk = top_p > gamma
         keep_bnk[..., 0] = True
-        K = int(keep_bnk.sum(-1).max())  # inference may sync: drop the columns nobody uses
+        if ranked is not None:
+            keep_bnk &= ranked.to(device=keep_bnk.device, dtype=torch.bool)[:, :, None]
+        K = int(keep_bnk.sum(-1).max()) if keep_bnk.numel() else 0  # inference may sync: drop unused columns
         top_m, keep_bnk = top_m[..., :K], keep_bnk[..., :K]
-        if self.variant == "attribute":
-            x_bnkd = emb_attr_bnd[:, :, None, :].expand(B, N, K, -1)
-        else:
-            x_bnkd = F.normalize(self.project(self.class_branch(psi_bcl, alpha_bnl, None, top_m)), dim=-1)
         b, n, k = keep_bnk.nonzero(as_tuple=True)  # row-major: image, attribute, then highest class first
         class_index = torch.stack([b, n, top_m[b, n, k]], dim=1)  # (P, 3)
-        return Embeddings(attribute=emb_attr_bnd, probs=probs_bC, class_index=class_index, class_emb=x_bnkd[b, n, k])
+        if self.variant == "attribute":
+            class_emb = emb_attr_bnd[b, n]
+        elif len(b) == 0:  # no ranked pair in this batch
+            class_emb = emb_attr_bnd.new_zeros(0, emb_attr_bnd.shape[-1])
+        elif ranked is None:
+            class_emb = F.normalize(self.project(self.class_branch(psi_bcl, alpha_bnl, None, top_m)), dim=-1)[b, n, k]
+        else:  # one row per (image, attribute) pair with a kept class, as the training step's rows
+            pb, pn = keep_bnk.any(-1).nonzero(as_tuple=True)
+            row = torch.full(keep_bnk.shape[:2], -1, dtype=torch.long, device=keep_bnk.device)
+            row[pb, pn] = torch.arange(len(pb), device=keep_bnk.device)
+            alpha_p1l = None if alpha_bnl is None else alpha_bnl[pb, pn][:, None, :]
+            x_p1kc = self.class_branch(psi_bcl[pb], alpha_p1l, pn[:, None], top_m[pb, pn][:, None, :])
+            class_emb = F.normalize(self.project(x_p1kc[:, 0]), dim=-1)[row[b, n], k]
+        return Embeddings(attribute=emb_attr_bnd, probs=probs_bC, class_index=class_index, class_emb=class_emb)
 
     @torch.no_grad()
     def attention_map(self, images: torch.Tensor, attribute: torch.Tensor, class_id: torch.Tensor | None = None):

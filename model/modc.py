@@ -99,7 +99,8 @@ class MODC(RetrievalModel):
         sim_bnc = sim_bnc.masked_fill(~own_nc, float("-inf"))  # only attribute n's classes compete
         return sim_bnc.argmax(-1) - self.class_offsets[None, :]
 
-    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16) -> Embeddings:
+    def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16,
+              ranked: torch.Tensor | None = None) -> Embeddings:
         b = images.shape[0]
         attr_bn = all_attributes(b, self.num_attributes, images.device)
         x_bnd, _ = self.attribute_embedding(images, attr_bn)

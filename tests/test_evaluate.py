@@ -57,7 +57,7 @@ class StandIn(RetrievalModel):
         self.cls = torch.nn.Parameter(torch.randn(self.num_classes, dim, generator=g))
         self.head = torch.nn.Parameter(torch.randn(3, self.num_classes, generator=g))
 
-    def embed(self, images, *, gamma=0.8, max_classes=16):
+    def embed(self, images, *, gamma=0.8, max_classes=16, ranked=None):
         pooled = images.mean((2, 3))  # (B, 3)
         att = torch.nn.functional.normalize(torch.einsum("bc,ncd->bnd", pooled, self.proj), dim=-1)  # (B, N, D)
         return Embeddings(att)
@@ -69,7 +69,7 @@ class StandIn(RetrievalModel):
 class StandInClass(StandIn):
     has_class_level = True
 
-    def embed(self, images, *, gamma=0.8, max_classes=16):
+    def embed(self, images, *, gamma=0.8, max_classes=16, ranked=None):
         e = super().embed(images)
         probs = torch.sigmoid(images.mean((2, 3)) @ self.head * 3)  # (B, C)
         rows = []

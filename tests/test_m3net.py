@@ -214,6 +214,25 @@ def test_embed_selects_classes_and_matches_reference(variant):
         assert torch.allclose(emb, F.normalize(ref_class(m, psi[i], n, j)[1], dim=0), **TOL)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_embed_ranked_pairs_only(variant):
+    """``ranked`` restricts the class level to the pairs the evaluation ranks: exactly the rows of
+    the full extraction in those pairs, with the same embeddings; the attribute level is untouched."""
+    m = tiny_model(variant).eval()
+    images = make_batch(B=4)["images"][:4]
+    N = len(CPA)
+    full = m.embed(images, gamma=0.3, max_classes=3)
+    ranked = torch.rand(4, N, generator=torch.Generator().manual_seed(3)) < 0.5
+    ranked[0] = False  # an image ranked in no attribute
+    part = m.embed(images, gamma=0.3, max_classes=3, ranked=ranked)
+    assert torch.equal(part.attribute, full.attribute) and torch.equal(part.probs, full.probs)
+    sel = ranked[full.class_index[:, 0], full.class_index[:, 1]]
+    assert torch.equal(part.class_index, full.class_index[sel])
+    assert torch.allclose(part.class_emb, full.class_emb[sel], **TOL)
+    none = m.embed(images, ranked=torch.zeros(4, N, dtype=torch.bool))
+    assert none.class_index.shape == (0, 3) and none.class_emb.shape[0] == 0
+
+
 def test_embed_respects_max_classes_and_top1():
     m = tiny_model("full").eval()
     images = make_batch()["images"][:2]

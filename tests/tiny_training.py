@@ -59,7 +59,7 @@ class TinyModel(RetrievalModel):
         feat = self.trunk(images)  # (B, 8)
         return feat, self.attr(feat).view(len(images), self.num_attributes, self.embed_dim), self.cls(feat)
 
-    def embed(self, images, *, gamma=0.8, max_classes=16):
+    def embed(self, images, *, gamma=0.8, max_classes=16, ranked=None):
         _, emb, logits = self._features(images)
         return Embeddings(attribute=F.normalize(emb, dim=-1), probs=torch.sigmoid(logits))
 
