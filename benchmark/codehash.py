@@ -1,24 +1,36 @@
-"""Code stage: the source files that one model's weights depend on, by content.
+"""Code stage: every stage's and every model's source files, by content.
 
-    python -m benchmark.codehash <model>
+    python -m benchmark.codehash
 
-Writes ``data/code/<model>.json``: the file of ``model/`` that registers the model
-(``@register_model("<model>")``) and, transitively, every ``model`` module it imports, each with
-its sha256. The train and embed stages of a model depend on this file instead of the
-whole ``model/`` folder: DVC reruns this cheap stage after any edit there, and since its output
-changes only when one of the model's own files does, a comment in ``model/asenpp.py`` retrains
-ASEN++ and nothing else. Static (``ast``): nothing is imported, so it runs without torch.
+Writes ``data/code/`` (one DVC output, the only place a stage's code is hashed):
 
-The import closure here is the one change detector of the pipeline's code: the code stage hashes
-a model's closure (:func:`code_closure`), train's ``run_fingerprint`` hashes the train stage's
-closure (:func:`stage_files`) and the model's, and tests/test_dvc_deps.py checks that every
-stage's code deps in dvc.yaml are its closure, no more and no fewer.
+- ``stage/<module>.json`` for each stage module (``STAGE_MODULES``: every ``python -m <module>``
+  of dvc.yaml): ``{"module", "files": {path: sha256}}``, the module's import closure inside the
+  repository (:func:`stage_files`) and the package data it reads (:func:`package_data`);
+- ``model/<name>.json`` for each model registered in ``model/`` (``@register_model("<name>")``):
+  ``{"model", "defined_in", "files"}``, the registering file and, transitively, every module it
+  imports, with ``ALWAYS`` (:func:`code_closure`; the registry imports model files at run time,
+  which no import statement of a stage shows).
+
+Each stage of dvc.yaml depends on the JSONs of its command's modules (and of the model it builds)
+instead of the ``.py`` files themselves, and this stage alone depends on the code folders: DVC
+reruns this cheap stage after any edit there, and since a record changes only when one of its own
+files does, a comment in ``model/asenpp.py`` retrains ASEN++ and nothing else, and one in
+``benchmark/stats.py`` reruns the leaderboards only. The records are sorted and hold no time, so an
+unchanged closure gives the same bytes. Static (``ast``): nothing is imported, so it runs without
+torch.
+
+The import closure here is the one change detector of the pipeline's code: this stage records
+it, train's ``run_fingerprint`` hashes the train stage's closure (:func:`stage_files`) and the
+model's, and tests/test_dvc_deps.py checks that every stage depends on exactly its records and
+that each record's files are the closure.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import hashlib
 import sys
 from pathlib import Path
@@ -29,6 +41,33 @@ from datasets.schemas import write_json
 PACKAGE = "model"
 # every model is built through these (build_model), so they belong to every model's code
 ALWAYS = ("model/__init__.py", "model/registry.py")
+# the modules dvc.yaml's stages run (`python -m <module>`; tests/test_dvc_deps.py checks the list)
+STAGE_MODULES = (
+    "datasets.twins", "datasets.acquire", "datasets.parse", "datasets.validate", "datasets.splits",
+    "datasets.cooccurrence", "benchmark.pretrain", "benchmark.features", "benchmark.control",
+    "benchmark.train", "benchmark.embed", "benchmark.evaluate", "benchmark.leaderboard", "benchmark.report",
+)
+OUT = Path("data") / "code"  # under the repository root
+
+
+def stage_json(module: str) -> str:
+    """The record of a stage module, as dvc.yaml's deps name it."""
+    return f"{OUT.as_posix()}/stage/{module}.json"
+
+
+def model_json(name: str) -> str:
+    """The record of a model, as dvc.yaml's deps name it."""
+    return f"{OUT.as_posix()}/model/{name}.json"
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_text(text: str, filename: str) -> ast.Module:
+    return ast.parse(text, filename=filename)
+
+
+def _parse(f: Path) -> ast.Module:
+    """The file's syntax tree (cached by content: the stage parses each file once)."""
+    return _parse_text(f.read_text(), str(f))
 
 
 def _module_file(root: Path, module: str) -> Path | None:
@@ -47,17 +86,22 @@ def registering_file(root: Path, name: str) -> Path:
     return hits[0]
 
 
-def registered_in(root: Path, name: str) -> list[Path]:
-    """The files of the ``model`` package that register ``name`` (one, for a model of the package)."""
-    hits = []
+def registrations(root: Path) -> dict[str, list[Path]]:
+    """Every model registered in the ``model`` package: name -> the files that register it."""
+    out: dict[str, list[Path]] = {}
     for f in sorted((root / PACKAGE).rglob("*.py")):
-        for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
+        for node in ast.walk(_parse(f)):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 for d in node.decorator_list:
                     if (isinstance(d, ast.Call) and getattr(d.func, "id", getattr(d.func, "attr", None)) == "register_model"
-                            and d.args and isinstance(d.args[0], ast.Constant) and d.args[0].value == name):
-                        hits.append(f)
-    return hits
+                            and d.args and isinstance(d.args[0], ast.Constant) and isinstance(d.args[0].value, str)):
+                        out.setdefault(d.args[0].value, []).append(f)
+    return out
+
+
+def registered_in(root: Path, name: str) -> list[Path]:
+    """The files of the ``model`` package that register ``name`` (one, for a model of the package)."""
+    return registrations(root).get(name, [])
 
 
 def module_files(root: Path, module: str) -> list[Path]:
@@ -71,7 +115,7 @@ def module_files(root: Path, module: str) -> list[Path]:
 def has_code(f: Path) -> bool:
     """False for a file holding at most a docstring (an empty ``__init__.py``): no edit of it can
     change what a stage computes, so no change detector counts it."""
-    body = ast.parse(f.read_text(), filename=str(f)).body
+    body = _parse(f).body
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:]
     return bool(body)
@@ -82,7 +126,7 @@ def imported_files(root: Path, f: Path) -> set[Path]:
     or a submodule) and relative imports, function-level ones included, with their packages'
     ``__init__.py``."""
     out: set[Path] = set()
-    tree = ast.parse(f.read_text(), filename=str(f))
+    tree = _parse(f)
     here = ".".join(f.relative_to(root).with_suffix("").parts[:-1])
     for node in ast.walk(tree):
         mods = []
@@ -102,7 +146,7 @@ def imported_files(root: Path, f: Path) -> set[Path]:
 
 def import_closure(root: Path, files) -> list[Path]:
     """``files`` and everything they import from the repository, transitively (files without code
-    left out). The one rule behind every change detector: the code stage's record, train's
+    left out). The one rule behind every change detector: the code stage's records, train's
     ``run_fingerprint`` and dvc.yaml's code deps (tests/test_dvc_deps.py)."""
     todo = list(files)
     seen: set[Path] = set()
@@ -115,17 +159,39 @@ def import_closure(root: Path, files) -> list[Path]:
     return sorted(f for f in seen if has_code(f))
 
 
+def _beside(f: Path, node: ast.AST) -> Path | None:
+    """The path ``node`` spells relative to the file ``f``: ``Path(__file__)`` with ``.parent``,
+    ``.resolve()`` and ``/ "<literal>"`` steps (None for anything else)."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Path" and len(node.args) == 1:
+        return f if getattr(node.args[0], "id", None) == "__file__" else None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "resolve" and not node.args:
+        return _beside(f, node.func.value)
+    if isinstance(node, ast.Attribute) and node.attr == "parent":
+        base = _beside(f, node.value)
+        return base.parent if base is not None else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant) \
+            and isinstance(node.right.value, str):
+        base = _beside(f, node.left)
+        return base / node.right.value if base is not None else None
+    return None
+
+
 def package_data(root: Path, files) -> list[Path]:
-    """Data files of the repository that ``files`` read as package resources
-    (``resources.files("<package>").joinpath("<literal path>")``): dependencies like code."""
+    """Data files of the repository that ``files`` read as package resources: dependencies like
+    code. ``resources.files("<package>").joinpath("<literal path>")``, and a file named beside the
+    module (``Path(__file__).parent / "data" / "<name>"``)."""
     out = set()
     for f in files:
-        for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
+        for node in ast.walk(_parse(f)):
             if (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "joinpath"
                     and isinstance(node.func.value, ast.Call) and getattr(node.func.value.func, "attr", None) == "files"
                     and node.func.value.args and isinstance(node.func.value.args[0], ast.Constant)
                     and node.args and isinstance(node.args[0], ast.Constant)):
                 out.add(root / Path(*node.func.value.args[0].value.split(".")) / node.args[0].value)
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+                p = _beside(f, node)
+                if p is not None and p.is_file() and p.suffix != ".py":
+                    out.add(p)
     return sorted(out)
 
 
@@ -146,20 +212,48 @@ def code_closure(root: Path, name: str, defined_in: Path | None = None) -> list[
     return import_closure(root, [defined_in or registering_file(root, name)] + [root / a for a in ALWAYS])
 
 
-def code_record(root: Path, name: str) -> dict:
-    defined_in = registering_file(root, name)  # parses every file of the package: once
+def _hashes(root: Path, files) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
+
+
+def code_record(root: Path, name: str, defined_in: Path | None = None) -> dict:
+    """``data/code/model/<name>.json``: the model's files (:func:`code_closure`, with any package data)."""
+    defined_in = defined_in or registering_file(root, name)
     files = code_closure(root, name, defined_in)
-    return {"model": name, "defined_in": str(defined_in.relative_to(root)),
-            "files": {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}}
+    return {"model": name, "defined_in": defined_in.relative_to(root).as_posix(),
+            "files": _hashes(root, set(files) | set(package_data(root, files)))}
+
+
+def stage_record(root: Path, module: str) -> dict:
+    """``data/code/stage/<module>.json``: the module's import closure and the package data it reads."""
+    files = stage_files(root, module)
+    return {"module": module, "files": _hashes(root, set(files) | set(package_data(root, files)))}
+
+
+def write_records(root: Path, out: Path | None = None) -> dict[str, dict]:
+    """Write every stage module's and every registered model's record under ``out`` (default
+    ``root/data/code``), removing any other ``.json`` there; {path relative to ``out``: record}."""
+    out = root / OUT if out is None else out
+    records = {f"stage/{m}.json": stage_record(root, m) for m in STAGE_MODULES}
+    for name, hits in sorted(registrations(root).items()):
+        if len(hits) != 1:
+            raise SystemExit(f"model {name!r}: registered in {len(hits)} files of {root / PACKAGE} (expected one)")
+        records[f"model/{name}.json"] = code_record(root, name, hits[0])
+    if out.is_dir():
+        for p in out.rglob("*.json"):
+            if p.relative_to(out).as_posix() not in records:
+                p.unlink()
+    for rel, rec in records.items():
+        write_json(out / rel, rec, sort_keys=True)
+    return records
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmark.codehash", description=__doc__.split("\n")[0])
-    ap.add_argument("model")
-    args = ap.parse_args(argv)
-    rec = code_record(paths.ROOT, args.model)
-    write_json(paths.ROOT / "data" / "code" / f"{args.model}.json", rec, sort_keys=True)
-    print(f"{args.model}: {len(rec['files'])} files ({', '.join(rec['files'])})", file=sys.stderr)
+    ap.parse_args(argv)
+    records = write_records(paths.ROOT)
+    n = len({f for r in records.values() for f in r["files"]})
+    print(f"{paths.ROOT / OUT}: {len(records)} records over {n} files", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The code stage: each model depends on its own files only, so an edit reruns only its stages."""
+"""The code stage: each stage module and each model depends on its own files only, so an edit
+reruns only the stages whose code holds it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark.codehash import code_closure, code_record
+from benchmark.codehash import STAGE_MODULES, code_closure, code_record, stage_record
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["models"])  # the one list of models
@@ -47,12 +48,31 @@ def test_unknown_model_is_a_clear_error():
         code_record(ROOT, "no_such_model")
 
 
-def test_stage_writes_a_stable_record(tmp_path):
-    shutil.copytree(ROOT / "model", tmp_path / "model")
-    run = lambda: subprocess.run([sys.executable, "-m", "benchmark.codehash", "modc"], cwd=tmp_path,  # noqa: E731
+def test_stage_writes_a_stable_record_per_stage_module_and_model(tmp_path):
+    for d in ("benchmark", "datasets", "model"):
+        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "data" / "code"
+    (out / "model").mkdir(parents=True)
+    (out / "modc.json").write_text("{}")  # the layout of the per-model stages: removed
+    (out / "model" / "gone.json").write_text("{}")  # a model no longer registered: removed
+    run = lambda: subprocess.run([sys.executable, "-m", "benchmark.codehash"], cwd=tmp_path,  # noqa: E731
                                  env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert run().returncode == 0
-    out = tmp_path / "data" / "code" / "modc.json"
-    first = out.read_bytes()
-    assert run().returncode == 0 and out.read_bytes() == first
-    assert json.loads(first)["defined_in"] == "model/modc.py"
+    written = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.json"))}
+    assert set(written) == ({f"stage/{m}.json" for m in STAGE_MODULES}
+                            | {f"model/{m}.json" for m in MODELS + ["attribute_blind"]})
+    assert run().returncode == 0
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.json"))} == written
+    assert json.loads(written["model/modc.json"])["defined_in"] == "model/modc.py"
+    train = json.loads(written["stage/benchmark.train.json"])
+    assert train["module"] == "benchmark.train" and "benchmark/codehash.py" in train["files"]
+    assert "benchmark/data/paper_results.json" in json.loads(written["stage/benchmark.report.json"])["files"]
+
+
+def test_a_comment_in_one_library_file_changes_only_the_stages_importing_it(tmp_path):
+    for d in ("benchmark", "datasets", "model"):
+        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {m: stage_record(tmp_path, m) for m in STAGE_MODULES}
+    f = tmp_path / "benchmark" / "stats.py"
+    f.write_text(f.read_text() + "\n# a comment\n")
+    assert {m for m in STAGE_MODULES if stage_record(tmp_path, m) != before[m]} == {"benchmark.leaderboard"}

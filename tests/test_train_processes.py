@@ -72,8 +72,9 @@ def test_processes_do_not_enter_the_weights_fingerprint(tmp_path, monkeypatch):
 
 
 def test_fingerprint_hashes_the_code_dvc_and_the_code_stage_see():
-    """One change detector: run_fingerprint's code is the train stage's import closure (its deps in
-    dvc.yaml, tests/test_dvc_deps.py) and the model's files (code@<model>'s record), no other."""
+    """One change detector: run_fingerprint's code is the train stage's import closure (its record,
+    data/code/stage/benchmark.train.json: tests/test_dvc_deps.py) and the model's files
+    (its data/code/model/<model>.json), no other."""
     from pathlib import Path
 
     from benchmark.codehash import code_record, stage_files
