@@ -145,10 +145,38 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
     """
     if img.shape[0] == size and img.shape[1] == size:
         return img
-    from torchvision.transforms.v2.functional import resize
+    # to_chw's view keeps the pixels channels-last: torch's uint8 fast path
+    return _resize_bilinear_aa(to_chw(img), size, size).permute(1, 2, 0).numpy()
 
-    # to_chw's view keeps the pixels channels-last: torchvision's uint8 fast path
-    return resize(to_chw(img), [size, size], antialias=True).permute(1, 2, 0).numpy()
+
+def _resize_bilinear_aa(chw: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """torchvision.transforms.v2.functional.resize(chw, [height, width], antialias=True) for a
+    (3, H, W) uint8 tensor, computed by the same torch calls (tests/test_loaders.py checks the two
+    agree pixel for pixel), without importing torchvision: its import (1.7 s) was most of the
+    start-up of every stage that shows a picture.
+
+    On the CPU, with AVX2/AVX512 (or arm64), torch resizes uint8 natively; elsewhere torchvision
+    resizes float32 and rounds back, and so does this. torchvision re-strides a channels-last
+    single image so that interpolate keeps it channels-last (pytorch issue 68430): the same here.
+    """
+    import platform
+
+    c, h, w = chw.shape
+    if (h, w) == (height, width) or chw.numel() == 0:
+        return chw
+    native = chw.device.type == "cpu" and (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+                                           or platform.machine() in ("aarch64", "arm64"))
+    x = chw.reshape(1, c, h, w)
+    strides = x.stride()
+    if x.is_contiguous(memory_format=torch.channels_last) and x.numel() != strides[0]:
+        x = x.as_strided((1, c, h, w), [x.numel(), *strides[1:]])
+    cast = chw.dtype != torch.uint8 or not native
+    if cast:
+        x = x.to(torch.float32)
+    x = torch.nn.functional.interpolate(x, size=[height, width], mode="bilinear", align_corners=False, antialias=True)
+    if cast and chw.dtype == torch.uint8:
+        x = x.round_().to(torch.uint8)
+    return x.reshape(c, height, width)
 
 
 def resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -160,10 +188,11 @@ def resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     if h == w:
         return resize_square(img, size)
-    from torchvision.transforms.v2.functional import center_crop, resize
-
-    out = resize(to_chw(img), [size], antialias=True)  # short side -> size
-    return center_crop(out, [size, size]).permute(1, 2, 0).numpy()
+    long = int(size * max(h, w) / min(h, w))  # torchvision's Resize(size): the short side to size
+    nh, nw = (size, long) if h < w else (long, size)
+    out = _resize_bilinear_aa(to_chw(img), nh, nw)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))  # CenterCrop's offsets
+    return out[:, top:top + size, left:left + size].permute(1, 2, 0).numpy()
 
 
 def preprocess_image(img: np.ndarray, size: int, mode: str = "squash") -> np.ndarray:

@@ -372,3 +372,18 @@ def test_distributed_loader_splits_the_epoch(synthetic):
         seen.append(torch.cat([bt["index"][:4] for bt in batches]))
     anchors = table.image_ids[ds.triplets.anchor]
     assert sorted(torch.cat(seen).tolist()) == sorted(anchors.tolist())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(8, 90), st.integers(8, 90), st.integers(4, 80), st.integers(0, 2**31 - 1))
+def test_resizes_equal_torchvisions_pixel_for_pixel(h, w, size, seed):
+    """resize_square / resize_center_crop compute torchvision's Resize(antialias=True) (and
+    CenterCrop) without importing it: the same pixels, enlarging or shrinking, any aspect."""
+    from torchvision.transforms.v2.functional import center_crop, resize
+
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    chw = torch.from_numpy(img).permute(2, 0, 1)
+    want_square = resize(chw, [size, size], antialias=True).permute(1, 2, 0).numpy()
+    assert np.array_equal(resize_square(img, size), want_square)
+    want_crop = center_crop(resize(chw, [size], antialias=True), [size, size]).permute(1, 2, 0).numpy()
+    assert np.array_equal(resize_center_crop(img, size), want_crop)
