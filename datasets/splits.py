@@ -296,7 +296,8 @@ def split_report(splits: pl.DataFrame, labels: pl.DataFrame, taxonomy: pl.DataFr
     gap = {"max": 0.0}
     cls = pos.group_by("global_class_id", "split").len()
     if cls.height and all(sizes.values()):
-        wide = cls.pivot(on="split", index="global_class_id", values="len").fill_null(0)
+        # sorted: group_by's row order varies between runs, and with it the last digit of the mean
+        wide = cls.pivot(on="split", index="global_class_id", values="len").fill_null(0).sort("global_class_id")
         for s in SPLITS:
             if s not in wide.columns:
                 wide = wide.with_columns(pl.lit(0).alias(s))
