@@ -293,6 +293,7 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     result["checkpoint"] = dict(checkpoints[0])  # the train stage's policy (last | best_val) and the epoch
     if len(checkpoints) > 1:
         result["checkpoint"]["epochs"] = [c["epoch"] for c in checkpoints]
+        result["checkpoint"]["epochs_run"] = [c["epochs_run"] for c in checkpoints]
 
     per_query = pl.concat(per_query_tables)
     write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)

@@ -168,7 +168,10 @@ def save_embeddings(path: Path, emb: Embeddings, ids: np.ndarray, class_level: b
     arrays = {"image_id": np.asarray(ids, dtype=np.int64), "attribute": emb.attribute.numpy().astype(np.float32),
               "class_level": np.array(bool(class_level)),
               "checkpoint_policy": np.array(str(selection.get("policy", ""))),
-              "checkpoint_epoch": np.array(int(selection["epoch"]) if selection.get("epoch") is not None else -1)}
+              "checkpoint_epoch": np.array(int(selection["epoch"]) if selection.get("epoch") is not None else -1),
+              # how long the run trained (early_stop ends it once its val curve levels off) and at most
+              "checkpoint_epochs_run": np.array(int(selection.get("epochs_run") or -1)),
+              "checkpoint_max_epochs": np.array(int(selection.get("max_epochs") or -1))}
     if emb.probs is not None:
         arrays["probs"] = emb.probs.numpy().astype(np.float32)
     if emb.class_index is not None:
@@ -207,8 +210,9 @@ def load_embeddings(path: Path) -> tuple[np.ndarray, Embeddings, bool]:
 
 
 def embeddings_checkpoint(path: Path) -> dict:
-    """{policy, epoch} of the checkpoint an embeddings file came from."""
+    """{policy, epoch, epochs_run, max_epochs} of the checkpoint an embeddings file came from."""
     with np.load(path, allow_pickle=False) as z:
-        epoch = int(z["checkpoint_epoch"]) if "checkpoint_epoch" in z else -1
+        num = lambda k: (int(z[k]) if int(z[k]) >= 0 else None) if k in z else None  # noqa: E731
         return {"policy": str(z["checkpoint_policy"]) if "checkpoint_policy" in z else None,
-                "epoch": None if epoch < 0 else epoch}
+                "epoch": num("checkpoint_epoch"), "epochs_run": num("checkpoint_epochs_run"),
+                "max_epochs": num("checkpoint_max_epochs")}

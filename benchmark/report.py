@@ -239,12 +239,18 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
     out += ["## Checkpoint evaluated", "",
             "Which epoch's weights were evaluated (`train.profiles.<profile>.checkpoint`): `last` = the final epoch; "
             "`best_val` = the epoch with the highest val MAP@all of the attribute-level ranking, as ASEN and ASEN++ "
-            "keep their `model_best` (for ASEN++, among its second stage's epochs).", "",
-            "| model | policy | epoch |", "|---|---|---|"]
+            "keep their `model_best` (for ASEN++, among its second stage's epochs). Epochs run: each seed's run "
+            "ends once its val curve levels off (`early_stop`), or at the most it may run; a run that reached that "
+            "most had not levelled off (marked *).", "",
+            "| model | policy | epoch (per seed) | epochs run (per seed) | at most |", "|---|---|---|---|---|"]
     for model, label in MODELS.items():
         ck = (metrics.get(model) or {}).get("checkpoint")
         epoch = DASH if not ck else ", ".join(str(e) for e in ck.get("epochs", [ck.get("epoch")]))
-        out.append(f"| {label} | {ck['policy'] if ck else DASH} | {epoch} |")
+        most = (ck or {}).get("max_epochs")
+        runs = (ck or {}).get("epochs_run")
+        runs = [r for r in (runs if isinstance(runs, list) else [runs]) if r is not None]
+        ran = ", ".join(f"{r}*" if most is not None and r >= most else str(r) for r in runs) or DASH
+        out.append(f"| {label} | {ck['policy'] if ck else DASH} | {epoch} | {ran} | {most if most is not None else DASH} |")
     out += [""]
 
     out += ["## 95% bootstrap confidence intervals over queries (test)", "",

@@ -228,8 +228,8 @@ def run_fingerprint(dataset: str, model: str, params: dict, seed: int) -> str:
 
 def code_files(model: str) -> list[Path]:
     """The code the weights depend on, by the rule of ``benchmark.codehash`` (the one change
-    detector): the train stage's import closure, which dvc.yaml lists as its deps, and the model's
-    files, which ``code@<model>`` hashes into ``data/code/<model>.json``. A model registered
+    detector): the train stage's import closure and the model's files, which the code stage records
+    in ``data/code/stage/benchmark.train.json`` and ``data/code/model/<model>.json``. A model registered
     outside ``model/`` (the tests' tiny ones) adds no file."""
     from benchmark.codehash import code_closure, package_data, registered_in, stage_files
 
@@ -341,16 +341,29 @@ def validation_map(model, val: ValSet, device: torch.device, *, relevance_mode: 
     return float(100.0 * ap.mean()) if len(ap) else float("nan")
 
 
+def levelled(scores: list[float], patience: int, min_delta: float) -> bool:
+    """Early stopping on the val curve (one phase's scores, in epoch order): True when the last
+    ``patience`` epochs did not raise the best score of the epochs before them by more than
+    ``min_delta`` (points of MAP@all). A non-finite score counts as no score."""
+    vals = [v if v is not None and math.isfinite(v) else -math.inf for v in scores]
+    if len(vals) <= patience:
+        return False
+    return max(vals[-patience:]) <= max(vals[:-patience]) + min_delta
+
+
 def _selection_record(policy: str, sel: dict, total_epochs: int, final_phase: str) -> dict:
     """selection.json: deterministic (no timestamps), what the evaluate stage loads and why."""
     scores = {str(k): v for k, v in sorted(sel["scores"].items())}  # every epoch's val MAP@all: the curve
+    stopped = sel.get("stopped")  # early_stop: the epoch after which the curve had levelled off
+    run = {"epochs_run": stopped["epoch"] if stopped else total_epochs, "max_epochs": total_epochs,
+           "early_stop": stopped}
     if policy == "last":
-        last = sel["scores"].get(total_epochs)
-        return {"policy": "last", "epoch": total_epochs, "phase": final_phase, "file": "checkpoint.pt",
-                "val_map_all": last, "val_scores": scores,
+        last_epoch = run["epochs_run"]
+        return {"policy": "last", "epoch": last_epoch, "phase": final_phase, "file": "checkpoint.pt",
+                "val_map_all": sel["scores"].get(last_epoch), "val_scores": scores, **run,
                 "reason": "the last epoch (train checkpoint: last)"}
     return {"policy": "best_val", "epoch": sel["best_epoch"], "phase": final_phase, "file": "best.pt",
-            "val_map_all": sel["best_score"], "val_scores": scores,
+            "val_map_all": sel["best_score"], "val_scores": scores, **run,
             "reason": f"the highest val MAP@all (attribute-level ranking) over the epochs of phase {final_phase!r}"}
 
 
@@ -560,6 +573,9 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
     if policy == "best_val" and data.val is None:
         raise ValueError("train checkpoint best_val needs TrainData(..., validation=True)")
     val_relevance = params.get("evaluate", {}).get("relevance", "all")
+    early = prof.get("early_stop")  # {patience, min_delta}: stop the last phase once its val curve levels off
+    if early and data.val is None:
+        raise ValueError("train early_stop needs TrainData(..., validation=True)")
     check_every = 1 if not cuda else 25  # a host sync per step would stall a launch-bound GPU step
     show = dist.main and sys.stderr.isatty()
 
@@ -629,6 +645,7 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
                 for b in model.buffers():
                     tdist.broadcast(b, 0)
             complete = epoch == total_epochs - 1
+            stopped = False
             score = None
             if dist.main:  # the convergence record: val MAP@all after every epoch, whatever the policy
                 score = validation_map(model, data.val, device, relevance_mode=val_relevance)
@@ -636,6 +653,19 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
                 if show:
                     print(f"[train] {dataset}/{model_name} seed {seed} epoch {epoch + 1}/{total_epochs}: "
                           f"val MAP@all {score:.2f}", file=sys.stderr)
+                if early and pi == len(phases) - 1 and not complete:  # the last phase's curve has levelled off
+                    stopped = levelled([sel["scores"].get(e + 1) for e in epochs if e <= epoch],
+                                       int(early["patience"]), float(early["min_delta"]))
+            if dist.world > 1 and early:  # rank 0 scored: every rank stops with it
+                import torch.distributed as tdist
+
+                flag = torch.tensor([int(stopped)], device=device)
+                tdist.broadcast(flag, 0)
+                stopped = bool(flag.item())
+            if stopped:
+                complete = True
+                sel["stopped"] = {"epoch": epoch + 1, "of": total_epochs, "patience": int(early["patience"]),
+                                  "min_delta": float(early["min_delta"])}
             if dist.main and policy == "best_val" and pi == len(phases) - 1:
                 # ASEN's model_best: scored after every epoch; only the last phase's epochs compete
                 if math.isfinite(score) and (sel["best_score"] is None or score > sel["best_score"]):
@@ -655,6 +685,8 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
                               "selection": {**sel, "scores": {str(k): v for k, v in sel["scores"].items()}}},
                              ckpt_file, keep_previous=True)
                 write_log(log_rows_before + rows, log_path(dataset, model_name))
+            if stopped:
+                break
     if dist.main:
         if policy == "best_val" and (sel["best_epoch"] is None or not best_path(dataset, model_name, seed).exists()):
             raise RuntimeError(f"{ckpt_file}: checkpoint best_val selected no epoch; delete {ckpt_file.parent} and retrain")

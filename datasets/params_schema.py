@@ -333,6 +333,7 @@ PROFILE = Section({
     "image_size": SIZE, "epochs": SIZE,
     "triplets_per_epoch": AnyOf((SIZE, MapOf(SIZE, keys=_model_names))),
     "batch_size": SIZE, "preprocess": Enum(("squash", "resize_crop")), "checkpoint": Enum(("last", "best_val")),
+    "early_stop": Nullable(Section({"patience": SIZE, "min_delta": NONNEG})),
     "workers": COUNT, "threads": COUNT,
 })
 

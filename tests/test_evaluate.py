@@ -154,7 +154,8 @@ def _save_checkpoint(root, name, seed=0, file="checkpoint.pt", policy="last", ep
     torch.save({"model": model.state_dict(),
                 "build": {"model_name": name, "classes_per_attribute": CLASSES, "backbone": "none",
                           "model_params": {"seed": seed}}}, d / file)
-    (d / "selection.json").write_text(json.dumps({"policy": policy, "epoch": epoch, "file": file}))
+    (d / "selection.json").write_text(json.dumps({"policy": policy, "epoch": epoch, "file": file,
+                                                  "epochs_run": epoch + 2, "max_epochs": 12}))
     return model
 
 
@@ -255,7 +256,7 @@ def test_evaluates_the_selected_checkpoint_and_records_it(tiny):
     best = _save_checkpoint(tiny, "standin_eval", seed=0, file="best.pt", policy="best_val", epoch=3)
     _run_stages("standin_eval")
     m = json.loads((tiny / "reports" / KEY / "standin_eval" / "metrics.json").read_text())
-    assert m["checkpoint"] == {"policy": "best_val", "epoch": 3}
+    assert m["checkpoint"] == {"policy": "best_val", "epoch": 3, "epochs_run": 5, "max_epochs": 12}
     images = pl.read_parquet(tiny / "data" / KEY / "validated" / "images.parquet")
     src = ImageSource(tiny / "data" / KEY / "raw", images, SIZE)
     overall, _, _ = _direct_test_map(best.eval(), list(range(20, 25)), list(range(25, 40)), _labels_by_image(tiny),

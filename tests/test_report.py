@@ -24,7 +24,7 @@ def _metrics(seed: int) -> dict:
                      "cooccurring": {"map_all": 50.0, "queries": 40, "classes": 6, "pairs": 4}}
     return {"test": split(), "val": split(),
             "class_cap": {"max_classes": 16, "gamma": 0.8, "binding_pairs": 7 + seed, "pairs": 1000, "binding_share": (7 + seed) / 1000},
-            "checkpoint": {"policy": "best_val", "epoch": 3 + seed}}
+            "checkpoint": {"policy": "best_val", "epoch": 3 + seed, "epochs_run": [5 + seed, 12], "max_epochs": 12}}
 
 
 def _write_examples(root, model):
@@ -108,8 +108,8 @@ def test_tables_match_metrics_and_paper(reports_tree):
     assert "ASEN 0.70% (7 of 1000)" in md and "M3-Net 0.80% (8 of 1000)" in md
     _, ck = report.parse_table(md, "Checkpoint evaluated")
     ck = {r[0]: r[1:] for r in ck}
-    assert ck["ASEN"] == ["best_val", "3"] and ck["M3-Net"] == ["best_val", "4"] and ck["MODC"] == ["–", "–"]
-    assert ck["M3-Net (Eq. 11 only)"] == ["–", "–"]
+    assert ck["ASEN"] == ["best_val", "3", "5, 12*", "12"] and ck["M3-Net"] == ["best_val", "4", "6, 12*", "12"]
+    assert ck["MODC"] == ["–"] * 4 and ck["M3-Net (Eq. 11 only)"] == ["–"] * 4  # a run at its most is starred
 
 
 @pytest.mark.parametrize("source, profile, comparable, mark", [

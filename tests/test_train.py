@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 import yaml
@@ -466,3 +468,61 @@ def test_a_rerun_that_reproduces_the_weights_reproduces_every_tracked_byte(tiny_
     for k in first:
         assert first[k] == second[k], k
     assert log.read_bytes() == first_log and b"images_per_s" not in first_log
+
+
+def _levelled_reference(scores, patience, min_delta):
+    """Early stopping, spelt out: the best of the epochs before the last ``patience`` ones, and
+    whether any of the last ``patience`` beat it by more than ``min_delta``."""
+    vals = [s if s is not None and s == s else float("-inf") for s in scores]
+    if len(vals) <= patience:
+        return False
+    before = float("-inf")
+    for v in vals[:len(vals) - patience]:
+        before = max(before, v)
+    for v in vals[len(vals) - patience:]:
+        if v > before + min_delta:
+            return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.just(float("nan")), st.floats(0, 100)), max_size=12),
+       st.integers(1, 4), st.floats(0, 2))
+def test_levelled_matches_its_reference(scores, patience, min_delta):
+    from benchmark.train import levelled
+
+    assert levelled(scores, patience, min_delta) == _levelled_reference(scores, patience, min_delta)
+
+
+@given(st.floats(0, 50), st.integers(1, 4), st.floats(0.0, 1.0), st.integers(2, 12))
+def test_levelled_invariants(start, patience, min_delta, n):
+    from benchmark.train import levelled
+
+    rising = [start + (min_delta + 0.5) * i for i in range(n)]  # every epoch beats the last by > min_delta
+    assert not levelled(rising, patience, min_delta)
+    flat = [start] * n
+    assert levelled(flat, patience, min_delta) == (n > patience)  # stops as soon as the window allows
+
+
+def test_early_stop_ends_a_levelled_curve_and_records_it(tiny_workdir):
+    """A curve that cannot move (lr 1e-12) stops after 1 + patience epochs of the 5 allowed; the
+    selection records the run, the checkpoint is complete (a rerun is a no-op)."""
+    from benchmark.train import checkpoint_path, read_selection
+
+    _val_queries(tiny_workdir)
+    params = make_params(tiny_workdir, epochs=5, triplets=16, batch=8, lr=1e-12)
+    _with_profile(tiny_workdir, params, checkpoint="best_val", early_stop={"patience": 2, "min_delta": 0.1})
+    train_tiny()
+    sel = read_selection(KEY, "tiny_test", 0)
+    assert sorted(int(e) for e in sel["val_scores"]) == [1, 2, 3]
+    assert sel["epochs_run"] == 3 and sel["max_epochs"] == 5 and sel["epoch"] == 1
+    assert sel["early_stop"] == {"epoch": 3, "of": 5, "patience": 2, "min_delta": 0.1}
+    ckpt = torch.load(checkpoint_path(KEY, "tiny_test", 0), weights_only=True)
+    assert ckpt["complete"] and ckpt["epoch"] == 3
+    before = checkpoint_path(KEY, "tiny_test", 0).stat().st_mtime_ns
+    train_tiny()
+    assert checkpoint_path(KEY, "tiny_test", 0).stat().st_mtime_ns == before
+    # without early_stop the same run trains all 5 epochs
+    _with_profile(tiny_workdir, params, early_stop=None)
+    train_tiny()
+    assert read_selection(KEY, "tiny_test", 0)["epochs_run"] == 5
