@@ -37,6 +37,7 @@ from benchmark.inference import (ImageSource, embeddings_checkpoint, embeddings_
                                  model_stage_arguments, resolve_device)
 from benchmark.params import load_params, training_profile
 from datasets import paths
+from datasets.taxonomy import class_offsets
 from datasets.schemas import CooccurrencePairsSchema, PerQuerySchema, read_table, write_json, write_table
 from model.base import Embeddings
 
@@ -58,7 +59,7 @@ def class_keep(emb: Embeddings, gamma: float, classes_per_attribute: list[int]) 
     idx = emb.class_index
     if emb.probs is None:  # the class level does not depend on gamma (e.g. nearest prototype)
         return torch.ones(len(idx), dtype=torch.bool)
-    offsets = torch.tensor([0] + list(classes_per_attribute[:-1])).cumsum(0)
+    offsets = torch.from_numpy(class_offsets(classes_per_attribute)[:-1])
     p = emb.probs[idx[:, 0], offsets[idx[:, 1]] + idx[:, 2]]
     # the most probable class of every (image, attribute), then looked up per row (argmax: first maximum)
     top1_bn = torch.stack([emb.probs[:, int(offsets[a]):int(offsets[a]) + m].argmax(1)
@@ -83,7 +84,7 @@ def evaluate_split(emb: Embeddings, rows_q: np.ndarray, rows_c: np.ndarray, labe
     from benchmark.retrieval import attribute_similarity, class_level_similarity, multi_granularity_scores
     from benchmark.retrieval import relevance as relevance_fn
 
-    offsets = np.cumsum([0] + list(classes_per_attribute))
+    offsets = class_offsets(classes_per_attribute)
     out: dict[str, list] = {"query_row": [], "attribute_id": []}
     tops, top_rel = [], []
     for n, m_n in enumerate(classes_per_attribute):
@@ -157,7 +158,7 @@ def cap_binding(probs: torch.Tensor | None, gamma: float, classes_per_attribute:
     """
     if probs is None:
         return None
-    offsets = np.cumsum([0] + list(classes_per_attribute))
+    offsets = class_offsets(classes_per_attribute)
     above = probs > gamma  # (n, C)
     binding = sum(int((above[:, offsets[a]:offsets[a + 1]].sum(1) > max_classes).sum())
                   for a in range(len(classes_per_attribute)))
@@ -198,7 +199,7 @@ def summarise(per_query: dict, labels: np.ndarray, classes_per_attribute: list[i
 
 def cooccurring_flags(per_query, labels, classes_per_attribute, cooc: set[int]) -> np.ndarray:
     """(Q,) bool: the query's label set S_q holds a class of a co-occurring pair."""
-    offsets = np.cumsum([0] + list(classes_per_attribute))
+    offsets = class_offsets(classes_per_attribute)
     mask = np.zeros(labels.shape[1], dtype=bool)
     mask[list(cooc)] = True
     flags = np.zeros(len(per_query["query_row"]), dtype=bool)
@@ -373,7 +374,7 @@ def _gamma_sweep(emb, role_rows, labels_m, classes_per_attribute, ev, ks, gammas
     if not class_level:
         flat = metrics["test"]["map_all"]["overall"]
         return [{"gamma": g, "map_all": flat, "excluded_share": None, "cap_binding_share": None} for g in gammas]
-    offsets = np.cumsum([0] + list(classes_per_attribute))
+    offsets = class_offsets(classes_per_attribute)
     ev_rows = np.concatenate([q, c])
     pos_r, pos_g = np.nonzero(labels_m[ev_rows])
     for g in gammas:

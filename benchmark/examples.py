@@ -13,12 +13,13 @@ import torch
 
 from benchmark.inference import ImageSource, write_npz
 from datasets.schemas import write_json
+from datasets.taxonomy import class_offsets
 
 
 def pick_example_queries(per_query: dict, labels: np.ndarray, classes_per_attribute, n: int, seed: int) -> np.ndarray:
     """Indices into per_query of ``n`` test queries, the same for every model (they depend only on
     labels, splits and the seed): half single-label, half multi-label where multi-label ones exist."""
-    offsets = np.cumsum([0] + list(classes_per_attribute))
+    offsets = class_offsets(classes_per_attribute)
     order = np.lexsort((per_query["query_row"], per_query["attribute_id"]))
     n_labels = np.array([labels[per_query["query_row"][i], offsets[a]:offsets[a + 1]].sum()
                          for i, a in enumerate(per_query["attribute_id"])])
@@ -35,7 +36,7 @@ def pick_example_queries(per_query: dict, labels: np.ndarray, classes_per_attrib
 @torch.no_grad()
 def attention_examples(model, source, ids, labels_rows, classes_per_attribute, device, seed, n):
     """Attribute-level and class-level attention maps of ``n`` images (Figure 3), or None."""
-    offsets = np.cumsum([0] + list(classes_per_attribute))
+    offsets = class_offsets(classes_per_attribute)
     rng = np.random.default_rng(seed)
     cand = [(r, a) for r in range(len(ids)) for a in range(len(classes_per_attribute))
             if labels_rows[r, offsets[a]:offsets[a + 1]].any()]

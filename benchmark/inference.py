@@ -22,6 +22,7 @@ import polars as pl
 import torch
 
 from benchmark.loaders import network_input
+from datasets.taxonomy import class_offsets
 from model.base import Embeddings, RetrievalModel
 
 
@@ -152,7 +153,7 @@ def extract_embeddings(model: RetrievalModel, source: ImageSource, ids: np.ndarr
 def ranked_pairs(labels: np.ndarray, classes_per_attribute: list[int]) -> np.ndarray:
     """(n, N) bool: image i is ranked in attribute n (as a query or a candidate) exactly when it has
     a positive label in n (``labels`` (n, C) the positive multi-hot; benchmark.evaluate)."""
-    offsets = np.cumsum([0] + list(classes_per_attribute))
+    offsets = class_offsets(classes_per_attribute)
     return np.stack([labels[:, offsets[a]:offsets[a + 1]].any(1) for a in range(len(classes_per_attribute))], 1)
 
 

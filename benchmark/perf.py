@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from datasets.taxonomy import class_offsets
+
 # Sizes: `full` is the paper's setting (ResNet-50 to layer3, 224 px, DeepFashion's 5 attributes
 # with 156-230 classes); `tiny` only proves that the code path runs (CPU tests).
 SIZES = {
@@ -81,7 +83,7 @@ def synthetic_batch(n_images: int, classes: list[int], size: int, device, channe
     attribute = torch.randint(0, n_attr, (b,), generator=g)
     cls = torch.tensor(classes)
     class_id = (torch.rand(b, generator=g) * cls[attribute]).long()
-    offsets = torch.tensor([0] + classes[:-1]).cumsum(0)
+    offsets = torch.from_numpy(class_offsets(classes)[:-1])
     targets = torch.zeros(3 * b, sum(classes))
     rows = torch.arange(b)
     targets[rows, offsets[attribute] + class_id] = 1

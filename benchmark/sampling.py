@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datasets.taxonomy import class_offsets
+
 # rejection rounds for negatives before falling back to an exact set difference per class
 _REJECTION_ROUNDS = 16
 
@@ -78,7 +80,7 @@ def build_triplet_index(positives: np.ndarray, annotated: np.ndarray, classes_pe
         raise ValueError(
             f"label shapes {positives.shape} / {annotated.shape} do not match the taxonomy ({n_attr} attributes, {n_cls} classes)"
         )
-    offsets = np.concatenate([[0], np.cumsum(cpa)[:-1]]).astype(np.int64)
+    offsets = class_offsets(cpa)[:-1]
     attr_of_class = np.repeat(np.arange(n_attr), cpa)
     # only labels in annotated attributes count (a 'drop'ped maybe leaves the attribute unannotated)
     positives = positives & annotated[:, attr_of_class]
