@@ -39,7 +39,7 @@ from benchmark.params import load_params, training_profile
 from datasets import paths
 from datasets.taxonomy import class_offsets
 from datasets.schemas import CooccurrencePairsSchema, PerQuerySchema, read_table, write_json, write_table
-from model.base import Embeddings
+from model.base import Embeddings, gamma_keep
 
 # evaluate_split's per-query arrays that are not metrics: rows, sizes of the ranked list
 QUERY_FIELDS = ("query_row", "attribute_id", "top", "top_relevant", "n_relevant", "n_candidates", "n_labels")
@@ -65,7 +65,7 @@ def class_keep(emb: Embeddings, gamma: float, classes_per_attribute: list[int]) 
     top1_bn = torch.stack([emb.probs[:, int(offsets[a]):int(offsets[a]) + m].argmax(1)
                            for a, m in enumerate(classes_per_attribute)], dim=1)  # (B, N)
     top1 = top1_bn[idx[:, 0], idx[:, 1]] if len(idx) else idx[:, 2]
-    return (p > gamma) | (idx[:, 2] == top1)
+    return gamma_keep(p, gamma, idx[:, 2] == top1)
 
 
 # ----------------------------------------------------------------------------- retrieval
@@ -159,9 +159,13 @@ def cap_binding(probs: torch.Tensor | None, gamma: float, classes_per_attribute:
     if probs is None:
         return None
     offsets = class_offsets(classes_per_attribute)
-    above = probs > gamma  # (n, C)
-    binding = sum(int((above[:, offsets[a]:offsets[a + 1]].sum(1) > max_classes).sum())
-                  for a in range(len(classes_per_attribute)))
+    binding = 0
+    for a in range(len(classes_per_attribute)):
+        block = probs[:, offsets[a]:offsets[a + 1]]
+        top1 = torch.zeros_like(block, dtype=torch.bool)
+        top1[torch.arange(len(block)), block.argmax(1)] = True
+        # the top-1 the rule adds is never more than the cap (max_classes >= 1): same count as P_n > gamma's
+        binding += int((gamma_keep(block, gamma, top1).sum(1) > max_classes).sum())
     pairs = int(probs.shape[0]) * len(classes_per_attribute)
     return {"max_classes": int(max_classes), "gamma": float(gamma), "binding_pairs": binding, "pairs": pairs,
             "binding_share": _num(binding / pairs) if pairs else None}

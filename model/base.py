@@ -39,6 +39,25 @@ class Embeddings:
         return Embeddings(f(self.attribute), f(self.probs), f(self.class_index), f(self.class_emb))
 
 
+def gamma_keep(probs: torch.Tensor, gamma: float, top1: torch.Tensor) -> torch.Tensor:
+    """The gamma rule (docs/PROTOCOL.md), the one spelling of it: a class of an (image, attribute)
+    pair is kept when its P_n > ``gamma``, and the pair's most probable class always (``top1``:
+    bool, same shape as ``probs``, True at that class). ``gamma_classes`` adds the cap: at most
+    ``max_classes``, most probable first. ``benchmark.evaluate`` filters one extraction by it."""
+    return (probs > gamma) | top1
+
+
+def gamma_classes(probs_bnm: torch.Tensor, gamma: float, max_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``probs_bnm`` (B, N, M): each pair's class probabilities, padded with values below any gamma
+    (e.g. -1). Returns ``top_m`` (B, N, K) class ids, most probable first, and ``keep`` (B, N, K)
+    bool: the classes :func:`gamma_keep` keeps, K = min(max_classes, M)."""
+    K = min(max_classes, probs_bnm.shape[-1])
+    top_p, top_m = probs_bnm.topk(K, dim=-1)
+    first = torch.zeros_like(top_p, dtype=torch.bool)
+    first[..., 0] = True
+    return top_m, gamma_keep(top_p, gamma, first)
+
+
 class RetrievalModel(nn.Module):
     #: evaluated with the multi-granularity ranking (docs/PROTOCOL.md#rankings) when True
     has_class_level: bool = False

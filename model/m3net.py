@@ -48,7 +48,7 @@ from torch import nn
 
 from model.attention import ChannelConditionalAttention, SpatialConditionalAttention, grouped_linear, pool
 from model.backbone import build_trunk, trunk_channels
-from model.base import Embeddings, RetrievalModel
+from model.base import Embeddings, RetrievalModel, gamma_classes
 from model.losses import PrototypeBank, attribute_bce, cosine_triplet, seen_mean
 from model.registry import register_model
 
@@ -230,13 +230,10 @@ class M3Net(RetrievalModel):
         alpha_bnl, x_bnc = self.attribute_branch(psi_bcl)
         probs_bC = torch.sigmoid(self.class_logits(x_bnc))
         emb_attr_bnd = F.normalize(self.project(x_bnc), dim=-1)
-        # classes per (image, attribute): P_n > gamma, else the top-1; highest first, at most max_classes
+        # classes per (image, attribute): the gamma rule (model.base.gamma_keep), at most max_classes
         padded = probs_bC.new_full((B, N * self.max_classes), -1.0)
         padded[:, self.class_slot] = probs_bC
-        K = min(max_classes, self.max_classes)
-        top_p, top_m = padded.view(B, N, self.max_classes).topk(K, dim=-1)  # (B, N, K)
-        keep_bnk = top_p > gamma
-        keep_bnk[..., 0] = True
+        top_m, keep_bnk = gamma_classes(padded.view(B, N, self.max_classes), gamma, max_classes)  # (B, N, K)
         if ranked is not None:
             keep_bnk &= ranked.to(device=keep_bnk.device, dtype=torch.bool)[:, :, None]
         K = int(keep_bnk.sum(-1).max()) if keep_bnk.numel() else 0  # inference may sync: drop unused columns
