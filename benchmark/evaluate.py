@@ -81,18 +81,15 @@ def evaluate_split(emb: Embeddings, rows_q: np.ndarray, rows_c: np.ndarray, labe
     and candidate images. Returns numpy arrays: query_row, attribute_id, one per metric, and
     ``top`` (Q, top) ranked candidate rows with ``top_relevant`` when top > 0."""
     from benchmark.metrics import retrieval_metrics
-    from benchmark.retrieval import attribute_similarity, class_level_similarity, multi_granularity_scores
+    from benchmark.retrieval import (attribute_lists, attribute_similarity, class_level_similarity,
+                                     multi_granularity_scores)
     from benchmark.retrieval import relevance as relevance_fn
 
-    offsets = class_offsets(classes_per_attribute)
     out: dict[str, list] = {"query_row": [], "attribute_id": []}
     tops, top_rel = [], []
-    for n, m_n in enumerate(classes_per_attribute):
-        sl = slice(offsets[n], offsets[n + 1])
-        qn = rows_q[labels[rows_q, sl].any(1)]  # queries: positive in n
-        cn = rows_c[labels[rows_c, sl].any(1)]  # ranked list: every candidate positive in n
-        if len(qn) == 0:
-            continue
+    # per attribute n: the queries positive in n against the ranked list, every candidate positive in n
+    for n, sl, qn, cn in attribute_lists(rows_q, rows_c, labels, classes_per_attribute):
+        m_n = classes_per_attribute[n]
         c_att = emb.attribute[cn, n].to(device)
         c_lab = torch.from_numpy(labels[cn, sl]).to(device)
         if ranking == "multi-granularity":

@@ -9,7 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["relevance", "attribute_similarity", "class_level_similarity", "multi_granularity_scores", "MG_OFFSET"]
+from datasets.taxonomy import class_offsets
+
+__all__ = ["relevance", "attribute_similarity", "class_level_similarity", "multi_granularity_scores", "MG_OFFSET",
+           "attribute_lists", "attribute_map_all"]
 
 #: added to the class-level similarity of candidates sharing a predicted class; cosines lie in
 #: [-1, 1], so [2, 4] (shared) and [-1, 1] (the rest) never overlap
@@ -124,3 +127,36 @@ def multi_granularity_scores(attr_sim: torch.Tensor, class_sim: torch.Tensor, sh
     shared = shared.to(dtype=torch.bool, device=attr_sim.device)
     cls = class_sim.to(device=attr_sim.device, dtype=torch.float64)
     return torch.where(shared, cls + MG_OFFSET, attr_sim.to(torch.float64))
+
+
+def attribute_lists(rows_q, rows_c, labels, classes_per_attribute):
+    """The protocol's ranking tasks, one per attribute n that has a query: yields ``(n, sl, qn, cn)``,
+    ``sl`` the slice of n's classes in ``labels`` ((n_images, C) bool, numpy), ``qn`` the rows of
+    ``rows_q`` positive in n (its queries), ``cn`` those of ``rows_c`` positive in n (the ranked
+    list). The one spelling of who is ranked against whom (benchmark.evaluate, the val curve)."""
+    offsets = class_offsets(classes_per_attribute)
+    for n in range(len(offsets) - 1):
+        sl = slice(offsets[n], offsets[n + 1])
+        qn = rows_q[labels[rows_q, sl].any(1)]
+        if len(qn) == 0:
+            continue
+        yield n, sl, qn, rows_c[labels[rows_c, sl].any(1)]
+
+
+def attribute_map_all(attribute_emb: torch.Tensor, rows_q, rows_c, labels, classes_per_attribute,
+                      relevance_mode: str = "all") -> float:
+    """MAP@all (%) of the attribute-level ranking: every :func:`attribute_lists` task ranked by
+    cosine (``attribute_emb`` (n_images, N, D)), relevance ``relevance_mode``, queries with no
+    relevant candidate left out, the mean over all queries (query-weighted: the evaluate stage's
+    overall figure). NaN when no query has a relevant candidate. Train's val curve."""
+    from benchmark.metrics import retrieval_metrics
+
+    aps = []
+    for n, sl, q, c in attribute_lists(rows_q, rows_c, labels, classes_per_attribute):
+        if len(c) == 0:  # no candidate: every AP is undefined, left out
+            continue
+        rel = relevance(torch.as_tensor(labels[q, sl]), torch.as_tensor(labels[c, sl]), relevance_mode)
+        aps.append(retrieval_metrics(attribute_similarity(attribute_emb[q, n], attribute_emb[c, n]), rel)["ap_all"].double())
+    ap = torch.cat(aps) if aps else torch.zeros(0, dtype=torch.float64)
+    ap = ap[~torch.isnan(ap)]
+    return float(100.0 * ap.mean()) if len(ap) else float("nan")

@@ -141,3 +141,23 @@ def test_fashionai_valid_random_embeddings_is_at_chance():
         assert torch.equal(block["ap_all"], out["ap_all"][m])
         assert torch.equal(block["ap@100"], out["ap@100"][m])
         assert abs(agg["ap_all"][f"attr{n}"] - float((R[m] / L[m]).mean()) * 100) < 3.0
+
+
+def test_attribute_map_all_is_the_evaluate_stages_overall_attribute_map():
+    """The val curve's MAP@all (benchmark.retrieval.attribute_map_all) is the evaluate stage's
+    query-weighted attribute-level figure on the same rows: one ranking-and-AP loop."""
+    import numpy as np
+
+    from benchmark.evaluate import evaluate_split
+    from benchmark.retrieval import attribute_map_all
+    from model.base import Embeddings
+
+    rng = np.random.default_rng(3)
+    cpa = [3, 4, 2]
+    labels = rng.random((40, sum(cpa))) < 0.3
+    emb = torch.nn.functional.normalize(torch.randn(40, len(cpa), 8, generator=torch.Generator().manual_seed(3)), dim=-1)
+    rows_q, rows_c = np.arange(0, 12), np.arange(12, 40)
+    per_q = evaluate_split(Embeddings(attribute=emb), rows_q, rows_c, labels, cpa, relevance="all", ks=[10],
+                           ranking="attribute")
+    ap = per_q["ap_all"][~np.isnan(per_q["ap_all"])]
+    assert attribute_map_all(emb, rows_q, rows_c, labels, cpa) == pytest.approx(100 * ap.mean(), abs=1e-9)
