@@ -37,6 +37,7 @@ from benchmark.inference import (ImageSource, embeddings_checkpoint, embeddings_
                                  model_stage_arguments, resolve_device)
 from benchmark.params import load_params, training_profile
 from datasets import paths
+from datasets.atomic import atomic_path
 from datasets.taxonomy import class_offsets
 from datasets.schemas import CooccurrencePairsSchema, PerQuerySchema, read_table, write_json, write_table
 from model.base import Embeddings, gamma_keep
@@ -313,8 +314,8 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
                                                  pl.col("cap_binding_share").cast(pl.Float64))
     if len(gamma_rows) > 1:
         g = g.with_columns(pl.Series("map_all", np.mean([[r["map_all"] for r in gr] for gr in gamma_rows], 0)))
-    rdir.mkdir(parents=True, exist_ok=True)
-    g.write_csv(rdir / "gamma.csv", float_precision=4)
+    with atomic_path(rdir / "gamma.csv") as tmp:
+        g.write_csv(tmp, float_precision=4)
     return result
 
 

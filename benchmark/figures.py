@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from datasets.atomic import atomic_path  # noqa: E402
+
 GREEN, RED = (0.1, 0.7, 0.2), (0.85, 0.1, 0.1)
 
 
@@ -68,8 +70,8 @@ def attention_figure(eval_dir: Path, out: Path, max_rows: int = 4) -> Path | Non
 
 def _save(fig, out: Path) -> Path:
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format=Path(out).suffix[1:])
     plt.close(fig)
     return out
 

@@ -22,6 +22,7 @@ import polars as pl
 import torch
 
 from benchmark.loaders import network_input
+from datasets.atomic import atomic_path
 from datasets.taxonomy import class_offsets
 from model.base import Embeddings, RetrievalModel
 
@@ -190,15 +191,11 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """
     import zipfile
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, arr in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with zf.open(info, "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
-    tmp.replace(path)
 
 
 def load_embeddings(path: Path) -> tuple[np.ndarray, Embeddings, bool]:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from datasets.atomic import write_text
 from datasets.taxonomy import class_offsets
 
 # Sizes: `full` is the paper's setting (ResNet-50 to layer3, 224 px, DeepFashion's 5 attributes
@@ -354,9 +355,7 @@ def run(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save(result):
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, out)
+        write_text(out, json.dumps(result, indent=2) + "\n")
 
     if args.only_loader:
         result = {"device": str(device), "loader": measure_loader(SIZES[args.size], workers, device)}

@@ -39,6 +39,7 @@ import torch
 from benchmark.params import load_params, resolve, training_profile
 from benchmark.shared_trunk import TRUNK_FORMAT, trunk_path, uses_shared_trunk, write_unused
 from datasets import DATASETS, paths
+from datasets.atomic import atomic_path
 from datasets.schemas import ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, read_table, write_json
 
 
@@ -185,17 +186,17 @@ def run(key: str, params: dict) -> dict:
     for seed in seeds:
         trunk, history = train_trunk(key, prof, seed, train, val)
         path = trunk_path(key, seed)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"format": TRUNK_FORMAT, "backbone": prof["backbone"], "image_size": int(prof["image_size"]),
-                    "seed": seed, "state_dict": trunk.state_dict()}, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save({"format": TRUNK_FORMAT, "backbone": prof["backbone"], "image_size": int(prof["image_size"]),
+                        "seed": seed, "state_dict": trunk.state_dict()}, tmp)
         report["seeds"][str(seed)] = {"epochs": history}
         curve += [{"seed": seed, **row} for row in history]
     seconds = time.perf_counter() - t0
     write_json(paths.reports_dir(key) / "pretrain.json", report)
     import polars as pl
 
-    pl.DataFrame(curve).write_csv(paths.reports_dir(key) / "pretrain_curve.csv", float_precision=4)
+    with atomic_path(paths.reports_dir(key) / "pretrain_curve.csv") as tmp:
+        pl.DataFrame(curve).write_csv(tmp, float_precision=4)
     write_json(paths.reports_dir(key) / "pretrain_timing.json",
                {"seconds": round(seconds, 2), "trunks": len(seeds),
                 "images_per_s": round(len(train.ids) * int(prof["pretrain"]["epochs"]) * len(seeds)

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from datasets import DATASETS, paths
+from datasets.atomic import write_text
 
 CONTROL = "attribute_blind"
 # the data stages' outputs: the same in a run with other seeds, copied so that dvc skips them
@@ -131,9 +132,8 @@ def markdown(result: dict) -> str:
 
 def write(result: dict, root: Path = paths.ROOT) -> None:
     rep = Path(root) / "reports"
-    rep.mkdir(parents=True, exist_ok=True)
-    (rep / "replication.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (rep / "replication.md").write_text(markdown(result))
+    write_text(rep / "replication.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_text(rep / "replication.md", markdown(result))
 
 
 def run(seeds: list[int], work: Path, root: Path = paths.ROOT) -> Path:

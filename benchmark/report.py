@@ -19,6 +19,7 @@ import numpy as np
 
 from benchmark.params import load_params
 from datasets import paths
+from datasets.atomic import write_text
 
 DATASETS = {"deepfashion": "DeepFashion", "fashionai": "FashionAI", "darn": "DARN"}
 # The paper's row order (Tables 2-4)
@@ -342,8 +343,7 @@ def run(params: dict) -> list[Path]:
         page = dataset_page(key, metrics, cis, paper, source, fig_paths, profile=profile, no_relevant=no_relevant,
                             board=boards[key], alpha=alpha)
         out = paths.ROOT / "reports" / f"{key}.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page)
+        write_text(out, page)
         written.append(out)
     figures_dir().mkdir(parents=True, exist_ok=True)  # a DVC out even before any figure exists
     return written

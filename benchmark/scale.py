@@ -35,6 +35,8 @@ from pathlib import Path
 
 import yaml
 
+from datasets.atomic import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path("/tmp/fashionbench-scale")
 
@@ -221,7 +223,7 @@ def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, v
     work = out / key
     work.mkdir(parents=True, exist_ok=True)
     params = work_params(key, images, image_size, base, validate_workers, train_image_size, render_size)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_text(work / "params.yaml", yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                FASHIONBENCH_LOADER_BATCHES=str(loader_batches))
     res: dict = {"images": int(images), "image_size": int(image_size), "real_images": REAL[key]["images"],
@@ -238,9 +240,9 @@ def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, v
             r["workers"] = validate_workers or os.cpu_count()
             if compare_one_worker and r["workers"] > 1:
                 one = dict(params, validate=dict(params["validate"], workers=1))
-                (work / "params.yaml").write_text(yaml.safe_dump(one, sort_keys=False))
+                write_text(work / "params.yaml", yaml.safe_dump(one, sort_keys=False))
                 r1 = run_measured(_stage_cmd(stage, key), work, out / "logs" / f"{key}-validate-1.log", env)
-                (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+                write_text(work / "params.yaml", yaml.safe_dump(params, sort_keys=False))
                 if r1["returncode"] != 0:
                     raise RuntimeError(f"scale {key}: validate with one worker failed; see {out / 'logs'}")
                 r["seconds_1_worker"] = r1["seconds"]
@@ -295,7 +297,7 @@ def _loader_main(key: str) -> int:
            "train_images": int(len(data.table)), "setup_seconds": round(t1 - t0, 3),
            "images_per_s": round(3 * bs * n / (t3 - t2), 1) if n else None}
     reports_dir(key).mkdir(parents=True, exist_ok=True)
-    (reports_dir(key) / "scale_loader.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_text(reports_dir(key) / "scale_loader.json", json.dumps(out, indent=2) + "\n")
     return 0
 
 
@@ -319,7 +321,7 @@ def _evaluate_main(key: str, model: str) -> int:
     test = result["test"]
     out = {"embedding_seconds": round(t1 - t0, 3), "embedded_images": embedded,
            "ranking_and_metrics_seconds": round(t2 - t1, 3), "test_queries": test["queries"]}
-    (reports_dir(key) / "scale_evaluate.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_text(reports_dir(key) / "scale_evaluate.json", json.dumps(out, indent=2) + "\n")
     return 0
 
 
@@ -375,7 +377,7 @@ def write_docs_table(report: dict, docs: Path) -> None:
         raise SystemExit(f"{docs}: no {TABLE_START} ... {TABLE_END} markers to put the table between")
     head, rest = text.split(TABLE_START, 1)
     _, tail = rest.split(TABLE_END, 1)
-    docs.write_text(head + TABLE_START + "\n" + markdown_table(report) + "\n" + TABLE_END + tail)
+    write_text(docs, head + TABLE_START + "\n" + markdown_table(report) + "\n" + TABLE_END + tail)
 
 
 # ----------------------------------------------------------------------------- main
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["merge"]:  # python -m benchmark.scale merge NEW INTO: NEW's datasets replace INTO's
         new, into = json.loads(Path(argv[1]).read_text()), Path(argv[2])
         old = json.loads(into.read_text()) if into.is_file() else {}
-        into.write_text(json.dumps(keep_others(new, old, set(new.get("datasets", {}))), indent=2) + "\n")
+        write_text(into, json.dumps(keep_others(new, old, set(new.get("datasets", {}))), indent=2) + "\n")
         return 0
     if argv[:1] == ["table"]:  # python -m benchmark.scale table REPORT DOCS: the docs' table from a report
         write_docs_table(json.loads(Path(argv[1]).read_text()), Path(argv[2]))
@@ -469,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(rep):
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(rep, indent=2) + "\n")
+        write_text(args.report, json.dumps(rep, indent=2) + "\n")
 
     for key, n in sizes.items():
         size = args.image_size or REAL[key]["image_size"]

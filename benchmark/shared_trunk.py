@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets import paths
+from datasets.atomic import atomic_path, write_text
 
 TRUNK_FORMAT = "fashionbench-shared-trunk-2"
 MODES = ("end_to_end", "shared")
@@ -71,7 +72,7 @@ def write_unused(folder: Path, prof_name: str) -> None:
     for f in folder.iterdir():
         if f.is_file():
             f.unlink()
-    (folder / UNUSED).write_text(json.dumps(
+    write_text(folder / UNUSED, json.dumps(
         {"trunk": "end_to_end", "profile": prof_name,
          "why": "this profile fine-tunes every model's backbone from pixels; no shared trunk is used"},
         indent=2, sort_keys=True) + "\n")
@@ -113,8 +114,5 @@ def load_features(key: str, seed: int, mmap: bool = True) -> tuple[np.ndarray, n
 def save_npy(path: Path, arr: np.ndarray) -> None:
     """np.save to a temporary name, then renamed (a killed run leaves no half file); bytes depend
     only on the array."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-    tmp.replace(path)

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from datasets import DATASETS, paths
+from datasets.atomic import atomic_path
 from datasets.schemas import (
     CooccurrenceClassesSchema,
     CooccurrencePairsSchema,
@@ -133,8 +134,8 @@ def heatmap(pairs: pl.DataFrame, classes: pl.DataFrame, taxonomy: pl.DataFrame, 
     fig.colorbar(im, ax=ax, label="co-occurrence rate (images with both / all images)")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=path.suffix[1:])
     plt.close(fig)
 
 

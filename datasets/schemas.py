@@ -218,15 +218,11 @@ def read_table(path, schema: type[pa.DataFrameModel]) -> pl.DataFrame:
 
 def write_table(df: pl.DataFrame, path, schema: type[pa.DataFrameModel]) -> pl.DataFrame:
     """Validate then write atomically, so a killed stage never leaves a half-written table."""
-    import os
-    from pathlib import Path
+    from datasets.atomic import atomic_path
 
     df = schema.validate(df)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
     return df
 
 
@@ -248,11 +244,7 @@ def write_tables(tables: dict[str, pl.DataFrame], folder, schemas: dict[str, typ
 def write_json(path, obj, *, sort_keys: bool = False) -> None:
     """A report or metrics file, written atomically (tmp + rename), indented, newline-terminated."""
     import json
-    import os
-    from pathlib import Path
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
-    os.replace(tmp, path)
+    from datasets.atomic import write_text
+
+    write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")

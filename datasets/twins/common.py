@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from datasets.atomic import atomic_path, write_bytes
+
 cv2.setNumThreads(1)
 
 KEYS = ("deepfashion", "fashionai", "darn")
@@ -131,21 +133,17 @@ def plan_image_defects(n: int, params: dict, rng: np.random.Generator, partition
 
 def write_zip(path: Path, members: dict[str, bytes]) -> None:
     """Deterministic zip: sorted members, fixed timestamps and attributes; JPEGs stored, text deflated."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with zipfile.ZipFile(tmp, "w") as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         for name in sorted(members):
             info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
             info.external_attr = 0o644 << 16
             info.create_system = 3
             info.compress_type = zipfile.ZIP_STORED if name.endswith(".jpg") else zipfile.ZIP_DEFLATED
             zf.writestr(info, members[name])
-    tmp.replace(path)
 
 
 def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode("utf-8"))
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, obj) -> None:

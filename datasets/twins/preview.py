@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from datasets.atomic import write_bytes
+
 from . import darn as DA
 from . import deepfashion as DF
 from . import fashionai as FA
@@ -48,7 +50,6 @@ def contact_sheet(key: str, result: dict, path: Path, count: int = 24, cols: int
         for j, t in enumerate(lines):
             cv2.putText(sheet, t, (x + 2, y + cell + 11 + 12 * j), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.rectangle(sheet, (x, y), (x + cell - 1, y + h - 1), (200, 200, 200), 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(".png", sheet)
-    path.write_bytes(buf.tobytes())
+    write_bytes(path, buf.tobytes())
     return path
