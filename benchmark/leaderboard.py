@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     result = build(args.dataset, load_params(args.params))
-    out = paths.ROOT / "reports" / args.dataset / "leaderboard.json"
+    out = paths.leaderboard_path(args.dataset)
     write_json(out, result)
     sig = sum(p["significant"] for p in result["pairs"].values())
     print(f"{args.dataset}: {len(result['models'])} models, {result['queries']['test']} test queries, "

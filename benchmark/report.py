@@ -51,7 +51,7 @@ def _read(path: Path) -> dict | None:
 
 
 def figures_dir() -> Path:
-    return paths.ROOT / "reports" / "figures"
+    return paths.figures_dir()
 
 
 def banner(source: str, profile: str, table) -> list[str]:
@@ -323,7 +323,7 @@ def run(params: dict) -> list[Path]:
     paper = json.loads(PAPER_RESULTS.read_text())
     n_examples = int(params.get("report", {}).get("examples", 4))
     alpha = params.get("leaderboard", {}).get("alpha")
-    boards = {key: _read(paths.ROOT / "reports" / key / "leaderboard.json") for key in DATASETS}
+    boards = {key: _read(paths.leaderboard_path(key)) for key in DATASETS}
     overview = figs.leaderboard_figure(boards, MODELS, DATASETS, figures_dir() / "leaderboard.png")
     written = []
     for key in DATASETS:
@@ -342,7 +342,7 @@ def run(params: dict) -> list[Path]:
             fig_paths.append(f)
         page = dataset_page(key, metrics, cis, paper, source, fig_paths, profile=profile, no_relevant=no_relevant,
                             board=boards[key], alpha=alpha)
-        out = paths.ROOT / "reports" / f"{key}.md"
+        out = paths.report_page(key)
         write_text(out, page)
         written.append(out)
     figures_dir().mkdir(parents=True, exist_ok=True)  # a DVC out even before any figure exists

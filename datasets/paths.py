@@ -49,6 +49,24 @@ def reports_dir(key: str) -> Path:
     return ROOT / "reports" / key
 
 
+def leaderboard_path(key: str) -> Path:
+    return reports_dir(key) / "leaderboard.json"
+
+
+def report_page(key: str) -> Path:
+    """The report stage's page of one dataset."""
+    return ROOT / "reports" / f"{key}.md"
+
+
+def figures_dir() -> Path:
+    return ROOT / "reports" / "figures"
+
+
+def twin_sheet_path(key: str) -> Path:
+    """The twins stage's contact sheet of one twin."""
+    return ROOT / "reports" / "twins" / f"{key}.png"
+
+
 def model_reports_dir(key: str, model: str) -> Path:
     return ROOT / "reports" / key / model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..paths import ROOT, twin_dir
+from ..paths import twin_dir, twin_sheet_path
 from .common import KEYS
 
 
@@ -17,7 +17,7 @@ def load_params(path: str | Path = "params.yaml") -> dict:
 
 
 def sheet_path(key: str) -> Path:
-    return ROOT / "reports" / "twins" / f"{key}.png"
+    return twin_sheet_path(key)
 
 
 def generate(key: str, params: dict, out_dir: Path | None = None, sheet: Path | None = None, progress=True) -> dict:
