@@ -325,7 +325,7 @@ def _calls_build_model(f: Path) -> bool:
 def test_builds_declares_the_stages_that_build_a_model_by_name():
     """A stage module that builds a model (``build_model``, directly or through
     ``checkpoint.load_trained_model``) is declared in BUILDS, so its model's record is required."""
-    builders = {"train": "benchmark/train.py", "embed": "benchmark/checkpoint.py", "control": "benchmark/control.py"}
+    builders = {"train": "benchmark/train_loop.py", "embed": "benchmark/checkpoint.py", "control": "benchmark/control.py"}
     for name, f in builders.items():
         assert _calls_build_model(ROOT / f), f
         assert name in BUILDS
