@@ -254,14 +254,13 @@ class ImageFolderTable(Dataset):
 
     ``image_ids`` selects and orders the rows (default: the table's order). Item i is
     (image (3, S, S) uint8, image_id). ``preprocess`` (:func:`preprocess_image`): ``squash`` or
-    ``resize_crop`` (short side to S, centre crop; the references' pipeline). ``augment`` mirrors an image with probability 1/2, the
-    decision a function of (seed, epoch, i) so that it does not depend on worker scheduling
-    (call :meth:`set_epoch`). ``cache`` keeps decoded, resized uint8 images in memory (small
-    datasets; each DataLoader worker has its own copy).
+    ``resize_crop`` (short side to S, centre crop; the references' pipeline). ``cache`` keeps
+    decoded, resized uint8 images in memory (small datasets; each DataLoader worker has its own
+    copy). Mirroring is the triplets' (:meth:`load`'s ``flip``).
     """
 
     def __init__(self, images: pl.DataFrame, raw_root, image_size: int, *, image_ids=None,
-                 augment: bool = False, seed: int = 0, cache: bool = False, preprocess: str = "squash"):
+                 cache: bool = False, preprocess: str = "squash"):
         self.raw_root = Path(raw_root)
         self.image_size = int(image_size)
         preprocess_image(np.zeros((1, 1, 3), np.uint8), 1, preprocess)  # a bad mode fails here, not in a worker
@@ -274,14 +273,10 @@ class ImageFolderTable(Dataset):
         if missing:
             raise KeyError(f"{len(missing)} image ids are not in the images table, e.g. {missing[:5]}")
         self.paths = [lookup[i] for i in self.image_ids.tolist()]
-        self.augment, self.seed, self.epoch = augment, int(seed), 0
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.image_ids)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def pixels(self, i: int) -> np.ndarray:
         """Row i decoded and resized: (S, S, 3) uint8 RGB."""
@@ -297,10 +292,7 @@ class ImageFolderTable(Dataset):
         return to_chw(self.pixels(i), flip=flip)
 
     def __getitem__(self, i: int):
-        flip = False
-        if self.augment:
-            flip = bool(np.random.default_rng([self.seed, self.epoch, int(i)]).random() < 0.5)
-        return self.load(int(i), flip=flip), int(self.image_ids[i])
+        return self.load(int(i)), int(self.image_ids[i])
 
 
 class FeatureTable(Dataset):
@@ -308,11 +300,11 @@ class FeatureTable(Dataset):
     is (features (c, h, w) float32, image_id), like :class:`ImageFolderTable`'s (image, image_id).
 
     ``features`` (n, c, h, w) (float16 on disk) has rows in the order of ``feature_ids``;
-    ``image_ids`` selects and orders the rows served. A mirrored item (``augment``, or a triplet's
-    flip) mirrors the map along its width: the twin profile's stand-in for mirroring the picture.
+    ``image_ids`` selects and orders the rows served. A mirrored item (a triplet's flip) mirrors
+    the map along its width: the twin profile's stand-in for mirroring the picture.
     """
 
-    def __init__(self, features: np.ndarray, feature_ids, *, image_ids=None, augment: bool = False, seed: int = 0):
+    def __init__(self, features: np.ndarray, feature_ids, *, image_ids=None):
         feature_ids = np.asarray(feature_ids, dtype=np.int64)
         self.image_ids = feature_ids if image_ids is None else np.asarray(image_ids, dtype=np.int64)
         row_of = {int(i): r for r, i in enumerate(feature_ids.tolist())}
@@ -321,13 +313,9 @@ class FeatureTable(Dataset):
             raise KeyError(f"{len(missing)} image ids have no cached features, e.g. {missing[:5]}")
         self.rows = np.asarray([row_of[i] for i in self.image_ids.tolist()], dtype=np.int64)
         self.features = features
-        self.augment, self.seed, self.epoch = augment, int(seed), 0
 
     def __len__(self) -> int:
         return len(self.image_ids)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def load(self, i: int, *, flip: bool = False) -> torch.Tensor:
         """Row i as (c, h, w) float32, mirrored along w if ``flip``."""
@@ -335,10 +323,7 @@ class FeatureTable(Dataset):
         return f.flip(-1) if flip else f
 
     def __getitem__(self, i: int):
-        flip = False
-        if self.augment:
-            flip = bool(np.random.default_rng([self.seed, self.epoch, int(i)]).random() < 0.5)
-        return self.load(int(i), flip=flip), int(self.image_ids[i])
+        return self.load(int(i)), int(self.image_ids[i])
 
 
 def image_loader(table: ImageFolderTable, *, batch_size: int, workers: int = 0, pin_memory: bool = False) -> DataLoader:

@@ -66,7 +66,7 @@ from pathlib import Path
 from datasets import DATASETS
 from datasets.archive import copy_file, extract, is_archive, sha256_file
 from datasets.errors import ChecksumError, DatasetError, NotThisDatasetError
-from datasets.paths import MISSING_FILE, ROOT, download_cache_dir, raw_dir, reports_dir
+from datasets.paths import MISSING_FILE, download_cache_dir, raw_dir, reports_dir
 from datasets.schemas import write_json
 
 ASEN_FILE_PREFIXES = ("filenames_", "label_", "query_", "candidate_")
@@ -82,9 +82,6 @@ def _copy_tree(src: Path, dst: Path, skip=lambda p: False) -> int:
             copy_file(p, dst / p.relative_to(src))
             n += 1
     return n
-
-
-_link_tree = _copy_tree  # the old name
 
 
 def caps(acq: dict) -> dict:
@@ -451,8 +448,6 @@ def main(argv: list[str] | None = None) -> int:
               f"at concurrency {t['concurrency']}")
     return 0
 
-
-_ = ROOT
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -67,46 +67,20 @@ def unpack_thumbnails(data: bytes | None) -> tuple[np.ndarray, np.ndarray] | Non
             a[n:].reshape(THUMB_COLOUR, THUMB_COLOUR, 3).astype(np.float32))
 
 
-def thumb(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(32x32 grey, 8x8 colour BGR) thumbnails of an image file, float32 (check_image's, from the
-    same decode); None when the file does not decode."""
-    import cv2
-
-    from datasets.parsers import decode
-
-    img = decode(Path(path).read_bytes()) if Path(path).is_file() else None
-    if img is None or img.ndim != 3 or img.shape[2] != 3:
-        return None
-    return unpack_thumbnails(thumbnails(img, cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)))
-
-
-def confirm_near(pairs, thumb_of, max_mad: float) -> list[tuple[int, int]]:
-    """Keep the pHash candidate pairs whose thumbnails (``thumb_of(i)``: thumb()'s pair or None)
-    also agree, each within max_mad levels (mean absolute difference): the 32x32 grey ones (a hash
-    alone pairs unrelated images with flat backgrounds) and the 8x8 colour ones (grey agrees on
-    pictures of the same layout in other colours: seen among 10,000 DeepFashion twin images, grey
-    7.5 levels apart, colour 38; 8x8 because the chroma of a small JPEG copy is blurred, up to 9
-    levels at 32x32, 4 at 8x8). The thumbnails come from check_image, made while each image was
-    decoded in a worker: confirming never decodes an image again (at 289,222 images with bunched
-    hashes that second decode, in one process, was most of the stage)."""
-    cache: dict[int, tuple | None] = {}
-    out = []
-    for a, b in pairs:
-        for i in (a, b):
-            if i not in cache:
-                cache[i] = thumb_of(i)
-        ta, tb = cache[a], cache[b]
-        if ta is not None and tb is not None and all(float(np.abs(x - y).mean()) <= max_mad for x, y in zip(ta, tb)):
-            out.append((a, b))
-    return out
-
-
 def confirm_near_array(pairs: np.ndarray, thumbs: dict[int, bytes | None], max_mad: float,
                        block: int = 1 << 16) -> list[tuple[int, int]]:
-    """confirm_near over a (k, 2) array of id pairs with the thumbnails of check_image, vectorised:
-    the same pairs kept (tests compare it with confirm_near), in blocks of ``block`` pairs. Bunched
-    hashes give millions of candidate pairs at full size (a Python loop over them was most of the
-    stage); here a pair costs a few vector operations on 1,216 bytes."""
+    """Keep the pHash candidate pairs ((k, 2) ids) whose thumbnails (``thumbs``: check_image's, by
+    id; None: none) also agree, each within max_mad levels (mean absolute difference): the 32x32
+    grey ones (a hash alone pairs unrelated images with flat backgrounds) and the 8x8 colour ones
+    (grey agrees on pictures of the same layout in other colours: seen among 10,000 DeepFashion twin
+    images, grey 7.5 levels apart, colour 38; 8x8 because the chroma of a small JPEG copy is
+    blurred, up to 9 levels at 32x32, 4 at 8x8). The thumbnails come from check_image, made while
+    each image was decoded in a worker: confirming never decodes an image again (at 289,222 images
+    with bunched hashes that second decode, in one process, was most of the stage).
+
+    Vectorised, in blocks of ``block`` pairs (the tests compare it with a plain per-pair loop):
+    bunched hashes give millions of candidate pairs at full size (a Python loop over them was most
+    of the stage); here a pair costs a few vector operations on 1,216 bytes."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if not len(pairs):
         return []
@@ -125,7 +99,7 @@ def confirm_near_array(pairs: np.ndarray, thumbs: dict[int, bytes | None], max_m
         p = pairs[s0:s0 + block]
         ra, rb = np.searchsorted(ids, p[:, 0]), np.searchsorted(ids, p[:, 1])
         d = np.abs(T[ra].astype(np.int16) - T[rb].astype(np.int16))
-        # exact integer sums; divided in float32 as confirm_near's float32 mean is
+        # exact integer sums; divided in float32 as a float32 mean of the thumbnails is
         grey = d[:, :ng].sum(1, dtype=np.int64).astype(np.float32) / np.float32(ng)
         colour = d[:, ng:].sum(1, dtype=np.int64).astype(np.float32) / np.float32(width - ng)
         keep = ok[ra] & ok[rb] & (grey.astype(np.float64) <= max_mad) & (colour.astype(np.float64) <= max_mad)

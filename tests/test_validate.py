@@ -14,6 +14,40 @@ from datasets.parse import build_tables, parse_raw, write_tables
 from datasets.validate import load_tables, main as validate_main, validate_tables, write_validated
 from tests.fixtures_data import write_deepfashion
 
+
+def thumb(path):
+    """(32x32 grey, 8x8 colour BGR) thumbnails of an image file, float32 (check_image's, from a
+    decode of its own); None when the file does not decode."""
+    from pathlib import Path
+
+    import cv2
+
+    from datasets.parsers import decode
+    from datasets.validate import thumbnails, unpack_thumbnails
+
+    img = decode(Path(path).read_bytes()) if Path(path).is_file() else None
+    if img is None or img.ndim != 3 or img.shape[2] != 3:
+        return None
+    return unpack_thumbnails(thumbnails(img, cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)))
+
+
+def confirm_near(pairs, thumb_of, max_mad: float) -> list[tuple[int, int]]:
+    """The plain per-pair loop confirm_near_array (the stage's) is checked against: the pairs whose
+    thumbnails (``thumb_of(i)``: thumb()'s pair or None) agree, grey and colour, each within max_mad
+    levels of mean absolute difference."""
+    import numpy as np
+
+    cache: dict = {}
+    out = []
+    for a, b in pairs:
+        for i in (a, b):
+            if i not in cache:
+                cache[i] = thumb_of(i)
+        ta, tb = cache[a], cache[b]
+        if ta is not None and tb is not None and all(float(np.abs(x - y).mean()) <= max_mad for x, y in zip(ta, tb)):
+            out.append((a, b))
+    return out
+
 PARAMS = {"max_bad_fraction": 0.6, "min_side": 32, "maybe_policy": "negative", "near_duplicate_max_mad": 8.0,
           "near_duplicate_hamming": load_params()["validate"]["near_duplicate_hamming"], "workers": 1}
 
@@ -261,7 +295,7 @@ def test_resized_copies_the_twins_did_not_choose_are_all_found_and_nothing_else(
 
     from datasets.neardup import near_pairs as pairs_of
     from datasets.twins.build import build
-    from datasets.validate import check_images, confirm_near, confirm_near_array, thumb, unpack_thumbnails
+    from datasets.validate import check_images, confirm_near_array, unpack_thumbnails
 
     tp = copy.deepcopy(load_params()["twins"])
     tp["deepfashion"]["images"] = 150
@@ -303,7 +337,7 @@ def test_same_layout_in_other_colours_is_not_a_near_duplicate(tmp_path):
     import numpy as np
 
     from datasets.neardup import near_pairs as pairs_of
-    from datasets.validate import check_images, confirm_near, thumb
+    from datasets.validate import check_images
 
     rng = np.random.default_rng(5)
     g = cv2.GaussianBlur(rng.uniform(60, 200, (300, 300)).astype(np.float32), (0, 0), 12)
@@ -329,7 +363,7 @@ def test_vectorised_confirmation_equals_the_pair_loop(data):
     a few levels apart around max_mad, some missing (undecodable), any block size."""
     import numpy as np
 
-    from datasets.validate import confirm_near, confirm_near_array, unpack_thumbnails
+    from datasets.validate import confirm_near_array, unpack_thumbnails
 
     n = data.draw(st.integers(2, 12))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))

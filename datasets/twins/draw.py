@@ -823,8 +823,6 @@ def render(spec, size, rng):
         hw_ = SILHOUETTES[sil][3]
         for x in np.arange(-hw_, hw_, 0.03):
             cv2.line(img, cv.p(x, hem_y - 0.02), cv.p(x + 0.015, hem_y - 0.02), (60, 150, 230), 1)
-    if "length" in spec.get("box_hem", ()):
-        pass
     # hem box (for length classes)
     if kind != "pants":
         hw_ = SILHOUETTES[sil][3]
