@@ -4,11 +4,11 @@ val curve, the timing), the step log and val curve as CSV, and each seed's selec
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 from benchmark.checkpoint import read_selection
 from datasets import paths
+from datasets.atomic import atomic_path
 from datasets.schemas import write_json
 
 _LOG_HEAD = ["step", "epoch", "lr", "loss"]
@@ -40,15 +40,11 @@ def write_val_curve(dataset: str, model: str, seeds: list[int]) -> None:
         sel = read_selection(dataset, model, s)
         rows += [{"seed": int(s), "epoch": int(e), "val_map_all": v} for e, v in
                  sorted(((int(e), v) for e, v in sel.get("val_scores", {}).items()))]
-    path = val_curve_path(dataset, model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(val_curve_path(dataset, model)) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["seed", "epoch", "val_map_all"])
         w.writeheader()
         for r in rows:
             w.writerow({**r, "val_map_all": "" if r["val_map_all"] is None else f"{r['val_map_all']:.4f}"})
-    os.replace(tmp, path)
 
 
 
@@ -61,14 +57,11 @@ def write_log(rows: list[dict], path: Path) -> None:
     a rerun that reproduces the weights reproduces this file byte for byte (timings: timing_path)."""
     terms = sorted({k for r in rows for k in r if k.startswith("loss_")})
     cols = _LOG_HEAD + terms + _LOG_TAIL
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({c: r.get(c, "") for c in cols})
-    os.replace(tmp, path)
 
 
 

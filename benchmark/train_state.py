@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from benchmark.checkpoint import CheckpointError, previous_checkpoint_path, read_checkpoint
+from datasets.atomic import atomic_path
 
 
 def _rng_state() -> dict:
@@ -41,19 +42,17 @@ def _set_rng_state(st: dict) -> None:
 def _atomic_save(obj, path: Path, keep_previous: bool = False) -> None:
     """Write ``obj`` to ``path`` atomically; with ``keep_previous`` the file it replaces is kept as
     :func:`previous_checkpoint_path` (linked there first, so ``path`` exists at every moment)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    if keep_previous and path.exists():
-        prev = previous_checkpoint_path(path)
-        prev.unlink(missing_ok=True)
-        try:
-            os.link(path, prev)  # both in the stage's own folder
-        except OSError:
-            import shutil
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+        if keep_previous and path.exists():
+            prev = previous_checkpoint_path(path)
+            prev.unlink(missing_ok=True)
+            try:
+                os.link(path, prev)  # both in the stage's own folder
+            except OSError:
+                import shutil
 
-            shutil.copyfile(path, prev)
-    os.replace(tmp, path)
+                shutil.copyfile(path, prev)
 
 
 def load_resume_checkpoint(path: Path, main: bool = True) -> dict | None:
@@ -79,11 +78,10 @@ def load_resume_checkpoint(path: Path, main: bool = True) -> dict | None:
         # the unreadable latest must not become the next "previous": replace it by the previous
         # one (both in the stage's own folder), or remove it when there is none to resume from
         if ckpt is not None:
-            tmp = path.with_name(path.name + ".tmp")
             import shutil
 
-            shutil.copyfile(prev, tmp)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                shutil.copyfile(prev, tmp)
             print(f"[train] resuming from the previous checkpoint {prev}", file=sys.stderr)
         else:
             path.unlink(missing_ok=True)

@@ -17,9 +17,10 @@ def validation_map(model, val: ValSet, device: torch.device, *, relevance_mode: 
     query image positive in n against every val candidate positive in n, relevance ``relevance_mode``;
     queries with no relevant candidate are left out; the mean over all queries (query-weighted, the
     overall figure of the evaluate stage). NaN when no query has a relevant candidate."""
+    import numpy as np
+
     from benchmark.loaders import image_loader, network_input
-    from benchmark.metrics import retrieval_metrics
-    from benchmark.retrieval import attribute_similarity, relevance
+    from benchmark.retrieval import attribute_map_all
 
     was_training = model.training
     model.eval()
@@ -30,21 +31,9 @@ def validation_map(model, val: ValSet, device: torch.device, *, relevance_mode: 
             none = torch.zeros(len(x), len(val.classes_per_attribute), dtype=torch.bool, device=x.device)
             embs.append(model.embed(x, ranked=none).attribute.float().cpu())
     model.train(was_training)
-    emb = torch.cat(embs)  # (n, N, D)
-    aps = []
-    start = 0
-    for n, m_n in enumerate(val.classes_per_attribute):
-        lab = val.labels[:, start:start + m_n]
-        start += m_n
-        pos = lab.any(1)
-        q, c = torch.nonzero(pos & val.is_query).flatten(), torch.nonzero(pos & ~val.is_query).flatten()
-        if len(q) == 0 or len(c) == 0:
-            continue
-        per_q = retrieval_metrics(attribute_similarity(emb[q, n], emb[c, n]), relevance(lab[q], lab[c], relevance_mode))
-        aps.append(per_q["ap_all"].double())
-    ap = torch.cat(aps) if aps else torch.zeros(0, dtype=torch.float64)
-    ap = ap[~torch.isnan(ap)]
-    return float(100.0 * ap.mean()) if len(ap) else float("nan")
+    is_q = val.is_query.numpy()
+    return attribute_map_all(torch.cat(embs), np.flatnonzero(is_q), np.flatnonzero(~is_q), val.labels.numpy(),
+                             val.classes_per_attribute, relevance_mode)
 
 
 def levelled(scores: list[float], patience: int, min_delta: float) -> bool:
