@@ -10,7 +10,10 @@ reports/), then runs there, each as its own process: the twin generator, acquire
 archive; DARN downloaded from the loopback server), parse, validate (with validate.workers
 processes and, for the speed-up, once more with one), splits, co-occurrence, the training loader
 (triplet batches of the twin profile, no model), train (the twin profile, one epoch of two
-batches: a model to evaluate) and evaluate (val and test at the sizes the splits give).
+batches: a model to evaluate) and evaluate (val and test at the sizes the splits give). The
+pipeline's stages run by dvc.yaml's own commands (``benchmark.dvcfile``: ``twins@<key>``,
+``train@<key>-m3net``, ...); the loader and evaluate measurements are this module's
+``_loader KEY --batches N`` and ``_evaluate KEY MODEL``, which call the pipeline's functions.
 
 Each stage's wall time and peak resident memory go into --report (default reports/scale.json) as
 ``datasets.<key>.stages.<stage>.{seconds, peak_rss_gb}``. Peak RSS is that of the stage's whole
@@ -35,6 +38,8 @@ from pathlib import Path
 
 import yaml
 
+from benchmark import dvcfile
+from datasets import paths
 from datasets.atomic import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +74,11 @@ TRAIN_IMAGE_SIZE = 64
 MAX_CLASSES = 3
 
 STAGES = ("twins", "acquire", "parse", "validate", "splits", "cooccurrence", "loader", "train", "evaluate")
+#: the scale run's own measurements (this module's subcommands); every other stage is dvc.yaml's, run by its command
+MEASURED_HERE = ("loader", "evaluate")
 TRAIN_MODEL = "m3net"
+#: triplet batches the loader measurement draws (--loader-batches)
+LOADER_BATCHES = 20
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -163,7 +172,7 @@ def work_params(key: str, images: int, image_size: int, base: dict, validate_wor
         p["twins"]["defects"].update(DARN_DEAD)  # dead links: validate.max_dead_link_fraction, not max_bad_fraction
     for k in p["acquire"]:
         if isinstance(p["acquire"][k], dict) and "source" in p["acquire"][k]:
-            p["acquire"][k].update(source="twin", path=f"data/twins/{k}", sha256=None)
+            p["acquire"][k].update(source="twin", path=paths.twin_dir(k).as_posix(), sha256=None)
     p["validate"]["workers"] = int(validate_workers)
     p["train"]["profile"] = "twin"
     p["train"]["seeds"] = [0]
@@ -175,19 +184,29 @@ def work_params(key: str, images: int, image_size: int, base: dict, validate_wor
     return p
 
 
-def _stage_cmd(stage: str, key: str) -> list[str]:
+def dvc_stage(stage: str, key: str) -> str:
+    """dvc.yaml's name of a scale stage on ``key``: ``parse@darn``, ``train@darn-m3net``."""
+    return f"{stage}@{key}-{TRAIN_MODEL}" if stage == "train" else f"{stage}@{key}"
+
+
+def stage_cmd(stage: str, key: str, pipeline: dict, loader_batches: int = LOADER_BATCHES) -> list[str]:
+    """The process a scale stage runs: the pipeline's stages by dvc.yaml's command (``pipeline``:
+    ``benchmark.dvcfile.expanded_stages``; ``python`` is this interpreter), the loader and evaluate
+    measurements by this module's subcommands."""
     py = sys.executable
-    return {
-        "twins": [py, "-m", "datasets.twins", key],
-        "acquire": [py, "-m", "datasets.acquire", key],
-        "parse": [py, "-m", "datasets.parse", key],
-        "validate": [py, "-m", "datasets.validate", key],
-        "splits": [py, "-m", "datasets.splits", key],
-        "cooccurrence": [py, "-m", "datasets.cooccurrence", key],
-        "loader": [py, "-m", "benchmark.scale", "_loader", key],
-        "train": [py, "-m", "benchmark.train", key, TRAIN_MODEL],
-        "evaluate": [py, "-m", "benchmark.scale", "_evaluate", key, TRAIN_MODEL],
-    }[stage]
+    if stage == "loader":
+        return [py, "-m", "benchmark.scale", "_loader", key, "--batches", str(int(loader_batches))]
+    if stage == "evaluate":
+        return [py, "-m", "benchmark.scale", "_evaluate", key, TRAIN_MODEL]
+    cmd = pipeline[dvc_stage(stage, key)]["cmd"]
+    if len(cmd) != 1:
+        raise ValueError(f"dvc.yaml's {dvc_stage(stage, key)} runs {len(cmd)} commands; the scale run times one")
+    return dvcfile.argv(cmd[0], python=py)
+
+
+def measured_path(key: str, stage: str) -> Path:
+    """What the loader and evaluate measurements write (in the work folder): their numbers for the report."""
+    return paths.reports_dir(key) / f"scale_{stage}.json"
 
 
 def _read(path: Path) -> dict:
@@ -199,14 +218,14 @@ def counts(work: Path, key: str) -> dict:
     import polars as pl
 
     out: dict = {}
-    man = _read(work / "data" / "twins" / key / "manifest.json")
+    man = _read(work / paths.twin_dir(key) / "manifest.json")
     if man:
         out["twin_images"] = man["counts"]["images"]
-    v = _read(work / "reports" / key / "validation.json")
+    v = _read(work / paths.reports_dir(key) / "validation.json")
     if v:
         out["validated"] = v["tables"]["images"]
         out["lines_quarantined_at_parse"] = v["tables"]["annotation_lines_quarantined_at_parse"]
-    sp = work / "data" / key / "splits.parquet"
+    sp = work / paths.splits_path(key)
     if sp.is_file():
         s = pl.read_parquet(sp)
         out["splits"] = {f"{a}/{b}": n for a, b, n in
@@ -216,7 +235,8 @@ def counts(work: Path, key: str) -> dict:
 
 
 def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, validate_workers: int,
-                compare_one_worker: bool, loader_batches: int, stages=STAGES, train_image_size: int = TRAIN_IMAGE_SIZE,
+                compare_one_worker: bool, loader_batches: int = LOADER_BATCHES, stages=STAGES,
+                train_image_size: int = TRAIN_IMAGE_SIZE,
                 render_size: int = RENDER_SIZE, on_stage=None) -> dict:
     """Every stage of ``stages`` on a twin of ``images`` images in out/<key>/; the dataset's record.
     ``on_stage(record)`` is called after each stage with the record so far (``partial``: true)."""
@@ -224,13 +244,15 @@ def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, v
     work.mkdir(parents=True, exist_ok=True)
     params = work_params(key, images, image_size, base, validate_workers, train_image_size, render_size)
     write_text(work / "params.yaml", yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               FASHIONBENCH_LOADER_BATCHES=str(loader_batches))
+    # the repository's dvc.yaml over the work folder's params: the commands DVC would run there
+    pipeline = dvcfile.expanded_stages(ROOT, params=work / "params.yaml")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res: dict = {"images": int(images), "image_size": int(image_size), "real_images": REAL[key]["images"],
                  "render_size": params["twins"]["render_size"], "train_image_size": int(train_image_size),
                  "work": str(work), "stages": {}}
     for stage in stages:
-        r = run_measured(_stage_cmd(stage, key), work, out / "logs" / f"{key}-{stage}.log", env)
+        cmd = stage_cmd(stage, key, pipeline, loader_batches)
+        r = run_measured(cmd, work, out / "logs" / f"{key}-{stage}.log", env)
         if r["returncode"] != 0:
             tail = (out / "logs" / f"{key}-{stage}.log").read_text()[-3000:]
             raise RuntimeError(f"scale {key}: stage {stage} failed (exit {r['returncode']}); "
@@ -241,7 +263,7 @@ def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, v
             if compare_one_worker and r["workers"] > 1:
                 one = dict(params, validate=dict(params["validate"], workers=1))
                 write_text(work / "params.yaml", yaml.safe_dump(one, sort_keys=False))
-                r1 = run_measured(_stage_cmd(stage, key), work, out / "logs" / f"{key}-validate-1.log", env)
+                r1 = run_measured(cmd, work, out / "logs" / f"{key}-validate-1.log", env)
                 write_text(work / "params.yaml", yaml.safe_dump(params, sort_keys=False))
                 if r1["returncode"] != 0:
                     raise RuntimeError(f"scale {key}: validate with one worker failed; see {out / 'logs'}")
@@ -252,10 +274,10 @@ def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, v
                 r["speedup_vs_1_worker"] = 1.0
             else:
                 r["speedup_vs_1_worker"] = None  # not measured (--no-compare)
-            rep = _read(work / "reports" / key / "validation.json")
+            rep = _read(work / paths.reports_dir(key) / "validation.json")
             r["duplicate_groups"] = {k: rep["duplicate_groups"][k] for k in ("exact", "near")}
-        if stage in ("loader", "evaluate"):
-            r.update(_read(work / "reports" / key / f"scale_{stage}.json"))
+        if stage in MEASURED_HERE:
+            r.update(_read(work / measured_path(key, stage)))
         res["stages"][stage] = r
         if on_stage is not None:
             on_stage(dict(res, partial=True))
@@ -266,21 +288,19 @@ def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, v
 
 # ----------------------------------------------------------------------------- stage bodies without a module
 
-def _loader_main(key: str) -> int:
-    """Triplet batches of the training loader (twin profile: its image size and workers), no model:
-    the loader's throughput in images per second (3 images per triplet)."""
+def _loader_main(key: str, n_batches: int = LOADER_BATCHES) -> int:
+    """``n_batches`` triplet batches of the training loader (twin profile: its image size and
+    workers), no model: the loader's throughput in images per second (3 images per triplet)."""
     import torch
 
     from benchmark.loaders import TripletDataset, triplet_loader
     from benchmark.params import load_params, training_profile
     from benchmark.sampling import sample_triplets
     from benchmark.train import TrainData
-    from datasets.paths import reports_dir
 
     torch.set_num_threads(1)
     params = load_params()
     prof = training_profile(params)
-    n_batches = int(os.environ.get("FASHIONBENCH_LOADER_BATCHES", "20"))
     t0 = time.perf_counter()
     data = TrainData(key, int(prof["image_size"]), params["validate"]["maybe_policy"], cache=False)
     t1 = time.perf_counter()
@@ -296,8 +316,8 @@ def _loader_main(key: str) -> int:
     out = {"batches": n, "batch_size": bs, "image_size": int(prof["image_size"]), "workers": int(prof.get("workers", 0)),
            "train_images": int(len(data.table)), "setup_seconds": round(t1 - t0, 3),
            "images_per_s": round(3 * bs * n / (t3 - t2), 1) if n else None}
-    reports_dir(key).mkdir(parents=True, exist_ok=True)
-    write_text(reports_dir(key) / "scale_loader.json", json.dumps(out, indent=2) + "\n")
+    measured_path(key, "loader").parent.mkdir(parents=True, exist_ok=True)
+    write_text(measured_path(key, "loader"), json.dumps(out, indent=2) + "\n")
     return 0
 
 
@@ -306,7 +326,6 @@ def _evaluate_main(key: str, model: str) -> int:
     and test image) then evaluate (rankings, metrics, bootstrap, the figures' data)."""
     from benchmark import embed, evaluate
     from benchmark.params import load_params
-    from datasets.paths import reports_dir
 
     params = load_params()
     t0 = time.perf_counter()
@@ -321,7 +340,7 @@ def _evaluate_main(key: str, model: str) -> int:
     test = result["test"]
     out = {"embedding_seconds": round(t1 - t0, 3), "embedded_images": embedded,
            "ranking_and_metrics_seconds": round(t2 - t1, 3), "test_queries": test["queries"]}
-    write_text(reports_dir(key) / "scale_evaluate.json", json.dumps(out, indent=2) + "\n")
+    write_text(measured_path(key, "evaluate"), json.dumps(out, indent=2) + "\n")
     return 0
 
 
@@ -418,8 +437,12 @@ def _sizes(args) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["_loader"]:
-        return _loader_main(argv[1])
+    if argv[:1] == ["_loader"]:  # python -m benchmark.scale _loader KEY [--batches N], in the work folder
+        lp = argparse.ArgumentParser(prog="python -m benchmark.scale _loader")
+        lp.add_argument("key")
+        lp.add_argument("--batches", type=int, default=LOADER_BATCHES)
+        la = lp.parse_args(argv[1:])
+        return _loader_main(la.key, la.batches)
     if argv[:1] == ["_evaluate"]:
         return _evaluate_main(argv[1], argv[2])
     if argv[:1] == ["merge"]:  # python -m benchmark.scale merge NEW INTO: NEW's datasets replace INTO's
@@ -442,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"the model's input size, twin profile end to end (default {TRAIN_IMAGE_SIZE})")
     ap.add_argument("--validate-workers", type=int, default=0, help="validate.workers in the work folder (0: all cores)")
     ap.add_argument("--no-compare", action="store_true", help="skip validate's second run with one worker")
-    ap.add_argument("--loader-batches", type=int, default=20)
+    ap.add_argument("--loader-batches", type=int, default=LOADER_BATCHES,
+                    help=f"triplet batches the loader measurement draws (default {LOADER_BATCHES})")
     ap.add_argument("--report", type=Path, default=ROOT / "reports" / "scale.json")
     ap.add_argument("--docs", type=Path, default=None, help="also write the table into this file (docs/SCALE.md)")
     ap.add_argument("--add", action="store_true", help="keep the records of the other datasets in --report")
@@ -461,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.add and args.report.is_file():  # keep the other datasets' records of an earlier report
         report = keep_others(report, json.loads(args.report.read_text()), set(sizes))
     if args.stages:
-        if "twins" not in args.stages and not all((out / k / "data" / "twins" / k).is_dir() for k in sizes):
+        if "twins" not in args.stages and not all((out / k / paths.twin_dir(k)).is_dir() for k in sizes):
             raise SystemExit(f"--stages without twins needs the twins an earlier run left in {out}")
         old = json.loads(args.report.read_text()) if args.report.is_file() else {}
         report = dict(old, datasets=old.get("datasets", {}))

@@ -18,7 +18,8 @@ rules, for every stage (foreach and matrix expanded):
 - the code stage's deps hold every file of every record, so an edit anywhere in a closure reruns
   it, and then (DVC compares each record by md5) exactly the stages whose closure holds the file.
 
-Pure ast, bytecode and yaml: nothing of torch is imported.
+Pure ast, bytecode and yaml (dvc.yaml expanded by ``benchmark.dvcfile``, as the scale run reads it):
+nothing of torch is imported.
 """
 
 from __future__ import annotations
@@ -26,92 +27,35 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import itertools
 import json
 import modulefinder
-import re
 import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
-from benchmark import codehash
+from benchmark import codehash, dvcfile
 from benchmark.codehash import ALWAYS, has_code, model_json, stage_json
+from benchmark.dvcfile import substitute
 
 ROOT = Path(__file__).resolve().parents[1]
-DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())  # DVC loads params.yaml as variables
-MODELS = list(PARAMS["models"])
+DVC, VARS = dvcfile.load(ROOT)  # dvc.yaml, and its variables: params.yaml's keys and dvc.yaml's vars
+MODELS = list(VARS["models"])
 CODE_STAGE = "code"
 CODE_DIRS = tuple(DVC["stages"][CODE_STAGE]["deps"])  # the source folders: the code stage's deps
 
 # stage -> the model it builds by name through the registry (a template over the stage's variables)
 BUILDS = {"train": "${item.model}", "embed": "${item.model}", "control": "attribute_blind"}
 
-_VAR = re.compile(r"\$\{([^}]+)\}")
-
-
-def _lookup(ctx: dict, name: str):
-    v = ctx
-    for part in name.split("."):
-        v = v[part]
-    return v
-
-
-def _sub(x, ctx: dict):
-    if isinstance(x, str):
-        return _VAR.sub(lambda m: str(_lookup(ctx, m.group(1))), x)
-    if isinstance(x, list):
-        return [_sub(v, ctx) for v in x]
-    if isinstance(x, dict):
-        return {_sub(k, ctx): _sub(v, ctx) for k, v in x.items()}
-    return x
-
-
-def _resolve(value, ctx: dict):
-    m = _VAR.fullmatch(value) if isinstance(value, str) else None
-    return _lookup(ctx, m.group(1)) if m else value
-
-
 def expanded_stages() -> dict[str, tuple[str, dict]]:
-    """``{"train@darn-asen": ("train", {"cmd", "deps", "outs", "builds"})}``: every stage of dvc.yaml."""
-    ctx = dict(PARAMS)
-    for v in DVC.get("vars", []):
-        ctx.update(v)
-    out = {}
-    for name, st in DVC["stages"].items():
-        if "foreach" in st:
-            items = _resolve(st["foreach"], ctx)
-            pairs = items.items() if isinstance(items, dict) else ((i, i) for i in items)
-            variants = [(str(k), {**ctx, "item": v, "key": k}, st["do"]) for k, v in pairs]
-        elif "matrix" in st:
-            axes = {k: _resolve(v, ctx) for k, v in st["matrix"].items()}
-            variants = [("-".join(map(str, combo)), {**ctx, "item": dict(zip(axes, combo))}, st)
-                        for combo in itertools.product(*(list(v) for v in axes.values()))]
-        else:
-            variants = [(None, ctx, st)]
-        for suffix, c, body in variants:
-            full = f"{name}@{suffix}" if suffix is not None else name
-            out[full] = (name, {
-                "cmd": _sub(body["cmd"], c),
-                "deps": [d if isinstance(d, str) else next(iter(d)) for d in _sub(body.get("deps", []), c)],
-                "outs": [o if isinstance(o, str) else next(iter(o)) for o in _sub(body.get("outs", []), c)],
-                "builds": _sub(BUILDS[name], c) if name in BUILDS else None,
-            })
-    return out
+    """``{"train@darn-asen": ("train", {"cmd", "deps", "outs", ..., "builds"})}``: every stage of
+    dvc.yaml as ``benchmark.dvcfile`` expands it, with the model it builds."""
+    return {full: (st["stage"], {**st, "builds": substitute(BUILDS[st["stage"]], {"item": st["item"]})
+                                 if st["stage"] in BUILDS else None})
+            for full, st in dvcfile.expanded_stages(ROOT).items()}
 
 
 STAGES = expanded_stages()
-
-
-def _modules(cmd) -> list[str]:
-    mods = []
-    for c in [cmd] if isinstance(cmd, str) else cmd:
-        words = c.split()
-        assert words[:2] == ["python", "-m"], f"command {c!r} is not `python -m <module> ...`"
-        mods.append(words[2])
-    return mods
 
 
 def _rel(p: Path) -> str:
@@ -125,7 +69,7 @@ def _in_code_dirs(path: str) -> bool:
 def code_deps(full: str) -> set[str]:
     """The records a stage must depend on: its modules' and the model's it builds."""
     _, st = STAGES[full]
-    need = {stage_json(m) for m in _modules(st["cmd"])}
+    need = {stage_json(m) for m in dvcfile.modules(st["cmd"])}
     return need | ({model_json(st["builds"])} if st["builds"] else set())
 
 
@@ -170,12 +114,31 @@ def test_every_stage_is_checked():
     assert not [s for s in STAGES if s.startswith(CODE_STAGE + "@")]
 
 
+def test_the_expansion_is_dvcs_own():
+    """benchmark.dvcfile expands dvc.yaml as DVC itself does: the same stage names, commands, deps,
+    outs, metrics and plots (the scale run runs these commands; the checks here read these deps)."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        theirs = {s.addressing: s for s in repo.index.stages if Path(s.path).resolve() == ROOT / "dvc.yaml"}
+    ours = dvcfile.expanded_stages(ROOT)
+    assert set(ours) == set(theirs)
+    for full, st in ours.items():
+        t = theirs[full]
+        assert st["cmd"] == ([t.cmd] if isinstance(t.cmd, str) else list(t.cmd)), full
+        assert st["deps"] == [d.def_path for d in t.deps if not isinstance(d, ParamsDependency)], full
+        assert sorted(st["outs"] + st["metrics"] + st["plots"]) == sorted(o.def_path for o in t.outs), full
+        assert sorted(st["metrics"]) == sorted(o.def_path for o in t.outs if o.metric), full
+        assert sorted(st["plots"]) == sorted(o.def_path for o in t.outs if o.plot), full
+
+
 # ---------------------------------------------------------------- the code stage and its records
 
 
 def stage_modules() -> set[str]:
     """Every module dvc.yaml's stages run, the code stage's own left out."""
-    return {m for full, (name, st) in STAGES.items() if name != CODE_STAGE for m in _modules(st["cmd"])}
+    return {m for full, (name, st) in STAGES.items() if name != CODE_STAGE for m in dvcfile.modules(st["cmd"])}
 
 
 def _registry_modules() -> set[str]:
@@ -231,7 +194,7 @@ def records(tmp_path_factory) -> dict[str, dict]:
 
 def test_code_stage_is_the_one_that_reads_the_source():
     _, st = STAGES[CODE_STAGE]
-    assert st["cmd"] == "python -m benchmark.codehash" and st["outs"] == [codehash.OUT.as_posix()]
+    assert st["cmd"] == ["python -m benchmark.codehash"] and st["outs"] == [codehash.OUT.as_posix()]
     assert set(CODE_DIRS) >= {"benchmark", "datasets", "model"}
     assert all((ROOT / d).is_dir() for d in CODE_DIRS)
     # the code stage's own code is in its deps too
@@ -330,7 +293,7 @@ def test_builds_declares_the_stages_that_build_a_model_by_name():
         assert _calls_build_model(ROOT / f), f
         assert name in BUILDS
     for full, (name, st) in STAGES.items():
-        for mod in _modules(st["cmd"]):
+        for mod in dvcfile.modules(st["cmd"]):
             own = ROOT / (mod.replace(".", "/") + ".py")
             if own.is_file() and _calls_build_model(own):
                 assert st["builds"], f"stage {full}: {mod} calls build_model; declare its model in BUILDS"
@@ -345,7 +308,7 @@ def test_train_and_embed_import_no_model_file_beyond_the_record(records, model):
     rec = records[f"model/{model}.json"]
     for stage in ("train", "embed"):
         _, s = STAGES[f"{stage}@darn-{model}"]
-        static_model = {f for mod in _modules(s["cmd"]) for f in finder_closure(mod) if f.startswith("model/")}
+        static_model = {f for mod in dvcfile.modules(s["cmd"]) for f in finder_closure(mod) if f.startswith("model/")}
         assert static_model <= set(rec["files"]), f"{stage}@darn-{model}: imports {static_model - set(rec['files'])}"
 
 

@@ -55,6 +55,43 @@ def test_work_params_size_the_twin_and_keep_the_rest():
     assert REAL["deepfashion"]["images"] == 289_222
 
 
+def test_the_pipeline_stages_run_by_dvc_yamls_own_commands():
+    """Every scale stage but the two measurements runs dvc.yaml's command for it (read, not restated:
+    a changed command is what runs), ``python`` being this interpreter; the loader's batch count is
+    an argument of its subcommand."""
+    from benchmark import dvcfile
+    from benchmark.scale import MEASURED_HERE, STAGES, dvc_stage, stage_cmd
+
+    pipeline = dvcfile.expanded_stages()
+    for key in REAL:
+        for stage in STAGES:
+            cmd = stage_cmd(stage, key, pipeline, loader_batches=7)
+            assert cmd[0] == sys.executable
+            if stage in MEASURED_HERE:
+                assert cmd[1:4] == ["-m", "benchmark.scale", f"_{stage}"] and cmd[4] == key
+            else:
+                assert ["python"] + cmd[1:] == pipeline[dvc_stage(stage, key)]["cmd"][0].split()
+    assert stage_cmd("train", "darn", pipeline)[1:] == ["-m", "benchmark.train", "darn", "m3net"]
+    assert stage_cmd("validate", "fashionai", pipeline)[1:] == ["-m", "datasets.validate", "fashionai"]
+    assert stage_cmd("loader", "darn", pipeline, loader_batches=7)[-2:] == ["--batches", "7"]
+    changed = dict(pipeline, **{"parse@darn": dict(pipeline["parse@darn"], cmd=["python -m datasets.parse darn --x 'a b'"])})
+    assert stage_cmd("parse", "darn", changed)[1:] == ["-m", "datasets.parse", "darn", "--x", "a b"]
+    two = dict(pipeline, **{"parse@darn": dict(pipeline["parse@darn"], cmd=["python -m a", "python -m b"])})
+    with pytest.raises(ValueError, match="2 commands"):
+        stage_cmd("parse", "darn", two)
+
+
+def test_the_loader_subcommand_takes_its_batches_as_an_argument(monkeypatch):
+    from benchmark import scale
+
+    seen = []
+    monkeypatch.setattr(scale, "_loader_main", lambda key, n: seen.append((key, n)) or 0)
+    monkeypatch.delenv("FASHIONBENCH_LOADER_BATCHES", raising=False)
+    assert scale.main(["_loader", "darn", "--batches", "3"]) == 0
+    assert scale.main(["_loader", "fashionai"]) == 0
+    assert seen == [("darn", 3), ("fashionai", scale.LOADER_BATCHES)]
+
+
 @pytest.mark.slow
 def test_small_scale_run_writes_the_contract_and_counts_reconcile(tmp_path):
     from benchmark.scale import main
@@ -78,6 +115,7 @@ def test_small_scale_run_writes_the_contract_and_counts_reconcile(tmp_path):
     assert c["validated"]["quarantined"] >= 1 and c["lines_quarantined_at_parse"] >= 1  # the planted defects
     assert c["split_images"] == c["validated"]["kept"] == sum(c["splits"].values())
     assert d["stages"]["loader"]["train_images"] == c["splits"]["train/train"]
+    assert d["stages"]["loader"]["batches"] == 2  # --loader-batches reached the loader's process
     e = d["stages"]["evaluate"]
     assert e["embedded_images"] == c["validated"]["kept"] - c["splits"]["train/train"]
     assert 0 < e["embedding_seconds"] < e["seconds"]
