@@ -34,8 +34,9 @@ from datasets import DATASETS, paths
 from datasets.atomic import write_text
 
 CONTROL = "attribute_blind"
-# the data stages' outputs: the same in a run with other seeds, copied so that dvc skips them
-DATA_OUTPUTS = ("twins", "raw", "tables", "validated", "splits.parquet", "cooccurrence")
+# the data stages' outputs, per dataset key: the same in a run with other seeds, copied so that dvc skips them
+DATA_OUTPUTS = (paths.twin_dir, paths.raw_dir, paths.tables_dir, paths.validated_dir, paths.splits_path,
+                paths.cooccurrence_dir)
 
 
 def _entries(board: dict) -> dict[str, dict]:
@@ -90,7 +91,7 @@ def compare_boards(a: dict, b: dict) -> dict:
 def compare(root_a: Path, root_b: Path) -> dict:
     out = {"a": str(root_a), "b": str(root_b), "datasets": {}}
     for key in DATASETS:
-        pa, pb = (Path(r) / "reports" / key / "leaderboard.json" for r in (root_a, root_b))
+        pa, pb = (Path(r) / paths.leaderboard_path(key) for r in (root_a, root_b))
         if not (pa.exists() and pb.exists()):
             raise SystemExit(f"replicate: {pa if not pa.exists() else pb} is missing: run the pipeline there first")
         ba, bb = json.loads(pa.read_text()), json.loads(pb.read_text())
@@ -150,10 +151,11 @@ def run(seeds: list[int], work: Path, root: Path = paths.ROOT) -> Path:
     for f in files:
         (work / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / f, work / f)
-    for item in DATA_OUTPUTS:  # the same in a run with other seeds: dvc finds them up to date
-        for src in ([root / "data" / "twins"] if item == "twins" else [root / "data" / k / item for k in DATASETS]):
+    for output in DATA_OUTPUTS:  # the same in a run with other seeds: dvc finds them up to date
+        for k in DATASETS:
+            src = root / output(k)
             if src.exists():
-                dst = work / src.relative_to(root)
+                dst = work / output(k)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
     params["train"]["seeds"] = [int(s) for s in seeds]
