@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -104,12 +105,21 @@ def synthetic_batch(n_images: int, classes: list[int], size: int, device, channe
 def build_m3net(cfg: dict, device, variant: str = "m3net"):
     from model import build_model
 
-    try:  # pyyaml may be missing on a bare GPU machine: fall back to the model's defaults
+    # pyyaml may be missing on a bare GPU machine, or perf run outside a checkout: then the model's
+    # defaults, said on stderr. A params.yaml that is there but invalid stops perf (ParamsError), as it
+    # stops every stage: a measurement must not silently use other values than the file says.
+    try:
         from benchmark.params import load_params
-
-        hp = dict(load_params()["models"][variant])
-    except (ImportError, FileNotFoundError, SystemExit):  # SystemExit: datasets.params.ParamsError
+    except ImportError as e:
+        print(f"perf: {e}; measuring {variant} with the model's default values", file=sys.stderr)
         hp = {}
+    else:
+        if Path("params.yaml").is_file():
+            hp = dict(load_params()["models"][variant])
+        else:
+            print(f"perf: no params.yaml in {Path.cwd()}; measuring {variant} with the model's default values",
+                  file=sys.stderr)
+            hp = {}
     # the paper profile's values where params.yaml gives one per profile: perf measures the paper's heads
     from datasets.params_schema import resolve, split_model_params
 

@@ -218,10 +218,10 @@ def counts(work: Path, key: str) -> dict:
     import polars as pl
 
     out: dict = {}
-    man = _read(work / paths.twin_dir(key) / "manifest.json")
+    man = _read(paths.twin_manifest(work / paths.twin_dir(key)))
     if man:
         out["twin_images"] = man["counts"]["images"]
-    v = _read(work / paths.reports_dir(key) / "validation.json")
+    v = _read(work / paths.validation_report(key))
     if v:
         out["validated"] = v["tables"]["images"]
         out["lines_quarantined_at_parse"] = v["tables"]["annotation_lines_quarantined_at_parse"]
@@ -274,7 +274,7 @@ def run_dataset(key: str, images: int, image_size: int, out: Path, base: dict, v
                 r["speedup_vs_1_worker"] = 1.0
             else:
                 r["speedup_vs_1_worker"] = None  # not measured (--no-compare)
-            rep = _read(work / paths.reports_dir(key) / "validation.json")
+            rep = _read(work / paths.validation_report(key))
             r["duplicate_groups"] = {k: rep["duplicate_groups"][k] for k in ("exact", "near")}
         if stage in MEASURED_HERE:
             r.update(_read(work / measured_path(key, stage)))

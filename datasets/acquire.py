@@ -66,7 +66,7 @@ from pathlib import Path
 from datasets import DATASETS
 from datasets.archive import copy_file, extract, is_archive, sha256_file
 from datasets.errors import ChecksumError, DatasetError, NotThisDatasetError
-from datasets.paths import MISSING_FILE, download_cache_dir, raw_dir, reports_dir
+from datasets.paths import MISSING_FILE, download_cache_dir, raw_dir, reports_dir, twin_manifest
 from datasets.schemas import write_json
 
 ASEN_FILE_PREFIXES = ("filenames_", "label_", "query_", "candidate_")
@@ -221,7 +221,7 @@ def _twin_faults(twin: Path, urls: list[tuple[str, str, int]]) -> dict[str, str]
     if f.is_file():
         return json.loads(f.read_text())
     faults = {}
-    m = twin / "manifest.json"
+    m = twin_manifest(twin)
     if not m.is_file():
         return faults
     by_path = {p: u for p, u, _ in urls}
@@ -260,7 +260,7 @@ def _twin_identity(twin: Path) -> bytes:
     """What the twin serves: its urls.txt and manifest.json (the generator's seed and params), or,
     without a manifest, every file's path, size and mtime."""
     parts = [b"twin", (twin / "urls.txt").read_bytes()]
-    m = twin / "manifest.json"
+    m = twin_manifest(twin)
     if m.is_file():
         parts.append(m.read_bytes())
     else:

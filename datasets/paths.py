@@ -49,6 +49,17 @@ def reports_dir(key: str) -> Path:
     return ROOT / "reports" / key
 
 
+def validation_report(key: str) -> Path:
+    """The validate stage's report of one dataset (counts, checks, failures)."""
+    return reports_dir(key) / "validation.json"
+
+
+def twin_manifest(twin: Path) -> Path:
+    """A twin folder's manifest (the generator's seed, params and planted defects): the twin stage
+    writes it in data/twins/<key>, and any folder a user points acquire at may hold one."""
+    return Path(twin) / "manifest.json"
+
+
 def leaderboard_path(key: str) -> Path:
     return reports_dir(key) / "leaderboard.json"
 

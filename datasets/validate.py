@@ -38,7 +38,7 @@ from datasets import pool
 from datasets.errors import DatasetError, ValidationFailed
 from datasets.parsers import DEFAULT_MAX_PIXELS, decode, regular_file_error, too_many_pixels
 from datasets.neardup import near_pair_ids, phash
-from datasets.paths import MISSING_FILE, raw_dir, reports_dir, tables_dir, validated_dir
+from datasets.paths import MISSING_FILE, raw_dir, tables_dir, validated_dir, validation_report
 from datasets.schemas import PARSE_TABLES, DuplicatesSchema, QuarantineSchema, read_table, write_json, write_tables
 
 MAX_LISTED = 500
@@ -457,14 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"validate {args.key}: {e}", file=sys.stderr)
         return 1
     write_validated(out, validated_dir(args.key))
-    rd = reports_dir(args.key)
-    write_json(rd / "validation.json", report)
+    write_json(validation_report(args.key), report)
     print(f"validate {args.key}: checks {report['checks']}; images "
           f"{report['tables']['images']['kept']}/{report['tables']['images']['rows_in']} kept; "
           f"duplicate groups {report['duplicate_groups']['exact']} exact, {report['duplicate_groups']['near']} near")
     if not report["passed"]:
         for line in failure_lines(report):
-            print(f"validate {args.key}: FAILED: {line}; see {rd / 'validation.json'} and "
+            print(f"validate {args.key}: FAILED: {line}; see {validation_report(args.key)} and "
                   f"{validated_dir(args.key) / 'quarantine.parquet'}", file=sys.stderr)
         return 1
     return 0

@@ -64,3 +64,24 @@ def test_compile_setting_of_params_maps_to_torch_compile():
         compiled(m, "fast")
     with pytest.raises(SystemExit, match="unknown mode"):
         main(["perf", "--size", "tiny", "--device", "cpu", "--compile", "default,fast"])
+
+
+def test_perf_refuses_an_invalid_params_file_instead_of_falling_back(tmp_path, monkeypatch):
+    """A params.yaml that is there but wrong stops perf with the params error, as it stops a stage;
+    only a missing file (perf run outside a checkout) falls back to the model's defaults, said aloud."""
+    import pytest
+    import yaml
+
+    from benchmark.perf import SIZES, build_m3net
+    from datasets.params import ParamsError
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["models"]["m3net"]["lambda_ccc"] = 0.5
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = SIZES["tiny"]
+    with pytest.raises(ParamsError, match="lambda_ccc"):
+        build_m3net(cfg, torch.device("cpu"))
+    (tmp_path / "params.yaml").unlink()
+    assert build_m3net(cfg, torch.device("cpu")) is not None

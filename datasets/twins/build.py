@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from datasets.paths import twin_manifest
+
 from . import darn as DA
 from . import deepfashion as DF
 from . import fashionai as FA
@@ -223,7 +225,7 @@ def build(key: str, params: dict, out_dir: Path | None = None, progress: bool = 
     }
     if out_dir is not None:
         write_json(out_dir / "regions.json", regions)
-        write_json(out_dir / "manifest.json", manifest)
+        write_json(twin_manifest(out_dir), manifest)
     return {"records": recs, "images": images, "clean_images": clean_bytes, "manifest": manifest,
             "regions": regions, "names": names, "seconds": time.perf_counter() - t0}
 
