@@ -11,8 +11,9 @@ which no seed touches) into a work folder outside the repository (default
 ``reports/replication.json`` and ``reports/replication.md`` here:
 
 - per model (the attribute-blind control included): the MAP@all of each run, the shift b - a and
-  the bound 1.96 * sqrt(sd_a^2 / n_a + sd_b^2 / n_b) that a shift within the runs' own seed spread
-  stays under;
+  the bound t * sqrt(sd_a^2 / n_a + sd_b^2 / n_b) (Welch: Student's quantile at the
+  Welch-Satterthwaite df, as each sd comes from a few seeds) that a shift within the runs' own seed
+  spread stays under at 95%;
 - per pair of models: each run's verdict (a better, b better, or no significant difference after
   Holm's adjustment), whether it changed, and whether it reversed (significant both times, in
   opposite directions);
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from datasets import DATASETS, paths
 from datasets.atomic import write_text
+from benchmark.stats import student_t_ppf
 
 CONTROL = "attribute_blind"
 # the data stages' outputs, per dataset key: the same in a run with other seeds, copied so that dvc skips them
@@ -53,6 +55,20 @@ def verdict(pair: dict) -> str:
     return "a" if (pair.get("delta") or 0) > 0 else "b"
 
 
+def shift_bound(sd_a: float, n_a: int, sd_b: float, n_b: int, level: float = 0.95) -> float:
+    """The largest |mean_b - mean_a| two runs of the same design give at ``level``: Welch's interval,
+    t_{(1+level)/2, df} sqrt(sd_a^2/n_a + sd_b^2/n_b), df by Welch-Satterthwaite. With 3 seeds a side
+    the sds are estimated from 3 values each, so the quantile is Student's (2.8 at df 4), not 1.96."""
+    va, vb = sd_a ** 2 / max(n_a, 1), sd_b ** 2 / max(n_b, 1)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return 0.0
+    den = (va ** 2 / (n_a - 1) if n_a > 1 else 0.0) + (vb ** 2 / (n_b - 1) if n_b > 1 else 0.0)
+    df = (va + vb) ** 2 / den if den > 0 else float("inf")
+    q = student_t_ppf(0.5 + level / 2, df) if math.isfinite(df) else 1.959963984540054
+    return q * se
+
+
 def compare_boards(a: dict, b: dict) -> dict:
     """One dataset's two leaderboards -> models' shifts and bounds, pairs' verdicts, and the summary."""
     ea, eb = _entries(a), _entries(b)
@@ -60,7 +76,7 @@ def compare_boards(a: dict, b: dict) -> dict:
     for m in sorted(set(ea) & set(eb)):
         ma, mb = ea[m]["map_all"], eb[m]["map_all"]
         na, nb = len(ea[m].get("seeds", [])), len(eb[m].get("seeds", []))
-        bound = (1.96 * math.sqrt((ma["sd"] or 0) ** 2 / max(na, 1) + (mb["sd"] or 0) ** 2 / max(nb, 1))
+        bound = (shift_bound(ma["sd"] or 0, na, mb["sd"] or 0, nb)
                  if ma.get("sd") is not None and mb.get("sd") is not None else None)
         shift = mb["mean"] - ma["mean"]
         models[m] = {"a": ma["mean"], "b": mb["mean"], "shift": round(shift, 4),
@@ -108,8 +124,9 @@ def _seeds(board: dict) -> list[int]:
 def markdown(result: dict) -> str:
     lines = ["# Replication: the default pipeline rerun with other seeds", "",
              f"Run a: `{result['a']}`; run b: `{result['b']}` (written by `python -m benchmark.replicate`). "
-             "A model's shift is within its bound when |b - a| <= 1.96 sqrt(sd_a^2/n_a + sd_b^2/n_b), its own seed "
-             "spread; a verdict is 'a', 'b' (that model better, significant after Holm) or '=' (no significant "
+             "A model's shift is within its bound when |b - a| <= t sqrt(sd_a^2/n_a + sd_b^2/n_b), its own seed "
+             "spread (Welch's 95% interval: Student's t at the Welch-Satterthwaite df, 2.8 for 3 seeds a side "
+             "with equal sds); a verdict is 'a', 'b' (that model better, significant after Holm) or '=' (no significant "
              "difference).", ""]
     for key, r in result["datasets"].items():
         s = r["summary"]
