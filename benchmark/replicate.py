@@ -79,9 +79,14 @@ def compare_boards(a: dict, b: dict) -> dict:
         bound = (shift_bound(ma["sd"] or 0, na, mb["sd"] or 0, nb)
                  if ma.get("sd") is not None and mb.get("sd") is not None else None)
         shift = mb["mean"] - ma["mean"]
+        # the first yardstick, 1.96 standard errors, kept beside Welch's for comparison
+        z = (1.959963984540054 * math.sqrt((ma["sd"] or 0) ** 2 / max(na, 1) + (mb["sd"] or 0) ** 2 / max(nb, 1))
+             if bound is not None else None)
         models[m] = {"a": ma["mean"], "b": mb["mean"], "shift": round(shift, 4),
                      "bound": None if bound is None else round(bound, 4),
-                     "within": None if bound is None else bool(abs(shift) <= bound)}
+                     "within": None if bound is None else bool(abs(shift) <= bound),
+                     "bound_1_96": None if z is None else round(z, 4),
+                     "within_1_96": None if z is None else bool(abs(shift) <= z)}
     pairs = {}
     for k in sorted(set(a.get("pairs", {})) & set(b.get("pairs", {}))):
         va, vb = verdict(a["pairs"][k]), verdict(b["pairs"][k])
@@ -93,8 +98,9 @@ def compare_boards(a: dict, b: dict) -> dict:
         return None if not d else round(d[len(d) // 2] if len(d) % 2 else (d[len(d) // 2 - 1] + d[len(d) // 2]) / 2, 4)
 
     within = [v["within"] for v in models.values() if v["within"] is not None]
+    within_z = [v["within_1_96"] for v in models.values() if v["within_1_96"] is not None]
     return {"models": models, "pairs": pairs,
-            "summary": {"models": len(models), "within_bound": sum(within),
+            "summary": {"models": len(models), "within_bound": sum(within), "within_bound_1_96": sum(within_z),
                         "within_share": round(sum(within) / len(within), 4) if within else None,
                         "pairs": len(pairs), "changed": sum(p["changed"] for p in pairs.values()),
                         "changed_share": round(sum(p["changed"] for p in pairs.values()) / len(pairs), 4) if pairs else None,
@@ -131,15 +137,19 @@ def markdown(result: dict) -> str:
     for key, r in result["datasets"].items():
         s = r["summary"]
         lines += [f"## {key} (seeds {r['seeds']['a']} and {r['seeds']['b']})", "",
-                  f"Models within their bound: {s['within_bound']} of {s['models']}; verdicts changed: {s['changed']} "
+                  f"Models within their bound: {s['within_bound']} of {s['models']} (Welch), "
+                  f"{s.get('within_bound_1_96', '–')} of {s['models']} within 1.96 standard errors; verdicts changed: {s['changed']} "
                   f"of {s['pairs']}; reversed: {s['reversed']}; significant pairs: {s['significant_a']} (a), "
                   f"{s['significant_b']} (b); smallest detectable difference (median over pairs): "
                   f"{s['detectable_a']} (a), {s['detectable_b']} (b) points.", "",
-                  "| model | MAP@all a | MAP@all b | shift | bound | within |", "|---|---|---|---|---|---|"]
+                  "| model | MAP@all a | MAP@all b | shift | bound (Welch) | within | 1.96 se | within |",
+                  "|---|---|---|---|---|---|---|---|"]
         for m, v in r["models"].items():
             bound = "–" if v["bound"] is None else f"{v['bound']:.2f}"
             within = "–" if v["within"] is None else ("yes" if v["within"] else "**no**")
-            lines.append(f"| {m} | {v['a']:.2f} | {v['b']:.2f} | {v['shift']:+.2f} | {bound} | {within} |")
+            z = "–" if v.get("bound_1_96") is None else f"{v['bound_1_96']:.2f}"
+            wz = "–" if v.get("within_1_96") is None else ("yes" if v["within_1_96"] else "**no**")
+            lines.append(f"| {m} | {v['a']:.2f} | {v['b']:.2f} | {v['shift']:+.2f} | {bound} | {within} | {z} | {wz} |")
         changed = [(k, v) for k, v in r["pairs"].items() if v["changed"]]
         if changed:
             lines += ["", "| pair (a_vs_b) | verdict a | verdict b | difference a | difference b |", "|---|---|---|---|---|"]

@@ -44,6 +44,8 @@ def test_shifts_bounds_and_verdicts():
     assert r["models"]["x"]["shift"] == pytest.approx(1.5) and r["models"]["x"]["bound"] == pytest.approx(bound_x, abs=1e-4)
     assert r["models"]["x"]["within"] is False and r["models"]["y"]["within"] is True
     assert r["models"]["attribute_blind"]["within"] is True
+    assert r["models"]["x"]["bound_1_96"] == pytest.approx(1.96 * math.sqrt(va + vb), abs=1e-3)
+    assert r["models"]["x"]["within_1_96"] is False and r["summary"]["within_bound_1_96"] == 2
     assert r["pairs"]["x_vs_y"] == {"a": "a", "b": "b", "delta_a": 2.0, "delta_b": -0.5, "changed": True, "reversed": True}
     assert r["pairs"]["attribute_blind_vs_x"]["changed"] is False
     assert r["pairs"]["attribute_blind_vs_y"] == {"a": "b", "b": "=", "delta_a": -3.0, "delta_b": -1.0,
