@@ -692,3 +692,18 @@ def test_val_scoring_ranks_as_the_evaluate_stage_tests(model_name, no_relevant):
     old = attribute_map_all(emb.attribute, rows_q, rows_c, labels, cpa, "all")  # the score before
     assert abs(got - old) > 0.05
     assert np.isnan(pq["ap_all"]).any()  # the R = 0 query is there: the policies differ
+
+
+def test_the_val_scoring_params_are_in_the_fingerprint(tiny_workdir):
+    """The val curve picks best_val's epoch and ends early_stop's run, so a run scored under another
+    evaluate.gamma, max_classes, no_relevant or relevance is not resumed (dvc.yaml lists them)."""
+    from benchmark.train import run_fingerprint
+
+    params = make_params(tiny_workdir)
+    base = run_fingerprint(KEY, "tiny_test", params, 0)
+    for key, value in (("gamma", 0.5), ("max_classes", 4), ("no_relevant", "zero"), ("relevance", "any")):
+        other = {**params, "evaluate": {key: value}}
+        assert run_fingerprint(KEY, "tiny_test", other, 0) != base, key
+    dvc = yaml.safe_load((REPO_PARAMS.parent / "dvc.yaml").read_text())
+    listed = dvc["stages"]["train"]["params"]
+    assert {"evaluate.relevance", "evaluate.gamma", "evaluate.max_classes", "evaluate.no_relevant"} <= set(listed)
