@@ -128,9 +128,19 @@ def extract_embeddings(model: RetrievalModel, source: ImageSource, ids: np.ndarr
     """Embeddings of images ``ids`` in that order, on the CPU; class_index rows index ``ids``.
     ``ranked`` (n, N) bool, rows as ``ids``: the pairs whose class level will be ranked
     (:func:`ranked_pairs`; None: every pair)."""
+    return embed_batches(model, source.batches(ids, batch_size), gamma=gamma, max_classes=max_classes,
+                         device=device, ranked=ranked)
+
+
+@torch.no_grad()
+def embed_batches(model: RetrievalModel, batches, *, gamma: float, max_classes: int, device,
+                  ranked: np.ndarray | None = None) -> Embeddings:
+    """The embeddings of every image of ``batches`` ((inputs, ids) pairs, the loaders' layout: uint8
+    images or cached maps), in order, as float32 on the CPU; class_index rows count across batches.
+    The embed stage's extraction and the train stage's val curve both run through it."""
     att, probs, cidx, cemb = [], [], [], []
     start = 0
-    for x, _ in source.batches(ids, batch_size):
+    for x, _ in batches:
         r = None if ranked is None else torch.from_numpy(np.asarray(ranked[start:start + len(x)], dtype=bool))
         e = model.embed(network_input(x.to(device, non_blocking=True)), gamma=gamma, max_classes=max_classes,
                         ranked=r).to("cpu")

@@ -5,7 +5,13 @@ Per triplet:
 2. a class m of n, uniform over n's usable classes: classes with >= 2 training images (anchor and
    positive must differ) and at least one valid negative;
 3. anchor and positive: two different training images with a positive label for (n, m);
-4. negative: a training image annotated in n with a positive label in n but NOT class m.
+4. negative: a training image annotated in n with a positive label in n but NOT class m, drawn
+   as ``negatives`` says (``models.<model>.negatives``):
+   - ``image_uniform`` (ASEN's ``TripletGenerator.get_triplet``, the default): uniform over those
+     images, so a frequent class is the negative's class more often;
+   - ``class_uniform`` (ASEN++'s ``TripletSampler``: ``vp, vn = random.sample(classes, 2)``, then
+     an image of vn): a class h != m of n uniformly among those with such an image, then an image
+     of h uniformly among those that are not positive in m.
    Choice: the negative must have *some* positive class in n, so that it lives in attribute n's
    label space (an image that says nothing about n is no evidence of "not m"); on single-label
    data this is "a different class of the same attribute", the ASEN/MODC convention.
@@ -26,6 +32,7 @@ from datasets.taxonomy import class_offsets
 
 # rejection rounds for negatives before falling back to an exact set difference per class
 _REJECTION_ROUNDS = 16
+NEGATIVES = ("image_uniform", "class_uniform")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class TripletIndex:
     usable_attributes: np.ndarray  # (U,) attribute ids with >= 1 usable class
     usable_ptr: np.ndarray  # (U+1,) usable global classes of usable attribute u
     usable_classes: np.ndarray
+    nonempty_ptr: np.ndarray  # (N+1,) classes of attribute n with >= 1 training image: the negative classes
+    nonempty_classes: np.ndarray
+    nonempty_pos: np.ndarray  # (C,) position of global class g in its attribute's nonempty list (-1: empty)
 
     @property
     def num_rows(self) -> int:
@@ -106,6 +116,11 @@ def build_triplet_index(positives: np.ndarray, annotated: np.ndarray, classes_pe
             usable_lists.append(cls)
     usable_ptr = np.zeros(len(usable_lists) + 1, dtype=np.int64)
     np.cumsum([len(c) for c in usable_lists], out=usable_ptr[1:])
+    nonempty = np.flatnonzero(class_count > 0)  # ascending: grouped by attribute
+    nonempty_ptr = np.zeros(n_attr + 1, dtype=np.int64)
+    np.cumsum(np.bincount(attr_of_class[nonempty], minlength=n_attr), out=nonempty_ptr[1:])
+    nonempty_pos = np.full(n_cls, -1, dtype=np.int64)
+    nonempty_pos[nonempty] = np.arange(len(nonempty)) - nonempty_ptr[attr_of_class[nonempty]]
     return TripletIndex(
         positives=positives,
         class_offsets=offsets,
@@ -116,6 +131,9 @@ def build_triplet_index(positives: np.ndarray, annotated: np.ndarray, classes_pe
         usable_attributes=np.asarray(usable_attrs, dtype=np.int64),
         usable_ptr=usable_ptr,
         usable_classes=np.concatenate(usable_lists).astype(np.int64) if usable_lists else np.zeros(0, np.int64),
+        nonempty_ptr=nonempty_ptr,
+        nonempty_classes=nonempty.astype(np.int64),
+        nonempty_pos=nonempty_pos,
     )
 
 
@@ -124,8 +142,12 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), 0x7269])
 
 
-def sample_triplets(index: TripletIndex, count: int, *, seed: int, epoch: int, flip: bool = True) -> Triplets:
-    """``count`` triplets for ``epoch`` of run ``seed``; deterministic in (index, count, seed, epoch)."""
+def sample_triplets(index: TripletIndex, count: int, *, seed: int, epoch: int, flip: bool = True,
+                    negatives: str = "image_uniform") -> Triplets:
+    """``count`` triplets for ``epoch`` of run ``seed``; deterministic in (index, count, seed, epoch,
+    negatives). ``negatives``: ``image_uniform`` (ASEN's draw) or ``class_uniform`` (ASEN++'s)."""
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
     if len(index.usable_attributes) == 0:
         raise ValueError(
             "no usable (attribute, class) in the training split: every class needs >= 2 training "
@@ -146,7 +168,18 @@ def sample_triplets(index: TripletIndex, count: int, *, seed: int, epoch: int, f
     j = j + (j >= i)  # skip i: uniform over the other k-1 members
     anchor = index.class_rows[index.class_ptr[g] + i]
     positive = index.class_rows[index.class_ptr[g] + j]
-    # 4. negative: uniform over rows positive in the attribute, rejecting those with class g
+    if negatives == "class_uniform":
+        negative = _class_uniform_negatives(index, rng, attribute, g)
+    else:
+        negative = _image_uniform_negatives(index, rng, attribute, g)
+    flips = rng.random((count, 3)) < 0.5 if flip else np.zeros((count, 3), dtype=bool)
+    return Triplets(anchor, positive, negative, attribute.astype(np.int64), class_id.astype(np.int64), flips)
+
+
+def _image_uniform_negatives(index: TripletIndex, rng: np.random.Generator, attribute: np.ndarray,
+                             g: np.ndarray) -> np.ndarray:
+    """ASEN's negative: uniform over the rows positive in the attribute, rejecting those with class g."""
+    count = len(g)
     a_lo, a_n = index.attr_ptr[attribute], index.attr_ptr[attribute + 1] - index.attr_ptr[attribute]
     negative = np.empty(count, dtype=np.int64)
     todo = np.arange(count)
@@ -164,5 +197,47 @@ def sample_triplets(index: TripletIndex, count: int, *, seed: int, epoch: int, f
             pool = index.attr_rows[index.attr_ptr[n] : index.attr_ptr[n + 1]]
             pool = pool[~index.positives[pool, gc]]
             negative[sel] = pool[rng.integers(0, len(pool), size=len(sel))]
-    flips = rng.random((count, 3)) < 0.5 if flip else np.zeros((count, 3), dtype=bool)
-    return Triplets(anchor, positive, negative, attribute.astype(np.int64), class_id.astype(np.int64), flips)
+    return negative
+
+
+def _class_uniform_negatives(index: TripletIndex, rng: np.random.Generator, attribute: np.ndarray,
+                             g: np.ndarray) -> np.ndarray:
+    """ASEN++'s negative: a class h != g of the attribute uniformly among those holding a row not
+    positive in g, then such a row of h uniformly.
+
+    A class h is drawn among the attribute's nonempty classes other than g, then rows of h until one
+    is not positive in g (exact: uniform over h's valid rows). On single-label data every row of h
+    is valid. A multi-label h whose rows all carry g cannot give a negative: the leftovers after the
+    rejection rounds are settled exactly, a valid h keeping its draw and an invalid one redrawn
+    uniformly among the valid classes, so every valid class keeps probability 1 / (valid classes)."""
+    count = len(g)
+    lo = index.nonempty_ptr[attribute]
+    k = index.nonempty_ptr[attribute + 1] - lo  # >= 2: g and a class of some negative
+    j = (rng.random(count) * (k - 1)).astype(np.int64)
+    j = j + (j >= index.nonempty_pos[g])  # skip g: uniform over the other k-1 classes
+    h = index.nonempty_classes[lo + j]
+    h_lo, h_n = index.class_ptr[h], index.class_ptr[h + 1] - index.class_ptr[h]
+    negative = np.empty(count, dtype=np.int64)
+    todo = np.arange(count)
+    for _ in range(_REJECTION_ROUNDS):
+        if len(todo) == 0:
+            break
+        cand = index.class_rows[h_lo[todo] + (rng.random(len(todo)) * h_n[todo]).astype(np.int64)]
+        ok = ~index.positives[cand, g[todo]]
+        negative[todo[ok]] = cand[ok]
+        todo = todo[~ok]
+    if len(todo):  # classes whose rows mostly (or all) carry g as well: exact
+        for gc in np.unique(g[todo]):
+            sel = todo[g[todo] == gc]
+            n = attribute[sel[0]]
+            classes = index.nonempty_classes[index.nonempty_ptr[n]:index.nonempty_ptr[n + 1]]
+            pools = {int(hc): rows[~index.positives[rows, gc]] for hc in classes if hc != gc
+                     for rows in [index.class_rows[index.class_ptr[hc]:index.class_ptr[hc + 1]]]}
+            valid = np.array(sorted(hc for hc, p in pools.items() if len(p)), dtype=np.int64)
+            for t in sel:
+                hc = int(h[t])
+                if not len(pools[hc]):  # h has no negative for g: a valid class instead, uniformly
+                    hc = int(valid[rng.integers(0, len(valid))])
+                pool = pools[hc]
+                negative[t] = pool[rng.integers(0, len(pool))]
+    return negative

@@ -23,13 +23,20 @@ loss stops the run with an error naming the step and the terms; the last good ch
 
 Which checkpoint is evaluated (``train.profiles.<p>.checkpoint``): ``last`` (the final epoch) or
 ``best_val`` (ASEN's and ASEN++'s ``model_best``: after every epoch of the last phase the model is
-scored on the val split, MAP@all of the attribute-level ranking, and the best epoch is kept; a
+scored on the val split, MAP@all ranked as the evaluate stage tests the model (the
+multi-granularity ranking at ``evaluate.gamma`` for M3-Net and MODC, ``evaluate.no_relevant``), and
+the best epoch is kept; a
 multi-phase model such as ASEN++ starts its last phase from the previous phase's last epoch, as
 the authors' stage 2 resumes stage 1's ``checkpoint.pth.tar``).
 
-Schedules follow the references: ``triplets_per_epoch`` may be keyed by model (ASEN's 100,000
-against M3-Net's 40,000); ``models.<m>.lr_schedule`` gives a StepLR (step_size, gamma) per phase
-(ASEN++: x0.9 every 3 epochs in stage 1, x0.9 per epoch in stage 2), otherwise x lr_decay per epoch.
+Schedules follow the references: ``epochs`` and ``triplets_per_epoch`` may be keyed by model (the
+paper profile: ASEN 200 epochs of 100,000 triplets, as its ``main.py``; ASEN_v2 50 of 100,000, its
+README recipe; M3-Net and MODC 50 of 40,000, 50 being the suite's choice: the paper gives no epoch
+count); ``models.<m>.lr_schedule`` gives a StepLR (step_size, gamma) per phase (ASEN: x0.985 per
+epoch; ASEN_v2: x0.9 every 3 epochs; ASEN++: x0.9 every 3 epochs in stage 1, x0.9 per epoch in
+stage 2), otherwise x lr_decay per epoch (M3-Net, MODC); ``models.<m>.negatives`` says how a
+triplet's negative is drawn (ASEN++: its class uniformly, then an image of it). The step and the val
+scoring run in ``train.profiles.<p>.precision`` (fp32, or bf16 autocast).
 
 Checkpoints hold tensors and plain types only (the numpy and Python RNG states are stored as a
 tensor and lists) and are read with ``torch.load(weights_only=True)``: a crafted file cannot run
@@ -72,14 +79,18 @@ from benchmark.params import load_params, training_profile
 from benchmark.shared_trunk import load_features, uses_shared_trunk
 from benchmark.train_config import (  # noqa: F401  (re-exported)
     CHECKPOINT_POLICIES,
+    PRECISIONS,
     PREPROCESSING,
     checkpoint_paths,
     checkpoint_policy,
     lr_schedule,
     phase_epochs,
+    precision,
     preprocessing,
+    profile_epochs,
     resolve_model_params,
     triplets_per_epoch,
+    val_scoring,
 )
 from benchmark.train_data import TrainData, ValSet  # noqa: F401  (re-exported)
 from benchmark.train_dist import _device, _Dist, close_processes, init_processes, torchrun_command  # noqa: F401
@@ -166,7 +177,9 @@ def _write_run_records(dataset: str, model_name: str, params: dict, seeds: list[
     write_log(all_rows, log_path(dataset, model_name))
     write_val_curve(dataset, model_name, seeds)
     # what this run used, resolved (profile- and dataset-keyed values): the record of a `dvc exp run -S ...`
-    _write_json({"model_params": resolve_model_params(params, model_name, dataset), "train": prof},
+    # and the recipe it ran, resolved per model (epochs per phase, triplets, schedules, negatives, precision)
+    _write_json({"model_params": resolve_model_params(params, model_name, dataset), "train": prof,
+                 "recipe": read_selection(dataset, model_name, seeds[0]).get("recipe")},
                 paths.model_dir(dataset, model_name) / "params_used.json")
     _write_json({"dataset": dataset, "model": model_name, "seeds": seeds, "fingerprints": prints,
                  "checkpoints": [str(checkpoint_path(dataset, model_name, s)) for s in seeds],

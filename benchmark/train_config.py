@@ -13,6 +13,7 @@ from benchmark.params import resolve_model_params as resolve_params_of_model
 
 CHECKPOINT_POLICIES = ("last", "best_val")
 PREPROCESSING = ("squash", "resize_crop")
+PRECISIONS = ("fp32", "bf16")
 
 
 def checkpoint_paths(dataset: str, model: str, params: dict | None = None) -> list[Path]:
@@ -37,25 +38,63 @@ def preprocessing(prof: dict) -> str:
     return preprocess
 
 
-def triplets_per_epoch(prof: dict, model_name: str) -> int:
-    """The profile's ``triplets_per_epoch``: a number, or a mapping {<model>: n, default: n}."""
-    spec = prof["triplets_per_epoch"]
+def _per_model(prof: dict, key: str, model_name: str) -> int:
+    """The profile's ``key``: a number, or a mapping {<model>: n, default: n} (the references' recipes
+    differ per model)."""
+    spec = prof[key]
     if isinstance(spec, dict):
         if model_name not in spec and "default" not in spec:
-            raise ValueError(f"train triplets_per_epoch {spec} names neither {model_name!r} nor a default")
+            raise ValueError(f"train {key} {spec} names neither {model_name!r} nor a default")
         spec = spec.get(model_name, spec.get("default"))
     return int(spec)
 
 
+def triplets_per_epoch(prof: dict, model_name: str) -> int:
+    """The profile's ``triplets_per_epoch``: a number, or a mapping {<model>: n, default: n}."""
+    return _per_model(prof, "triplets_per_epoch", model_name)
+
+
+def profile_epochs(prof: dict, model_name: str) -> int:
+    """The profile's ``epochs`` for ``model_name``: a number, or a mapping {<model>: n, default: n}
+    (the paper profile: ASEN's ``main.py`` trains 200 epochs, ASEN_v2's README recipe 50, M3-Net and
+    MODC the suite's 50). A model with ``phase_epochs`` (ASEN++) replaces it (:func:`phase_epochs`)."""
+    return _per_model(prof, "epochs", model_name)
+
+
+def precision(prof: dict) -> str:
+    """The profile's ``precision``: ``fp32`` (default; both references train in fp32) or ``bf16``
+    (the training step and the val scoring under bfloat16 autocast, on the CPU as on a GPU)."""
+    value = prof.get("precision", "fp32")
+    if value not in PRECISIONS:
+        raise ValueError(f"train precision must be one of {PRECISIONS}, got {value!r}")
+    return value
+
+
+def autocast(device: "torch.device", prec: str):
+    """The autocast context of ``precision`` on ``device``: bfloat16 under ``bf16``, off under ``fp32``."""
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=prec == "bf16")
+
+
 def lr_schedule(model_params: dict, phase: str) -> tuple[int, float]:
     """(step_size, gamma) of the phase's StepLR: ``lr_schedule: {<phase>: {step_size, gamma}}`` when the
-    model has one (ASEN++), else (1, lr_decay): x lr_decay after every epoch."""
+    model has one (the ASEN family: ASEN ``main`` 1 / 0.985, ASEN_v2 3 / 0.9, ASEN++ per stage), else
+    (1, lr_decay): x lr_decay after every epoch (M3-Net, MODC). A single-phase model's phase is ``main``."""
     spec = model_params.get("lr_schedule")
     if spec is not None:
         if phase not in spec:
             raise ValueError(f"lr_schedule {spec} has no entry for phase {phase!r}")
         return int(spec[phase].get("step_size", 1)), float(spec[phase]["gamma"])
     return 1, float(model_params.get("lr_decay", 1.0))
+
+
+def val_scoring(params: dict) -> dict:
+    """How the val curve is scored, from ``evaluate``: the relevance, gamma, class cap and
+    no-relevant policy the evaluate stage tests with (the train stage lists them in dvc.yaml)."""
+    ev = params.get("evaluate", {})
+    return {"relevance_mode": ev.get("relevance", "all"), "gamma": float(ev.get("gamma", 0.8)),
+            "max_classes": int(ev.get("max_classes", 16)), "no_relevant": ev.get("no_relevant", "leave_out")}
 
 
 def resolve_model_params(params: dict, model: str, dataset: str) -> dict[str, Any]:

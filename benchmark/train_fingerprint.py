@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmark.params import training_profile
 from benchmark.shared_trunk import trunk_path, uses_shared_trunk
-from benchmark.train_config import checkpoint_policy
+from benchmark.train_config import val_scoring
 from datasets import paths
 
 
@@ -32,8 +32,8 @@ def run_fingerprint(dataset: str, model: str, params: dict, seed: int) -> str:
         "maybe_policy": params.get("validate", {}).get("maybe_policy", "negative"),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
-    if checkpoint_policy(used["train"]) == "best_val":  # the selection reads the val split's relevance
-        used["val_relevance"] = params.get("evaluate", {}).get("relevance", "all")
+    # the val curve (best_val's choice, early stopping's end) is scored as the evaluate stage tests
+    used["val_scoring"] = val_scoring(params)
     h.update(json.dumps(used, sort_keys=True, default=str).encode())
     vdir = paths.validated_dir(dataset)
     data_files = [vdir / "images.parquet", vdir / "labels.parquet", vdir / "taxonomy.parquet",

@@ -16,8 +16,8 @@ import torch
 from benchmark.checkpoint import CHECKPOINT_FORMAT, best_path, checkpoint_path, selection_path
 from benchmark.params import split_model_params, training_profile
 from benchmark.shared_trunk import model_backbone
-from benchmark.train_config import (checkpoint_policy, lr_schedule, phase_epochs, resolve_model_params,
-                                    triplets_per_epoch)
+from benchmark.train_config import (autocast, checkpoint_policy, lr_schedule, phase_epochs, precision,
+                                    profile_epochs, resolve_model_params, triplets_per_epoch, val_scoring)
 from benchmark.train_data import TrainData
 from benchmark.train_dist import _device, _Dist, broadcast_flag, parallel, sync_buffers
 from benchmark.train_fingerprint import run_fingerprint
@@ -51,7 +51,8 @@ class _Seed:
     steps_per_epoch: int
     policy: str
     early: dict | None  # {patience, min_delta}: stop the last phase once its val curve levels off
-    val_relevance: str
+    val_scoring: dict  # how the val curve is scored: the evaluate stage's relevance, gamma, max_classes, no_relevant
+    precision: str  # fp32 | bf16 (autocast of the step and the val scoring)
     model: Any = None
     tds: Any = None
     phases: tuple[str, ...] = ()
@@ -74,6 +75,10 @@ class _Seed:
     @property
     def lr(self) -> float:
         return float(self.opt.get("lr", 1e-4))
+
+    @property
+    def negatives(self) -> str:  # the negative's draw (ASEN: image_uniform; ASEN++: class_uniform)
+        return str(self.opt.get("negatives", "image_uniform"))
 
     @property
     def flip(self) -> bool:  # training mirror augmentation (ASEN: yes; ASEN++'s GlobalTransform: no)
@@ -108,7 +113,7 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
                                           or not best_path(dataset, model_name, seed).exists()):
             raise RuntimeError(f"{run.ckpt_file}: checkpoint best_val selected no epoch; delete {run.ckpt_file.parent} "
                                "and retrain")
-        _write_json(_selection_record(run.policy, run.sel, run.total_epochs, run.phases[-1]),
+        _write_json({**_selection_record(run.policy, run.sel, run.total_epochs, run.phases[-1]), "recipe": recipe(run)},
                     selection_path(dataset, model_name, seed))
     return run.rows
 
@@ -134,7 +139,7 @@ def _plan(dataset: str, model_name: str, params: dict, seed: int, data: TrainDat
                  log_rows_before=log_rows_before, prof=prof, mp=mp, model_kw=model_kw, opt=opt, device=device,
                  ckpt_file=ckpt_file, fingerprint=fingerprint, batch_size=batch_size,
                  steps_per_epoch=steps_per_epoch, policy=policy, early=prof.get("early_stop"),
-                 val_relevance=params.get("evaluate", {}).get("relevance", "all"))
+                 val_scoring=val_scoring(params), precision=precision(prof))
 
 
 def _resume_checkpoint(run: _Seed) -> dict | None:
@@ -160,7 +165,7 @@ def _build(run: _Seed, params: dict, ckpt: dict | None) -> None:
     run.model = build_model(run.model_name, classes_per_attribute=run.data.classes_per_attribute,
                             backbone=backbone, pretrained=bool(run.prof["pretrained"]), **run.model_kw)
     run.phases = tuple(run.model.phases)
-    per_phase = phase_epochs(run.phases, int(run.prof["epochs"]), run.opt, params["train"]["profile"])
+    per_phase = phase_epochs(run.phases, profile_epochs(run.prof, run.model_name), run.opt, params["train"]["profile"])
     run.phase_of_epoch = [p for p, e in zip(run.phases, per_phase) for _ in range(e)]
     if ckpt is not None:
         run.model.load_state_dict(ckpt["model"])
@@ -191,8 +196,20 @@ def _checkpoint_meta(run: _Seed, params: dict, build: dict) -> dict:
                    "maybe_policy": params.get("validate", {}).get("maybe_policy", "negative")},
         "taxonomy": {"classes_per_attribute": cpa, "num_attributes": len(cpa), "num_classes": int(sum(cpa))},
         "image_size": int(run.prof["image_size"]), "world_size": run.dist.world,
-        "checkpoint_policy": run.policy,
+        "checkpoint_policy": run.policy, "recipe": recipe(run),
     }
+
+
+def recipe(run: _Seed) -> dict:
+    """The recipe this seed ran, resolved (per-model epochs and triplets, each phase's schedule,
+    the negatives' draw, the precision, how the val curve is scored): every checkpoint, each seed's
+    selection.json and the run's params_used.json record it."""
+    return {"epochs": {p: run.phase_of_epoch.count(p) for p in run.phases},
+            "triplets_per_epoch": run.steps_per_epoch * run.batch_size, "batch_size": run.batch_size,
+            "lr": run.lr, "lr_schedule": {p: dict(zip(("step_size", "gamma"), lr_schedule(run.opt, p)))
+                                          for p in run.phases},
+            "negatives": run.negatives, "flip": run.flip, "precision": run.precision,
+            "val_scoring": dict(run.val_scoring)}
 
 
 def _train_phase(run: _Seed, phase: str, epochs: list[int], last: bool, ckpt: dict | None) -> dict | None:
@@ -233,7 +250,7 @@ def _train_epoch(run: _Seed, fwd, optimizer, epoch: int, phase: str) -> None:
 
     run.model.train()
     run.tds.set_triplets(sample_triplets(run.data.index, run.steps_per_epoch * run.batch_size, seed=run.seed,
-                                         epoch=epoch, flip=run.flip))
+                                         epoch=epoch, flip=run.flip, negatives=run.negatives))
     loader = triplet_loader(run.tds, batch_size=run.batch_size // run.dist.world,
                             workers=int(run.prof.get("workers", 0)), rank=run.dist.rank,
                             world_size=run.dist.world, pin_memory=run.cuda)
@@ -264,7 +281,7 @@ def _step(run: _Seed, fwd, optimizer, batch) -> tuple[list[str], torch.Tensor]:
     from benchmark.loaders import batch_to_device
 
     batch = batch_to_device(batch, run.device, channels_last=run.cuda)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cuda):
+    with autocast(run.device, run.precision):  # train.profiles.<p>.precision: fp32 (no autocast) | bf16
         out = fwd(batch)
     loss = out["loss"]
     optimizer.zero_grad(set_to_none=True)
@@ -323,7 +340,7 @@ def _score_epoch(run: _Seed, epoch: int, epochs: list[int], last: bool, complete
     whether the last phase's curve has levelled off. (None, False) on the other ranks."""
     if not run.dist.main:
         return None, False
-    score = validation_map(run.model, run.data.val, run.device, relevance_mode=run.val_relevance)
+    score = validation_map(run.model, run.data.val, run.device, **run.val_scoring, precision=run.precision)
     run.sel["scores"][epoch + 1] = score
     if run.show:
         print(f"[train] {run.dataset}/{run.model_name} seed {run.seed} epoch {epoch + 1}/{run.total_epochs}: "

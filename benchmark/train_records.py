@@ -78,5 +78,6 @@ def _selection_record(policy: str, sel: dict, total_epochs: int, final_phase: st
                 "reason": "the last epoch (train checkpoint: last)"}
     return {"policy": "best_val", "epoch": sel["best_epoch"], "phase": final_phase, "file": "best.pt",
             "val_map_all": sel["best_score"], "val_scores": scores, **run,
-            "reason": f"the highest val MAP@all (attribute-level ranking) over the epochs of phase {final_phase!r}"}
+            "reason": f"the highest val MAP@all (ranked and averaged as the test split is evaluated) over the "
+                      f"epochs of phase {final_phase!r}"}
 

@@ -26,7 +26,9 @@ BACKBONES = ("resnet50_layer3", "resnet34_layer3", "resnet18_layer3", "plain8") 
 SOURCES = ("twin", "local", "url", "asen")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # model/base.py COMPILE_MODES
 # keys of models.<m> that belong to the trainer, never to the model's constructor
-TRAINER_KEYS = ("lr", "lr_decay", "lr_schedule", "flip", "phase_epochs")
+TRAINER_KEYS = ("lr", "lr_decay", "lr_schedule", "flip", "phase_epochs", "negatives")
+NEGATIVES = ("image_uniform", "class_uniform")  # benchmark/sampling.py: ASEN's draw, ASEN++'s
+PRECISIONS = ("fp32", "bf16")  # train.profiles.<p>.precision: no autocast | bfloat16 autocast
 
 
 class SchemaError(ValueError):
@@ -330,8 +332,8 @@ def _model_names(ctx: dict) -> tuple:
 
 PROFILE = Section({
     "backbone": Enum(BACKBONES), "pretrained": Bool(), "trunk": Enum(("shared", "end_to_end")), "pretrain": PRETRAIN,
-    "image_size": SIZE, "epochs": SIZE,
-    "triplets_per_epoch": AnyOf((SIZE, MapOf(SIZE, keys=_model_names))),
+    "image_size": SIZE, "epochs": AnyOf((SIZE, MapOf(SIZE, keys=_model_names))),  # a number, or per model
+    "triplets_per_epoch": AnyOf((SIZE, MapOf(SIZE, keys=_model_names))), "precision": Enum(PRECISIONS),
     "batch_size": SIZE, "preprocess": Enum(("squash", "resize_crop")), "checkpoint": Enum(("last", "best_val")),
     "early_stop": Nullable(Section({"patience": SIZE, "min_delta": NONNEG})),
     "workers": COUNT, "threads": COUNT,
@@ -351,9 +353,10 @@ TRAIN = Section({
 
 # --- models: the trainer's keys (any model) and each model's constructor arguments
 _BY_PROFILE = ("profile",)
+_SCHEDULE = MapOf(Section({"step_size": SIZE, "gamma": Num(0, 1, open_lo=True)}))  # {<phase>: {step_size, gamma}}
 _TRAINER = {
-    "lr": Keyed(POSITIVE), "lr_decay": Num(0, 1, open_lo=True), "flip": Bool(),
-    "lr_schedule": MapOf(Section({"step_size": SIZE, "gamma": Num(0, 1, open_lo=True)})),
+    "lr": Keyed(POSITIVE), "lr_decay": Num(0, 1, open_lo=True), "flip": Bool(), "negatives": Enum(NEGATIVES),
+    "lr_schedule": AnyOf((_SCHEDULE, Keyed(_SCHEDULE, by=_BY_PROFILE))),  # per phase, or that keyed by profile
     "phase_epochs": Keyed(AnyOf((ListOf(SIZE, min_len=1), MapOf(SIZE))), by=_BY_PROFILE),
 }
 _HEAD = {"embed_dim": Keyed(SIZE), "inner_dim": Keyed(SIZE), "margin": Keyed(NONNEG)}

@@ -17,6 +17,8 @@ Sizes and choices from the authors' code (Maryeon/asen, model.py ``ASENet``; doc
   ``inner_dim``), ``mask_fc2`` N -> 1024 = c (channel branch); the channel MLP is then
   ``fc1`` 2c -> c / 2 (2048 -> 512) and ``fc2`` c / 2 -> c; the spatial inner width is ``inner_dim``;
 - the loss is averaged over the B triplets of the batch (MarginRankingLoss's mean).
+Schedule (the trainer's, params.yaml ``models.asen.lr_schedule``; main.py's defaults): Adam, lr 1e-4,
+StepLR(step_size 1, gamma 0.985), 200 epochs (``train.profiles.paper.epochs.asen``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ Differences from ASEN (model/asen.py), as in the authors' ``ASENet_V2``:
   not followed here;
 - the channel branch keeps ASEN_v2's sizes: ``attr_transform2`` Linear(512, 512) with a bias and
   ``fc1`` (c + 512) -> c / 2 (1536 -> 512); the spatial ``attr_transform1`` has a bias too.
-Loss: ASEN's triplet on cosine similarities, margin 0.2.
+Loss: ASEN's triplet on cosine similarities, margin 0.2. Schedule (the trainer's, params.yaml
+``models.asen_v2.lr_schedule``): the Maryeon/asen README's ASEN_v2 recipe, ``main.py --decay_rate 0.9
+--step_size 3 --epochs 50`` (x0.9 every 3 epochs), not ``main.py``'s default x0.985 per epoch (ASEN's).
 """
 
 from __future__ import annotations

@@ -526,3 +526,184 @@ def test_early_stop_ends_a_levelled_curve_and_records_it(tiny_workdir):
     _with_profile(tiny_workdir, params, early_stop=None)
     train_tiny()
     assert read_selection(KEY, "tiny_test", 0)["epochs_run"] == 5
+
+
+# ------------------------------------------- issue 25: epochs per model, schedules, precision, val scoring
+
+REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
+
+
+def _repo_params(profile: str) -> dict:
+    from benchmark.params import load_params
+
+    params = load_params(REPO_PARAMS)
+    params["train"]["profile"] = profile
+    return params
+
+
+def test_paper_profile_trains_each_model_its_references_epochs():
+    """ASEN: 200 epochs (Maryeon/asen main.py); ASEN_v2: 50 (its README recipe); M3-Net and MODC: 50
+    (the suite's choice); ASEN++: its phase_epochs (50 + 20), which replace the profile's epochs."""
+    from benchmark.train import phase_epochs, profile_epochs, resolve_model_params
+
+    params = _repo_params("paper")
+    prof = params["train"]["profiles"]["paper"]
+    got = {m: profile_epochs(prof, m) for m in ("asen", "asen_v2", "m3net", "m3net_a", "m3net_c", "m3net_eq11", "modc")}
+    assert got == {"asen": 200, "asen_v2": 50, "m3net": 50, "m3net_a": 50, "m3net_c": 50, "m3net_eq11": 50, "modc": 50}
+    asenpp = resolve_model_params(params, "asenpp", "darn")
+    assert phase_epochs(("global", "joint"), profile_epochs(prof, "asenpp"), asenpp, "paper") == [50, 20]
+    twin = _repo_params("twin")["train"]["profiles"]["twin"]
+    assert {profile_epochs(twin, m) for m in ("asen", "asen_v2", "m3net", "modc")} == {12}
+
+
+def test_epochs_per_model_reach_the_run_and_its_records(tiny_workdir):
+    from benchmark.train import read_selection
+
+    params = make_params(tiny_workdir, triplets=16, batch=8)
+    _with_profile(tiny_workdir, params, epochs={"default": 1, "tiny_test": 3})
+    train_tiny()
+    assert sorted({int(r["epoch"]) for r in _log()}) == [1, 2, 3]
+    recipe = read_selection(KEY, "tiny_test", 0)["recipe"]
+    assert recipe["epochs"] == {"main": 3} and recipe["triplets_per_epoch"] == 16
+    used = json.loads((Path("models") / KEY / "tiny_test" / "params_used.json").read_text())
+    assert used["recipe"] == recipe and used["train"]["epochs"] == {"default": 1, "tiny_test": 3}
+
+
+def test_asen_family_schedules_follow_their_recipes():
+    """ASEN: StepLR(1, 0.985) (main.py's defaults) in both profiles; ASEN_v2: StepLR(3, 0.9) in the
+    paper profile (the README's `--decay_rate 0.9 --step_size 3`), the twin keeping x0.985 per epoch;
+    the schedules are written as ASEN++'s lr_schedule, per phase."""
+    from benchmark.train import lr_schedule, resolve_model_params
+
+    for profile, v2 in (("paper", (3, 0.9)), ("twin", (1, 0.985))):
+        params = _repo_params(profile)
+        assert lr_schedule(resolve_model_params(params, "asen", "fashionai"), "main") == (1, 0.985)
+        assert lr_schedule(resolve_model_params(params, "asen_v2", "fashionai"), "main") == v2
+        assert "lr_decay" not in params["models"]["asen_v2"]
+
+
+def test_lr_schedule_keyed_by_profile_reaches_the_optimiser(tiny_workdir):
+    make_params(tiny_workdir, epochs=4, triplets=8, batch=8, lr=0.01,
+                lr_schedule={"tiny": {"main": {"step_size": 2, "gamma": 0.5}}, "other": {"main": {"gamma": 0.1}}})
+    params = yaml.safe_load((tiny_workdir / "params.yaml").read_text())
+    params["train"]["profiles"]["other"] = dict(params["train"]["profiles"]["tiny"])
+    (tiny_workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    train_tiny()
+    lr_of_epoch = {int(r["epoch"]): float(r["lr"]) for r in _log()}
+    assert lr_of_epoch == pytest.approx({1: 0.01, 2: 0.01, 3: 0.005, 4: 0.005})
+
+
+def test_precision_is_validated_and_the_paper_profile_trains_in_fp32():
+    from benchmark.train import precision
+    from datasets.params_schema import SchemaError, validate
+
+    assert _repo_params("paper")["train"]["profiles"]["paper"]["precision"] == "fp32"
+    assert precision({}) == "fp32" and precision({"precision": "bf16"}) == "bf16"
+    params = _repo_params("paper")
+    params["train"]["profiles"]["paper"]["precision"] = "fp16"
+    with pytest.raises(SchemaError, match="precision"):
+        validate(params)
+    params["train"]["profiles"]["paper"]["precision"] = "fp32"
+    params["train"]["profiles"]["paper"]["epochs"] = {"default": 50, "asen": 0}
+    with pytest.raises(SchemaError, match="epochs"):
+        validate(params)
+
+
+@pytest.mark.parametrize("prec,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_sets_the_autocast_of_the_step_and_the_val_scoring(tiny_workdir, monkeypatch, prec, dtype):
+    """Inside the training step and the val scoring, the dtype of a Linear's output: float32 with no
+    autocast under fp32 (before this setting, no autocast on the CPU either, bf16 on CUDA), bfloat16
+    under bf16."""
+    from tests import tiny_training
+
+    seen = {"train": set(), "val": set()}
+    real = tiny_training.TinyModel._features
+
+    def spy(self, images):
+        feat, emb, logits = real(self, images)
+        seen["train" if self.training else "val"].add(emb.dtype)
+        return feat, emb, logits
+
+    monkeypatch.setattr(tiny_training.TinyModel, "_features", spy)
+    params = make_params(tiny_workdir, epochs=1, triplets=16, batch=8)
+    _with_profile(tiny_workdir, params, precision=prec)
+    train_tiny()
+    assert seen == {"train": {dtype}, "val": {dtype}}
+    from benchmark.train import read_selection
+
+    assert read_selection(KEY, "tiny_test", 0)["recipe"]["precision"] == prec
+
+
+def _class_level_val(model_name: str):
+    """A class-level model on cached maps and a val set whose attribute ranking and multi-granularity
+    ranking differ, with a query (row 0's class 2 of attribute 0) that has no relevant candidate."""
+    from benchmark.loaders import FeatureTable
+    from benchmark.train import ValSet
+    from model import build_model
+
+    torch.manual_seed(3)
+    cpa = [3, 2]
+    kw = dict(embed_dim=16, inner_dim=8, margin=0.4) | ({"w_p": 1.0} if model_name == "m3net" else {})
+    model = build_model(model_name, classes_per_attribute=cpa, backbone="features:plain8", pretrained=False, **kw)
+    n = 40
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((n, 128, 4, 4)).astype(np.float32)
+    labels = np.zeros((n, 5), dtype=bool)
+    labels[np.arange(n), rng.integers(0, 2, n)] = True  # attribute 0: classes 0 and 1
+    labels[np.arange(n), 3 + rng.integers(0, 2, n)] = True  # attribute 1
+    labels[np.arange(n) % 4 == 0, 1 - labels[np.arange(n) % 4 == 0, 0].astype(int)] = True  # some multi-label
+    labels[0, :3] = [False, False, True]  # a query of class 2, which no candidate has
+    is_q = np.arange(n) < 12
+    val = ValSet(table=FeatureTable(maps, np.arange(n)), labels=torch.from_numpy(labels),
+                 is_query=torch.from_numpy(is_q), classes_per_attribute=cpa)
+    if model_name == "modc":  # each class's prototype on one of its images: the assignment varies by image
+        model.eval()
+        with torch.no_grad():
+            x = model.embed(torch.from_numpy(maps)).attribute
+            for g in range(5):
+                n, row = int(g >= 3), int(np.flatnonzero(labels[:, g])[-1])
+                model.prototypes.update(torch.tensor([g]), x[row, n][None])
+    return model, val, maps, labels, is_q, cpa
+
+
+@pytest.mark.parametrize("model_name", ["m3net", "modc"])
+@pytest.mark.parametrize("no_relevant", ["leave_out", "zero"])
+def test_val_scoring_ranks_as_the_evaluate_stage_tests(model_name, no_relevant):
+    """M3-Net and MODC: the val score is the evaluate stage's overall MAP@all of the multi-granularity
+    ranking at evaluate.gamma under evaluate.no_relevant, not the attribute ranking with R = 0 queries
+    always left out (the score before)."""
+    from benchmark.evaluate import evaluate_split
+    from benchmark.metrics import apply_no_relevant
+    from benchmark.retrieval import attribute_map_all
+    from benchmark.train import validation_map
+
+    model, val, maps, labels, is_q, cpa = _class_level_val(model_name)
+    model.eval()
+    gamma, cap = 0.3, 2
+    with torch.no_grad():
+        emb = model.embed(torch.from_numpy(maps), gamma=gamma, max_classes=cap)
+    rows_q, rows_c = np.flatnonzero(is_q), np.flatnonzero(~is_q)
+    pq = evaluate_split(emb, rows_q, rows_c, labels, cpa, relevance="all", ks=[100], ranking="multi-granularity")
+    ap = apply_no_relevant(torch.as_tensor(pq["ap_all"]), no_relevant)
+    want = float(100 * ap[~torch.isnan(ap)].mean())
+    got = validation_map(model, val, torch.device("cpu"), relevance_mode="all", gamma=gamma, max_classes=cap,
+                         no_relevant=no_relevant)
+    assert got == pytest.approx(want, abs=1e-4)
+    old = attribute_map_all(emb.attribute, rows_q, rows_c, labels, cpa, "all")  # the score before
+    assert abs(got - old) > 0.05
+    assert np.isnan(pq["ap_all"]).any()  # the R = 0 query is there: the policies differ
+
+
+def test_the_val_scoring_params_are_in_the_fingerprint(tiny_workdir):
+    """The val curve picks best_val's epoch and ends early_stop's run, so a run scored under another
+    evaluate.gamma, max_classes, no_relevant or relevance is not resumed (dvc.yaml lists them)."""
+    from benchmark.train import run_fingerprint
+
+    params = make_params(tiny_workdir)
+    base = run_fingerprint(KEY, "tiny_test", params, 0)
+    for key, value in (("gamma", 0.5), ("max_classes", 4), ("no_relevant", "zero"), ("relevance", "any")):
+        other = {**params, "evaluate": {key: value}}
+        assert run_fingerprint(KEY, "tiny_test", other, 0) != base, key
+    dvc = yaml.safe_load((REPO_PARAMS.parent / "dvc.yaml").read_text())
+    listed = dvc["stages"]["train"]["params"]
+    assert {"evaluate.relevance", "evaluate.gamma", "evaluate.max_classes", "evaluate.no_relevant"} <= set(listed)
