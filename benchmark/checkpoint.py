@@ -60,13 +60,13 @@ def refusal(path: str | Path, e: BaseException) -> str:
             lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
             reason = next((ln for ln in lines if not any(w in ln for w in _BOILERPLATE)), "")
         reason = _one_line(reason.split(" Please use ")[0]).strip() or "objects other than tensors"
-        return (f"{path}: refused: not a readable checkpoint: it is not tensors and plain types only ({reason}); it was not "
+        return (f"{path}: not a readable checkpoint; refused: it is not tensors and plain types only ({reason}); it was not "
                 "loaded, since building other objects is what lets a crafted file run code (a full unpickle would run "
                 "it: load it that way only if you trust where it came from)")
     first = _one_line(text) or type(e).__name__
     if len(first) > 300:
         first = first[:297] + "..."
-    return f"{path}: refused: not a readable checkpoint ({type(e).__name__}: {first})"
+    return f"{path}: not a readable checkpoint; refused ({type(e).__name__}: {first})"
 
 
 def load_tensors(path: str | Path, map_location="cpu"):
@@ -89,7 +89,7 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     ckpt = load_tensors(path, map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CheckpointError(f"{path}: refused: not a checkpoint of this stage (no model state)")
+        raise CheckpointError(f"{path}: not a checkpoint of this stage (no model state); refused")
     return ckpt
 
 

@@ -90,7 +90,7 @@ def load_trunk(key: str, seed: int, map_location="cpu"):
     rec = load_tensors(path, map_location)  # CheckpointError, one line, for a crafted or damaged file
     if not isinstance(rec, dict) or rec.get("format") != TRUNK_FORMAT:
         got = rec.get("format") if isinstance(rec, dict) else type(rec).__name__
-        raise CheckpointError(f"{path}: refused: format {got!r}, expected {TRUNK_FORMAT!r}")
+        raise CheckpointError(f"{path}: not a shared trunk of this suite; refused (format {got!r}, expected {TRUNK_FORMAT!r})")
     try:
         trunk = build_trunk(rec["backbone"], pretrained=False)
         trunk.load_state_dict(rec["state_dict"])

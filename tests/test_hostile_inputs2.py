@@ -382,7 +382,7 @@ def test_s11_checkpoint_error_says_in_one_line_that_the_file_was_refused_and_why
     with pytest.raises(CheckpointError) as e:
         read_checkpoint(tmp_path / "c.pt")
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith(f"{tmp_path / 'c.pt'}: refused")
+    assert "\n" not in msg and msg.startswith(f"{tmp_path / 'c.pt'}: not a readable checkpoint; refused")
     assert "run code" in msg and "GLOBAL" in msg and "\x1b" not in msg and not marker.exists()
 
 
