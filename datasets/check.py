@@ -11,7 +11,9 @@ label.csv) or a folder of ASEN's split files. `--labels-only` checks annotations
 The user's files are only read: a folder is read in place, and when it holds the release's inner
 archives (DeepFashion Img/img.zip, FashionAI's zip) its other files are copied (never linked)
 into a temporary folder where the archives are extracted. That folder is removed on exit, on
-SIGTERM/SIGHUP, and (for a check that was killed outright) by the next check.
+SIGTERM/SIGHUP, and (for a check that was killed outright) by the next check. `--json FILE` is
+refused (exit 2) when FILE is an input (the path, the --params file, or a link to either) or lies
+inside the input folder (for a label.csv: its release folder); the report replaces FILE by rename.
 """
 
 from __future__ import annotations
