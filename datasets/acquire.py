@@ -393,6 +393,25 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
         raise _renamed(e, origins) from None
 
 
+def _refuse_overlap(key: str, cfg: dict, outputs: dict[str, Path]) -> None:
+    """DatasetError when an output (raw/, which is emptied first, the download cache, the report)
+    is a user's input, lies inside one, or holds one: a user's input is never written or removed."""
+    inputs = []
+    for k in ("path", "meta", "images"):
+        v = cfg.get(k)
+        for one in (v if isinstance(v, list) else [v]):
+            if one and "://" not in str(one):
+                inputs.append((k, Path(one)))
+    for name, out in outputs.items():
+        o = Path(out).resolve()
+        for k, inp in inputs:
+            i = inp.resolve()
+            if o == i or i in o.parents or o in i.parents:
+                raise DatasetError(f"acquire.{key}.{k}: {inp} and the stage's {name} {out} overlap (one is, or holds, "
+                                   "the other); the stage would write into or empty the user's input: give a copy "
+                                   "outside data/")
+
+
 def _acquire(key: str, cfg: dict, acq: dict, raw: Path | None, report_path: Path | None, cache: Path | None,
              origins: dict) -> dict:
     raw = Path(raw or raw_dir(key))
@@ -400,6 +419,8 @@ def _acquire(key: str, cfg: dict, acq: dict, raw: Path | None, report_path: Path
     source = cfg.get("source", "twin")
     max_bytes = caps(acq)
     dl = acq.get("download", {}) or {}
+    _refuse_overlap(key, cfg, {"raw": raw, "download cache": cache,
+                               **({"report": Path(report_path)} if report_path is not None else {})})
     if raw.exists():
         shutil.rmtree(raw)
     raw.mkdir(parents=True)

@@ -473,3 +473,16 @@ def test_s13_legacy_zip_with_non_ascii_names(tmp_path, capsys, encoding):
         assert "6 images/rows, 6 kept" in out
     else:
         assert rep["checks"].get("name_encoding") == 3 and "missing_file" not in rep["checks"]
+
+
+@pytest.mark.parametrize("where", ["is_raw", "inside_input", "holds_raw"])
+def test_s10_acquire_never_empties_or_writes_a_users_input(tmp_path, acquire_params, where):
+    """raw/ is emptied first: an input that is raw/, holds it or lies inside it would be removed."""
+    user = tmp_path / "download"
+    write_fashionai_zip(user / f"{TOP}.zip")
+    raw = {"is_raw": user, "inside_input": user / "raw", "holds_raw": tmp_path}[where]
+    before = _digest(user)
+    with pytest.raises(DatasetError) as e:
+        acquire("fashionai", {"source": "local", "path": str(user)}, _acq(acquire_params), raw)
+    assert "overlap" in str(e.value) and str(user) in str(e.value)
+    assert _digest(user) == before and not (user / "raw").exists()
