@@ -15,7 +15,8 @@ Sources (`acquire.<key>.source`):
   them) and the images from a local folder (`images`, optional).
 
 The user's inputs are only read: folders are copied (never hard-linked, so extracting or
-replacing a file in raw/ cannot reach the user's copy), archives are read in place. Extraction
+replacing a file in raw/ cannot reach the user's copy), archives are read in place. An input that
+is raw/ (emptied first), the download cache or the report, holds one or lies inside one is refused. Extraction
 is capped (`acquire.max_member_bytes`, `acquire.max_total_bytes`, `acquire.max_compression_ratio`).
 
 acquire.json counts what arrived, without parsing the annotation tables (the parse stage reads
