@@ -84,7 +84,7 @@ ASEN_FILE_PREFIXES = ("filenames_", "label_", "query_", "candidate_")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what the parsers accept as image files
 
 
-# the release's annotation files: one may come from one place only (the user's folder or an inner
+# the release's annotation files (each named list_*): one may come from one place only (the user's folder or an inner
 # archive), since the parser picks one layout (Anno/, Anno_coarse/, Anno_fine/) and would read the
 # inner archive's copy without a word
 ANNOTATION_FILES = {"deepfashion": ("list_attr_cloth.txt", "list_attr_img.txt", "list_eval_partition.txt")}
@@ -197,7 +197,8 @@ def _expand_nested(key: str, raw: Path, max_bytes, expected_sha, report: dict, s
     src = Path(source) if source is not None else raw
     names = ANNOTATION_FILES.get(key, ())
     for z in inner_archives(key, src):
-        before = {p.relative_to(raw).as_posix() for n in names for p in raw.rglob(n) if p.is_file()}
+        before = {p.relative_to(raw).as_posix() for p in raw.rglob("list_*") if p.name in names and p.is_file()} \
+            if names else set()
         members = _acquire_archive(z, raw, expected_sha if isinstance(expected_sha, dict) else None, max_bytes, report)
         # a copy at the same path with other bytes is refused by the extractor; one at another path
         # (Anno/ in the archive, Anno_coarse/ in the folder) would be read instead of the user's
