@@ -13,6 +13,7 @@ a crafted file cannot run code.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -36,21 +37,59 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read safely (truncated, garbage, or not tensors/plain types)."""
 
 
-def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """A checkpoint read with ``torch.load(weights_only=True)``; CheckpointError naming the file
-    when it is not a readable one (no pickle beyond tensors and plain types is ever run)."""
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_BOILERPLATE = ("Weights only load failed", "weights_only", "documentation", "trust", "Alternatively")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def refusal(path: str | Path, e: BaseException) -> str:
+    """One line that says ``path`` was refused and why. PyTorch's own text is several paragraphs
+    (its warning that a full unpickle could run code comes first, the reason last); this keeps the
+    reason and says the rest in a sentence."""
+    import pickle
+
+    text = _ANSI.sub("", str(e))
+    if isinstance(e, pickle.UnpicklingError) and "weights_only" in text.lower().replace(" ", "_"):
+        m = re.search(r"WeightsUnpickler error:(.*?)(?:Check the documentation|$)", text, re.S)
+        if m is not None:
+            reason = m.group(1)
+        else:
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            reason = next((ln for ln in lines if not any(w in ln for w in _BOILERPLATE)), "")
+        reason = _one_line(reason.split(" Please use ")[0]).strip() or "objects other than tensors"
+        return (f"{path}: not a readable checkpoint; refused: it is not tensors and plain types only ({reason}); it was not "
+                "loaded, since building other objects is what lets a crafted file run code (a full unpickle would run "
+                "it: load it that way only if you trust where it came from)")
+    first = _one_line(text) or type(e).__name__
+    if len(first) > 300:
+        first = first[:297] + "..."
+    return f"{path}: not a readable checkpoint; refused ({type(e).__name__}: {first})"
+
+
+def load_tensors(path: str | Path, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``; CheckpointError (one line: the file was refused and
+    why) when it cannot be read that way: truncated, garbage, or holding anything but tensors and
+    plain types (no other pickle is ever run)."""
     import pickle
     import zipfile
 
-    path = Path(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(Path(path), map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
-            zipfile.BadZipFile, UnicodeDecodeError, TypeError, IndexError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
+            zipfile.BadZipFile, UnicodeDecodeError, TypeError, IndexError, ImportError, MemoryError) as e:
+        raise CheckpointError(refusal(path, e)) from None
+
+
+def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint read with ``torch.load(weights_only=True)``; CheckpointError naming the file
+    when it is not a readable one (no pickle beyond tensors and plain types is ever run)."""
+    path = Path(path)
+    ckpt = load_tensors(path, map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CheckpointError(f"{path}: not a checkpoint of this stage (no model state)")
+        raise CheckpointError(f"{path}: not a checkpoint of this stage (no model state); refused")
     return ckpt
 
 

@@ -82,7 +82,13 @@ def main(argv=None) -> int:
     ap.add_argument("dataset", choices=DATASETS)
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    run(args.dataset, load_params(args.params))
+    from benchmark.checkpoint import CheckpointError
+
+    try:
+        run(args.dataset, load_params(args.params))
+    except CheckpointError as e:  # a damaged or crafted trunk: one line, the file and why it was refused
+        print(f"[features] {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -80,19 +80,23 @@ def write_unused(folder: Path, prof_name: str) -> None:
 
 def load_trunk(key: str, seed: int, map_location="cpu"):
     """The pretrain stage's trunk of training seed ``seed`` (eval mode, frozen) and its record."""
-    import torch
-
+    from benchmark.checkpoint import CheckpointError, load_tensors
     from model.backbone import build_trunk
 
     path = trunk_path(key, seed)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no shared trunk for seed {seed}; run `dvc repro pretrain@{key}` "
                                 "(profile trunk: shared; one trunk per seed of train.seeds)")
-    rec = torch.load(path, map_location=map_location, weights_only=True)
-    if rec.get("format") != TRUNK_FORMAT:
-        raise ValueError(f"{path}: format {rec.get('format')!r}, expected {TRUNK_FORMAT!r}")
-    trunk = build_trunk(rec["backbone"], pretrained=False)
-    trunk.load_state_dict(rec["state_dict"])
+    rec = load_tensors(path, map_location)  # CheckpointError, one line, for a crafted or damaged file
+    if not isinstance(rec, dict) or rec.get("format") != TRUNK_FORMAT:
+        got = rec.get("format") if isinstance(rec, dict) else type(rec).__name__
+        raise CheckpointError(f"{path}: not a shared trunk of this suite; refused (format {got!r}, expected {TRUNK_FORMAT!r})")
+    try:
+        trunk = build_trunk(rec["backbone"], pretrained=False)
+        trunk.load_state_dict(rec["state_dict"])
+    except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as e:
+        raise CheckpointError(f"{path}: refused: its state_dict does not fit the {rec.get('backbone')!r} trunk "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     for p in trunk.parameters():
         p.requires_grad_(False)
     return trunk.eval(), rec

@@ -15,7 +15,8 @@ Sources (`acquire.<key>.source`):
   them) and the images from a local folder (`images`, optional).
 
 The user's inputs are only read: folders are copied (never hard-linked, so extracting or
-replacing a file in raw/ cannot reach the user's copy), archives are read in place. Extraction
+replacing a file in raw/ cannot reach the user's copy), archives are read in place. An input that
+is raw/ (emptied first), the download cache or the report, holds one or lies inside one is refused. Extraction
 is capped (`acquire.max_member_bytes`, `acquire.max_total_bytes`, `acquire.max_compression_ratio`).
 
 acquire.json counts what arrived, without parsing the annotation tables (the parse stage reads
@@ -29,7 +30,16 @@ them; which named image is absent is validate's ``missing_file`` check):
   folder of ``source: asen``) the images asked for, else null; ``missing``: those that did not
   arrive; ``dead_links`` (and ``urls``): the URLs that failed, by status;
 - ``download`` (DARN's URL list): ``urls``, ``fetched`` (downloaded by this run), ``from_cache``
-  (already complete in the download cache, not requested) and ``dead``.
+  (already complete in the download cache, not requested), ``dead`` and ``length_unverified``:
+  answers without a Content-Length (close-delimited), kept but complete or cut nothing could tell
+  (their paths in ``length_unverified``); ``downloads`` (``source: url``): per URL its ``bytes``,
+  ``length_verified`` and ``sha256_checked``, and ``length_unverified`` the URLs with neither.
+
+Errors name the user's file (and line), not its copy in raw/: a split file that leaves the release
+folder is ``<the user's folder>/filenames_train.txt:3``. An annotation file may come from one
+place only: an inner archive whose member would replace a file of the user's folder with other
+bytes, or (DeepFashion) that carries annotation files beside the folder's own, is an error naming
+both.
 
 The images asked for and not obtained are also listed, with the reason, in
 raw/acquire_missing.json, from which the validate stage tells a dead link from a missing file.
@@ -57,6 +67,7 @@ import argparse
 import hashlib
 import json
 import os
+import posixpath
 import shutil
 import sys
 import time
@@ -65,7 +76,7 @@ from pathlib import Path
 
 from datasets import DATASETS
 from datasets.archive import copy_file, extract, is_archive, sha256_file
-from datasets.errors import ChecksumError, DatasetError, NotThisDatasetError
+from datasets.errors import ChecksumError, ConflictError, DatasetError, NotThisDatasetError
 from datasets.paths import MISSING_FILE, download_cache_dir, raw_dir, reports_dir, twin_manifest
 from datasets.schemas import write_json
 
@@ -73,15 +84,43 @@ ASEN_FILE_PREFIXES = ("filenames_", "label_", "query_", "candidate_")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what the parsers accept as image files
 
 
-def _copy_tree(src: Path, dst: Path, skip=lambda p: False) -> int:
+# the release's annotation files (each named list_*): one may come from one place only (the user's folder or an inner
+# archive), since the parser picks one layout (Anno/, Anno_coarse/, Anno_fine/) and would read the
+# inner archive's copy without a word
+ANNOTATION_FILES = {"deepfashion": ("list_attr_cloth.txt", "list_attr_img.txt", "list_eval_partition.txt")}
+
+
+def _copy_tree(src: Path, dst: Path, skip=lambda p: False, origins: dict | None = None) -> int:
     """Copy the regular files under src into dst (FIFOs and devices are left out: reading one
-    would block). The source is only read."""
+    would block). The source is only read. ``origins`` (copy -> the user's file) is filled in, for
+    messages that name the user's file rather than the copy."""
     n = 0
-    for p in sorted(src.rglob("*")):
-        if p.is_file() and not skip(p):
+    files = sorted(src.rglob("*"))
+    skipped = [p for p in files if p.is_dir() and skip(p)]  # an inner archive's name that is a folder
+    for p in files:
+        if p.is_file() and not skip(p) and not any(q in p.parents for q in skipped):
             copy_file(p, dst / p.relative_to(src))
+            if origins is not None:
+                origins[str(dst / p.relative_to(src))] = str(p)
             n += 1
     return n
+
+
+def user_paths(text: str, origins: dict) -> str:
+    """``text`` with the suite's copies spelled as the user's files they were copied from."""
+    for copy in sorted(origins, key=len, reverse=True):
+        text = text.replace(copy, origins[copy])
+    return text
+
+
+def _renamed(e: DatasetError, origins: dict) -> DatasetError:
+    """The error ``e`` naming the user's files instead of the suite's copies in raw/."""
+    if not origins:
+        return e
+    if getattr(e, "path", None) in origins:
+        e.path = origins[e.path]
+    e.args = (user_paths(str(e), origins),) + tuple(e.args[1:])
+    return e
 
 
 def caps(acq: dict) -> dict:
@@ -114,10 +153,13 @@ def _record_archive(path: Path, expected, report: dict) -> dict:
     return entry
 
 
-def _acquire_archive(path: Path, dest: Path, expected, cap, report: dict) -> None:
-    """Check an archive against its expected sha256, extract it into dest and count its members."""
+def _acquire_archive(path: Path, dest: Path, expected, cap, report: dict) -> list[str]:
+    """Check an archive against its expected sha256, extract it into dest and count its members;
+    the members written."""
     entry = _record_archive(path, expected, report)
-    entry["members"] = len(_extract(path, dest, cap))
+    members = _extract(path, dest, cap)
+    entry["members"] = len(members)
+    return members
 
 
 def _hoist(raw: Path, marker) -> None:
@@ -137,7 +179,9 @@ def _hoist(raw: Path, marker) -> None:
 
 
 def inner_archives(key: str, folder: Path) -> list[Path]:
-    """The release's inner archives in a folder (DeepFashion Img/*.zip, FashionAI's zips and tars)."""
+    """The release's inner archives in a folder (DeepFashion Img/*.zip, FashionAI's zips and tars).
+    DeepFashion's are listed whatever they are (an ``Img/img.zip`` that is a folder is named as an
+    error when it is read, not taken for images)."""
     folder = Path(folder)
     if key == "deepfashion":
         return sorted((folder / "Img").glob("*.zip")) if (folder / "Img").is_dir() else []
@@ -151,8 +195,18 @@ def _expand_nested(key: str, raw: Path, max_bytes, expected_sha, report: dict, s
     They are read from ``source`` (a user's folder, only read) or from raw itself, where the
     extracted archive is then removed (it is the suite's own copy)."""
     src = Path(source) if source is not None else raw
+    names = ANNOTATION_FILES.get(key, ())
     for z in inner_archives(key, src):
-        _acquire_archive(z, raw, expected_sha if isinstance(expected_sha, dict) else None, max_bytes, report)
+        before = {p.relative_to(raw).as_posix() for p in raw.rglob("list_*") if p.name in names and p.is_file()} \
+            if names else set()
+        members = _acquire_archive(z, raw, expected_sha if isinstance(expected_sha, dict) else None, max_bytes, report)
+        # a copy at the same path with other bytes is refused by the extractor; one at another path
+        # (Anno/ in the archive, Anno_coarse/ in the folder) would be read instead of the user's
+        extra = [m for m in members if posixpath.basename(m) in names and posixpath.normpath(m) not in before]
+        if before and extra:
+            shown = ", ".join(str(raw / b) for b in sorted(before))
+            raise ConflictError(f"{z}!/{extra[0]}: an annotation file inside the release's inner archive, beside the "
+                                f"folder's own ({shown}); annotations may come from one place only (remove one)")
         if source is None:
             z.unlink()
     if key == "deepfashion" and (raw / "Img").is_dir() and not any((raw / "Img").iterdir()):
@@ -167,7 +221,8 @@ def _markers(key: str):
     return lambda d: any((d / f"filenames_{s}.txt").is_file() for s in ("train", "valid", "test"))
 
 
-def _from_local(key: str, inputs: list[Path], raw: Path, cfg: dict, max_bytes: int, report: dict) -> None:
+def _from_local(key: str, inputs: list[Path], raw: Path, cfg: dict, max_bytes: int, report: dict,
+                origins: dict | None = None) -> None:
     for src in inputs:
         if not src.exists():
             raise DatasetError(f"acquire.{key}.path: {src} does not exist")
@@ -175,7 +230,7 @@ def _from_local(key: str, inputs: list[Path], raw: Path, cfg: dict, max_bytes: i
             _acquire_archive(src, raw, cfg.get("sha256"), max_bytes, report)
         elif src.is_dir():
             inner = set(inner_archives(key, src))  # read in place, not copied first
-            _copy_tree(src, raw, skip=lambda p: p in inner)
+            _copy_tree(src, raw, skip=lambda p: p in inner, origins=origins)
             _expand_nested(key, raw, max_bytes, cfg.get("sha256"), report, source=src)
         else:
             raise NotThisDatasetError(f"{src}: neither a folder nor a zip/tar archive")
@@ -183,17 +238,22 @@ def _from_local(key: str, inputs: list[Path], raw: Path, cfg: dict, max_bytes: i
     _expand_nested(key, raw, max_bytes, cfg.get("sha256"), report)
 
 
-def _copy_asen_files(src: Path, raw: Path, meta: Path | None) -> None:
+def _copy_asen_files(src: Path, raw: Path, meta: Path | None, origins: dict | None = None) -> None:
+    """Copy ASEN's split files (and urls.txt, meta.json) into raw/. A meta.json that is a folder,
+    FIFO or device is an error naming it (not skipped for the packaged meta)."""
     from datasets.parsers.asen import find_meta, is_asen_folder
 
     if not is_asen_folder(src):
         raise NotThisDatasetError(f"{src}: no ASEN split files (filenames_train/valid/test.txt)")
+    origins = {} if origins is None else origins
     for p in sorted(src.iterdir()):
         if p.is_file() and (p.name.startswith(ASEN_FILE_PREFIXES) or p.name in ("urls.txt",)):
             copy_file(p, raw / p.name)
+            origins[str(raw / p.name)] = str(p)
     meta = meta or find_meta(src)
     if meta is not None:
-        shutil.copyfile(meta, raw / "meta.json")
+        copy_file(meta, raw / "meta.json")  # FormatError naming it when it is not a regular file
+        origins[str(raw / "meta.json")] = str(meta)
 
 
 def _copy_asen_images(raw: Path, images: Path) -> list[str]:
@@ -313,8 +373,10 @@ def _fetch_darn(raw: Path, base_url: str, dl: dict, report: dict, cache: Path, s
     report["dead_links"] = {"count": len(dead), "by_status": dict(sorted(by_status.items())),
                             "items": [{"path": k, **v} for k, v in sorted(dead.items())]}
     from_cache = sum(1 for r in results if r.cached)
+    unverified = sorted(r.path for r in results if r.ok and r.length_verified is False)
     report["download"] = {"urls": len(items), "fetched": sum(1 for r in results if r.ok) - from_cache,
-                          "from_cache": from_cache, "dead": len(dead)}
+                          "from_cache": from_cache, "dead": len(dead), "length_unverified": len(unverified)}
+    report["length_unverified"] = unverified  # close-delimited answers: complete or cut, nothing could tell
     timing = dict(report["download"], concurrency=concurrency, seconds=round(seconds, 3),
                   urls_per_s=round(len(items) / seconds, 1) if seconds > 0 else None)
     return dead, timing
@@ -324,12 +386,43 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
             cache: Path | None = None) -> dict:
     """Populate raw/ from the configured source; returns (and writes) the acquire report. DARN's
     URLs are downloaded into ``cache`` (default: raw's sibling ``download_cache``), which outlives
-    the run; the timing of that download goes beside the report, in acquire_timing.json."""
+    the run; the timing of that download goes beside the report, in acquire_timing.json. An error
+    names the user's file (and line), not its copy in raw/."""
+    origins: dict[str, str] = {}  # a copy in raw/ -> the user's file it was copied from
+    try:
+        return _acquire(key, cfg, acq, raw, report_path, cache, origins)
+    except DatasetError as e:
+        raise _renamed(e, origins) from None
+
+
+def _refuse_overlap(key: str, cfg: dict, outputs: dict[str, Path]) -> None:
+    """DatasetError when an output (raw/, which is emptied first, the download cache, the report)
+    is a user's input, lies inside one, or holds one: a user's input is never written or removed."""
+    inputs = []
+    for k in ("path", "meta", "images"):
+        v = cfg.get(k)
+        for one in (v if isinstance(v, list) else [v]):
+            if one and "://" not in str(one):
+                inputs.append((k, Path(one)))
+    for name, out in outputs.items():
+        o = Path(out).resolve()
+        for k, inp in inputs:
+            i = inp.resolve()
+            if o == i or i in o.parents or o in i.parents:
+                raise DatasetError(f"acquire.{key}.{k}: {inp} and the stage's {name} {out} overlap (one is, or holds, "
+                                   "the other); the stage would write into or empty the user's input: give a copy "
+                                   "outside data/")
+
+
+def _acquire(key: str, cfg: dict, acq: dict, raw: Path | None, report_path: Path | None, cache: Path | None,
+             origins: dict) -> dict:
     raw = Path(raw or raw_dir(key))
     cache = Path(cache) if cache is not None else raw.parent / "download_cache"
     source = cfg.get("source", "twin")
     max_bytes = caps(acq)
     dl = acq.get("download", {}) or {}
+    _refuse_overlap(key, cfg, {"raw": raw, "download cache": cache,
+                               **({"report": Path(report_path)} if report_path is not None else {})})
     if raw.exists():
         shutil.rmtree(raw)
     raw.mkdir(parents=True)
@@ -346,7 +439,7 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
             from datasets.loopback import serve
             from datasets.parsers.darn import parse_urls
 
-            _copy_asen_files(path, raw, path / "meta.json" if (path / "meta.json").is_file() else None)
+            _copy_asen_files(path, raw, path / "meta.json" if (path / "meta.json").exists() else None, origins)
             faults = _twin_faults(path, parse_urls(path / "urls.txt"))
             scope = _cache_scope(cache, _twin_identity(path))
             with serve(path, faults) as srv:
@@ -354,7 +447,7 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
             report["served_faults"] = len(faults)
         else:
             skip = lambda p: p.name in ("manifest.json", "regions.json") and p.parent == path  # noqa: E731
-            _copy_tree(path, raw, skip)
+            _copy_tree(path, raw, skip, origins)
             _hoist(raw, _markers(key))
             _expand_nested(key, raw, max_bytes, cfg.get("sha256"), report)
         if (path / "regions.json").is_file():
@@ -366,11 +459,11 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
             raise DatasetError(f"acquire.{key}.path is required for source: local")
         paths = [Path(p) for p in cfg["path"]] if isinstance(cfg["path"], list) else [path]
         if key == "darn":
-            _copy_asen_files(paths[0], raw, Path(cfg["meta"]) if cfg.get("meta") else None)
+            _copy_asen_files(paths[0], raw, Path(cfg["meta"]) if cfg.get("meta") else None, origins)
             if (paths[0] / "pic").is_dir():
-                _copy_tree(paths[0] / "pic", raw / "pic")
+                _copy_tree(paths[0] / "pic", raw / "pic", origins=origins)
         else:
-            _from_local(key, paths, raw, cfg, max_bytes, report)
+            _from_local(key, paths, raw, cfg, max_bytes, report, origins)
     elif source == "url":
         from datasets.download import download
 
@@ -380,7 +473,7 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
         if key == "darn":
             if path is None:
                 raise DatasetError("acquire.darn.path must name the folder with ASEN's files and urls.txt")
-            _copy_asen_files(path, raw, Path(cfg["meta"]) if cfg.get("meta") else None)
+            _copy_asen_files(path, raw, Path(cfg["meta"]) if cfg.get("meta") else None, origins)
             base = cfg.get("base_url") or ""
             scope = _cache_scope(cache, b"url\n" + base.encode() + b"\n" + (raw / "urls.txt").read_bytes())
             dead, timing = _fetch_darn(raw, base, dl, report, scope)
@@ -391,13 +484,18 @@ def acquire(key: str, cfg: dict, acq: dict, raw: Path | None = None, report_path
             for u in urls:
                 name = Path(urllib.parse.urlsplit(u).path).name or "download"
                 want = cfg.get("sha256").get(name) if isinstance(cfg.get("sha256"), dict) else cfg.get("sha256")
+                rec: dict = {}
                 files.append(download(u, downloads / name, sha256=want, retries=dl.get("retries", 3),
-                                      backoff_s=dl.get("backoff_s", 0.2), timeout_s=dl.get("timeout_s", 30)))
+                                      backoff_s=dl.get("backoff_s", 0.2), timeout_s=dl.get("timeout_s", 30),
+                                      record=rec))
+                report.setdefault("downloads", []).append({"url": u, **rec})
+            report["length_unverified"] = [d["url"] for d in report["downloads"]
+                                           if not d.get("length_verified") and not d.get("sha256_checked")]
             _from_local(key, files, raw, cfg, max_bytes, report)
     elif source == "asen":
         if path is None:
             raise DatasetError(f"acquire.{key}.path must name the folder with ASEN's split files")
-        _copy_asen_files(path, raw, Path(cfg["meta"]) if cfg.get("meta") else None)
+        _copy_asen_files(path, raw, Path(cfg["meta"]) if cfg.get("meta") else None, origins)
         images = Path(cfg["images"]) if cfg.get("images") else None
         if images is not None:
             requested = _copy_asen_images(raw, images)

@@ -9,8 +9,16 @@ compressed bytes (`max_ratio`, zip; for a compressed tar the ratio of everything
 archive's size), checked from the headers first and again while writing. Damaged compressed
 data (zlib, bz2, lzma errors) and truncated archives are FormatErrors naming the archive.
 
-Extraction only ever creates new files: a path that already exists in the destination is unlinked
-first (never opened for writing), so a file hard-linked from elsewhere cannot be overwritten.
+Extraction only ever creates new files: a path that already exists in the destination is never
+opened for writing. A member whose path already holds a file (a copy of the user's own file beside
+the archive, or an earlier member of the same name) is compared with it: the same bytes are kept as
+they are; other bytes are a ConflictError naming both, since an annotation file or an image may come
+from one place only (an inner archive never silently replaces the user's annotations, and a zip with
+two different `label.csv` entries is refused rather than read as the last one).
+
+Zip names without the UTF-8 flag (legacy zips) are decoded as UTF-8 when their bytes are valid
+UTF-8 (what Info-ZIP and macOS write), else as cp437 (the zip standard's default); validate then
+reports an image whose name was spelled in another legacy code page as `name_encoding`.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from datasets.errors import FormatError, UnsafeArchiveError
+from datasets.errors import ConflictError, FormatError, UnsafeArchiveError
 
 CHUNK = 1 << 20
 DEFAULT_MAX_TOTAL_BYTES = 64 << 30  # everything one archive may write (acquire.max_total_bytes)
@@ -38,11 +46,34 @@ _MAGIC = ((0, b"PK\x03\x04", "zip"), (0, b"PK\x05\x06", "zip"), (0, b"\x1f\x8b",
           (0, b"\xfd7zXZ\x00", "xz"), (257, b"ustar", "tar"))
 
 
+def _not_regular(path: Path) -> str | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "nothing (the file does not exist)"
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder"
+    if not stat.S_ISREG(st.st_mode):
+        return "a FIFO or device"
+    return None
+
+
 def sha256_file(path: str | Path) -> str:
+    """The sha256 of a regular file; FormatError naming it when it is a folder, a FIFO, a device or
+    unreadable."""
+    path = Path(path)
+    why = _not_regular(path)
+    if why is not None:
+        raise FormatError(path, None, "an archive (a regular file)", got=why)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(CHUNK), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise FormatError(path, None, "a readable file", got=f"{type(e).__name__}: {e.strerror or e}") from None
     return h.hexdigest()
 
 
@@ -119,6 +150,52 @@ def _new_file(path: Path):
     return open(path, "xb")
 
 
+def _limited_chunks(src, limit: int, name: str, budget: _Budget | None, compressed: int | None,
+                    max_ratio: float | None):
+    """The chunks of a member, stopped by max_member_bytes, the ratio cap and the archive's budget."""
+    n = 0
+    while True:
+        chunk = src.read(CHUNK)
+        if not chunk:
+            return
+        n += len(chunk)
+        if n > limit:
+            raise UnsafeArchiveError(f"member {name!r} is larger than max_member_bytes = {limit}")
+        if max_ratio and compressed is not None and n > RATIO_FLOOR and n > max_ratio * max(compressed, 1):
+            raise UnsafeArchiveError(f"member {name!r} expands more than max_compression_ratio = {max_ratio:g} "
+                                     f"times its {compressed} compressed bytes")
+        if budget is not None:
+            budget.take(len(chunk))
+        yield chunk
+
+
+def _same_as_existing(src, dst_path: Path, limit: int, name: str, budget: _Budget | None,
+                      compressed: int | None, max_ratio: float | None) -> bool:
+    """Whether the member read from ``src`` has exactly the bytes of the file at ``dst_path``."""
+    with open(dst_path, "rb") as have:
+        for chunk in _limited_chunks(src, limit, name, budget, compressed, max_ratio):
+            if have.read(len(chunk)) != chunk:
+                return False
+        return have.read(1) == b""
+
+
+def _place(src, dst_path: Path, limit: int, name: str, archive: Path, written: set, budget: _Budget | None = None,
+           compressed: int | None = None, max_ratio: float | None = None) -> None:
+    """Write a member at dst_path; where a regular file is there already (a copy of the user's file,
+    or a member of the same name written before), keep it when the bytes are the same and raise
+    ConflictError naming both when they are not."""
+    if dst_path.is_file() and not dst_path.is_symlink():
+        if _same_as_existing(src, dst_path, limit, name, budget, compressed, max_ratio):
+            return
+        if dst_path in written:
+            raise ConflictError(f"{archive}: member {name!r} appears twice with different content; which one is "
+                                "meant cannot be told (repack the archive with one copy)")
+        raise ConflictError(f"{dst_path} and {archive}!/{name}: two copies of one file with different content; a "
+                            "file may come from one place only (remove one of them, or make them identical)")
+    _copy_limited(src, dst_path, limit, name, budget, compressed, max_ratio)
+    written.add(dst_path)
+
+
 def _copy_limited(src, dst_path: Path, limit: int, name: str, budget: _Budget | None = None,
                   compressed: int | None = None, max_ratio: float | None = None) -> None:
     n = 0
@@ -173,6 +250,18 @@ def extract(archive: str | Path, dest: str | Path, max_member_bytes: int, max_to
     raise FormatError(archive, None, "a zip or tar archive")
 
 
+def member_name(info: zipfile.ZipInfo) -> str:
+    """A zip member's name: as stored when the UTF-8 flag is set or it is ASCII; a legacy name
+    (no flag) whose bytes are valid UTF-8 is read as UTF-8, any other as cp437 (zipfile's reading)."""
+    name = info.filename
+    if info.flag_bits & 0x800 or name.isascii():
+        return name
+    try:
+        return name.encode("cp437").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return name
+
+
 def _extract_zip(archive: Path, dest: Path, limit: int, budget: _Budget, max_ratio: float) -> list[str]:
     try:
         zf = zipfile.ZipFile(archive)
@@ -181,15 +270,21 @@ def _extract_zip(archive: Path, dest: Path, limit: int, budget: _Budget, max_rat
     with zf:
         problems = []
         links = {}
-        for info in zf.infolist():
-            why = _unsafe_name(info.filename)
+        infos = [(info, member_name(info)) for info in zf.infolist()]
+        seen: dict[str, tuple[int, int]] = {}
+        for info, name in infos:
+            why = _unsafe_name(name)
             mode = info.external_attr >> 16
+            if why is None and not info.is_dir():
+                prev = seen.setdefault(name, (info.CRC, info.file_size))
+                if prev != (info.CRC, info.file_size):
+                    why = "listed twice with different content: which copy is meant cannot be told"
             if why is None and stat.S_ISLNK(mode):
                 target = zf.read(info).decode("utf-8", "replace")
-                if _link_escapes(info.filename, target, hard=False):
+                if _link_escapes(name, target, hard=False):
                     why = f"link to {target!r} outside the archive"
                 else:
-                    links[info.filename] = target
+                    links[name] = target
             if why is None and info.file_size > limit:
                 why = f"{info.file_size} bytes > max_member_bytes = {limit}"
             if (why is None and max_ratio and info.file_size > RATIO_FLOOR
@@ -197,31 +292,32 @@ def _extract_zip(archive: Path, dest: Path, limit: int, budget: _Budget, max_rat
                 why = (f"{info.file_size} bytes from {info.compress_size} compressed: ratio > "
                        f"max_compression_ratio = {max_ratio:g}")
             if why:
-                problems.append(f"{info.filename!r} ({why})")
+                problems.append(f"{name!r} ({why})")
         declared = sum(i.file_size for i in zf.infolist())
         if declared > budget.total:
             problems.append(f"{declared} bytes in all > max_total_bytes = {budget.total}")
         if problems:
             raise UnsafeArchiveError(f"{archive}: refused members: " + "; ".join(problems))
         written = []
+        placed: set[Path] = set()
         try:
-            for info in zf.infolist():
+            for info, name in infos:
                 if info.is_dir():
-                    _inside(dest, info.filename).mkdir(parents=True, exist_ok=True)
+                    _inside(dest, name).mkdir(parents=True, exist_ok=True)
                     continue
-                if info.filename in links:
+                if name in links:
                     continue  # links inside the tree: materialised as copies below
-                target = _inside(dest, info.filename)
+                target = _inside(dest, name)
                 with zf.open(info) as src:
-                    _copy_limited(src, target, limit, info.filename, budget, info.compress_size, max_ratio)
-                written.append(info.filename)
+                    _place(src, target, limit, name, archive, placed, budget, info.compress_size, max_ratio)
+                written.append(name)
             for name, t in links.items():
                 src_p = _inside(dest, posixpath.normpath(posixpath.join(posixpath.dirname(name), t)))
                 if src_p.is_file():
                     with open(src_p, "rb") as src:
-                        _copy_limited(src, _inside(dest, name), limit, name, budget)
+                        _place(src, _inside(dest, name), limit, name, archive, placed, budget)
                     written.append(name)
-        except UnsafeArchiveError:
+        except (UnsafeArchiveError, ConflictError):
             raise
         except _DAMAGED as e:
             raise FormatError(archive, None, "an intact zip archive",
@@ -260,13 +356,14 @@ def _extract_tar(archive: Path, dest: Path, limit: int, budget: _Budget, max_rat
             raise UnsafeArchiveError(f"{archive}: refused members: " + "; ".join(problems))
         written = []
         deferred = []
+        placed: set[Path] = set()
         try:
             for m in members:
                 if m.isdir():
                     _inside(dest, m.name).mkdir(parents=True, exist_ok=True)
                 elif m.isfile():
                     src = tf.extractfile(m)
-                    _copy_limited(src, _inside(dest, m.name), limit, m.name, budget)
+                    _place(src, _inside(dest, m.name), limit, m.name, archive, placed, budget)
                     written.append(m.name)
                 elif m.issym() or m.islnk():
                     deferred.append(m)
@@ -275,9 +372,9 @@ def _extract_tar(archive: Path, dest: Path, limit: int, budget: _Budget, max_rat
                 src_p = _inside(dest, posixpath.normpath(posixpath.join(base, m.linkname)))
                 if src_p.is_file():
                     with open(src_p, "rb") as srcf:
-                        _copy_limited(srcf, _inside(dest, m.name), limit, m.name, budget)
+                        _place(srcf, _inside(dest, m.name), limit, m.name, archive, placed, budget)
                     written.append(m.name)
-        except UnsafeArchiveError:
+        except (UnsafeArchiveError, ConflictError):
             raise
         except _DAMAGED as e:
             raise FormatError(archive, None, "an intact tar archive",

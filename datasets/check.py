@@ -11,7 +11,9 @@ label.csv) or a folder of ASEN's split files. `--labels-only` checks annotations
 The user's files are only read: a folder is read in place, and when it holds the release's inner
 archives (DeepFashion Img/img.zip, FashionAI's zip) its other files are copied (never linked)
 into a temporary folder where the archives are extracted. That folder is removed on exit, on
-SIGTERM/SIGHUP, and (for a check that was killed outright) by the next check.
+SIGTERM/SIGHUP, and (for a check that was killed outright) by the next check. `--json FILE` is
+refused (exit 2) when FILE is an input (the path, the --params file, or a link to either) or lies
+inside the input folder (for a label.csv: its release folder); the report replaces FILE by rename.
 """
 
 from __future__ import annotations
@@ -247,6 +249,32 @@ def _user_paths(msg: str, tmp: str, path: Path) -> str:
     return msg.replace(os.path.realpath(tmp), shown).replace(tmp, shown)
 
 
+def _input_roots(path: Path) -> list[Path]:
+    """The folders a check reads from: the input folder, or for a label.csv its release folder
+    (where its images are)."""
+    if path.is_dir():
+        return [path.resolve()]
+    if path.name == "label.csv" or path.suffix.lower() in (".csv", ".txt"):
+        parent = path.resolve().parent
+        return [parent.parent if parent.name == "Annotations" else parent]
+    return []
+
+
+def output_refusal(out: Path, path: Path, params: Path | None = None) -> str | None:
+    """Why ``out`` may not be written by a check of ``path``, or None: an output that is an input
+    (the same file, by any spelling or link: the path, its resolved form, or the same inode) or that
+    lies inside the input folder is refused, so that a user's input is never written."""
+    out_r = out.resolve()
+    inputs = [p for p in (path, params) if p is not None and (p.exists() or p.is_symlink())]
+    for p in inputs:
+        if out_r == p.resolve() or (out.exists() and p.exists() and os.path.samefile(out, p)):
+            return f"is the input {p} itself; give a file outside the input"
+    for root in _input_roots(path):
+        if out_r == root or root in out_r.parents:
+            return f"lies inside the input folder {root}; a check never writes into its input"
+    return None
+
+
 def run(args) -> int:
     from datasets.validate import validate_tables
 
@@ -256,6 +284,9 @@ def run(args) -> int:
         params, acq = _params(args.params)
         if args.json is not None and (args.json.is_dir() or (args.json.exists() and not args.json.is_file())):
             raise UsageError(f"--json {args.json}: is a folder (or not a regular file); give a file name")
+        why = output_refusal(args.json, path, args.params) if args.json is not None else None
+        if why is not None:
+            raise UsageError(f"--json {args.json}: {why}")
     except UsageError as e:
         print(f"fashionbench check: {e}", file=sys.stderr)
         return 2
@@ -288,7 +319,9 @@ def run(args) -> int:
         body = _user_paths(json.dumps(report, indent=2) + "\n", tmp, path)
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(body)
+            from datasets.atomic import write_text
+
+            write_text(args.json, body)  # a new file renamed into place: never written through a link
         except OSError as e:
             print(f"fashionbench check: --json {args.json}: cannot write it ({e.strerror or e})", file=sys.stderr)
             return 2

@@ -44,6 +44,11 @@ class UnsafeArchiveError(DatasetError):
     """An archive member would escape the extraction folder or is too large."""
 
 
+class ConflictError(DatasetError):
+    """Two copies of one file (the user's and an archive member's, or two members of one archive)
+    with different content: which one is meant cannot be told, so neither is used."""
+
+
 class DownloadError(DatasetError):
     pass
 

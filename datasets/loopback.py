@@ -7,7 +7,10 @@ and half the body, then closes the connection, on every request; "drop_once" onl
 
 Hostile servers, for the downloader's tests: "redirect_loop" (a 302 to itself), "redirect_file"
 (a 302 to file:///etc/hostname), "bad_416" (every Range answered 416 with a wrong size),
-"wrong_range" (every Range answered 206 from byte 0), "no_validators" (no ETag/Last-Modified).
+"wrong_range" (every Range answered 206 from byte 0), "no_validators" (no ETag/Last-Modified),
+"short_length" (a Content-Length 100 bytes short of the body sent, then the connection closed),
+"no_length" (no Content-Length: the body ends where the connection closes) and "no_length_cut"
+(the same, cut after half the body: a close-delimited answer whose end cannot be told).
 Every answer carries an ETag (of the content) and Last-Modified; `If-Range` is honoured (a
 validator that does not match gets the whole file with 200). `srv.if_range` records the
 If-Range header of every request, `srv.gets` counts the GET requests per URL path (what a resumed
@@ -104,19 +107,23 @@ class _Handler(BaseHTTPRequestHandler):
         chunk = data[start : end + 1]
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(chunk)))
+        if fault == "short_length":
+            self.send_header("Content-Length", str(max(len(chunk) - 100, 0)))
+        elif fault not in ("no_length", "no_length_cut"):
+            self.send_header("Content-Length", str(len(chunk)))
         self.send_header("Accept-Ranges", "bytes")
         if fault != "no_validators":
             self.send_header("ETag", etag)
             self.send_header("Last-Modified", modified)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        if fault in ("drop", "drop_once"):
+        if fault in ("drop", "drop_once", "short_length", "no_length", "no_length_cut"):
             self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         if not body:
             return
-        if fault in ("drop", "drop_once"):
+        if fault in ("drop", "drop_once", "no_length_cut"):
             self.wfile.write(chunk[: len(chunk) // 2])
             self.wfile.flush()
             self.close_connection = True

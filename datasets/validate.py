@@ -142,6 +142,30 @@ def scan_cut(data: bytes, img: np.ndarray) -> bool:
     return bool((img[-8:, -8:] == 128).all())
 
 
+LEGACY_ENCODINGS = ("gbk", "big5", "shift_jis", "euc_kr", "cp1252", "cp1251", "cp866", "cp850", "latin-1")
+
+
+def legacy_spelling(raw: Path, name: str) -> tuple[str, str] | None:
+    """(code page, name found) when the image ``name`` (non-ASCII) is absent from ``raw`` but a zip
+    without the UTF-8 flag spelled it in a legacy code page, which the extractor read as UTF-8
+    (when those bytes happen to be valid UTF-8) or cp437: the file is there under that misread name."""
+    if name.isascii():
+        return None
+    for enc in LEGACY_ENCODINGS:
+        try:
+            spelled = name.encode(enc)
+        except UnicodeEncodeError:
+            continue
+        for reader in ("cp437", "utf-8"):  # datasets.archive.member_name reads unflagged names so
+            try:
+                misread = spelled.decode(reader)
+            except UnicodeDecodeError:
+                continue
+            if misread != name and (Path(raw) / misread).is_file():
+                return enc, misread
+    return None
+
+
 def check_image(path: Path, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
                 ) -> tuple[str | None, str, int | None, str | None, bytes | None]:
     """(failed check or None, reason, phash, sha256, thumbnails) of one image file; phash and
@@ -271,7 +295,12 @@ def validate_tables(key: str, tables: dict[str, pl.DataFrame], raw: Path | None,
         items = list(paths.items())
         results = check_images([Path(raw) / p for _, p in items], min_side, workers, progress, max_pixels)
         for (image_id, path), (check, reason, h, sha, th) in zip(items, results):
-            if check == "missing_file" and dead.get(path, {}).get("status") is not None:
+            legacy = legacy_spelling(raw, path) if check == "missing_file" else None
+            if legacy is not None:
+                check = "name_encoding"
+                reason = (f"the archive names this file in {legacy[0]} without the zip's UTF-8 flag (read as "
+                          f"{legacy[1]!r}); repack it with UTF-8 names")
+            elif check == "missing_file" and dead.get(path, {}).get("status") is not None:
                 info = dead[path]
                 status = info.get("status")
                 check = "dead_link"

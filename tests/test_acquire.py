@@ -202,8 +202,8 @@ def test_darn_twin_second_acquire_takes_every_image_from_the_download_cache(tmp_
     raw1 = {p.relative_to(tmp_path / "raw"): p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file()}
     second = acquire("darn", cfg, acq, tmp_path / "raw", tmp_path / "acquire.json")
     n = first["urls"]
-    assert first["download"] == {"urls": n, "fetched": n - 3, "from_cache": 0, "dead": 3}
-    assert second["download"] == {"urls": n, "fetched": 0, "from_cache": n - 3, "dead": 3}  # dead ones tried again
+    assert first["download"] == {"urls": n, "fetched": n - 3, "from_cache": 0, "dead": 3, "length_unverified": 0}
+    assert second["download"] == {"urls": n, "fetched": 0, "from_cache": n - 3, "dead": 3, "length_unverified": 0}  # dead ones tried again
     assert {p.relative_to(tmp_path / "raw"): p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file()} == raw1
     timing = json.loads((tmp_path / "acquire_timing.json").read_text())  # the run-dependent part, untracked
     assert timing["from_cache"] == n - 3 and timing["seconds"] > 0 and timing["urls_per_s"] > 0

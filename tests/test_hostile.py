@@ -111,14 +111,16 @@ def test_check_folder_with_zip_beside_extracted_copy_leaves_user_files_alone(tmp
     rc, out, err = _check(capsys, "fashionai", user)
     assert _tree_digest(user) == before  # same bytes, and no new hard links to the user's files
     assert all(n == 1 for _, n in before.values())
-    if zip_state == "intact":
-        assert rc in (0, 1) and "images/rows" in out
+    if zip_state == "intact":  # the zip's label.csv and the user's edited copy differ: refused, naming both
+        assert rc == 1 and str(user / TOP / "Annotations" / "label.csv") in err and f"{TOP}.zip!/" in err
     else:
         assert rc == 1 and f"{TOP}.zip" in err and "zip" in err
 
 
 def test_acquire_local_folder_copies_never_links(tmp_path, acquire_params):
     user = _download_with_extracted_copy(tmp_path, "")
+    with zipfile.ZipFile(user / f"{TOP}.zip") as zf:  # the copy as extracted (an edited one is refused)
+        (user / TOP / "Annotations" / "label.csv").write_bytes(zf.read(f"{TOP}/Annotations/label.csv"))
     before = _tree_digest(user)
     acquire("fashionai", {"source": "local", "path": str(user)}, _acq(acquire_params), tmp_path / "raw")
     assert _tree_digest(user) == before

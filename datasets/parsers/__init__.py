@@ -24,18 +24,30 @@ MAX_BAD_LINE_SHARE = 0.5
 # an image whose header claims more pixels than this is not decoded (validate.max_pixels)
 DEFAULT_MAX_PIXELS = 40_000_000
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# characters refused in a path: C0 controls (NUL, ESC...), DEL, C1 controls (0x80-0x9f, CSI and OSC
+# among them) and the bidirectional formatting characters (U+202E RIGHT-TO-LEFT OVERRIDE makes
+# 'gpj.exe' show as 'exe.jpg'); a no-break space or another letter of any script is a name's own
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def control_char(name: str) -> str | None:
+    """A description of the first control or bidirectional formatting character in ``name``, or None."""
+    m = _CONTROL.search(name)
+    return None if m is None else f"U+{ord(m.group()):04X} at character {m.start() + 1}"
 
 
 def safe_relpath(name: str) -> tuple[str | None, str]:
     """(normalised '/'-separated relative path, "") of a path named by an annotation or URL list, or
     (None, why) when it would leave its release folder. The check runs on the normalised form:
     backslashes become '/' first, then absolute paths, drive letters, UNC names, '..' components,
-    NUL and control characters are refused; '.' components and doubled separators are dropped."""
+    NUL, control characters (C0, DEL, C1) and bidirectional formatting characters (U+202E...) are
+    refused; '.' components and doubled separators are dropped."""
     if not name or not name.strip():
         return None, "an empty path"
     n = name.replace("\\", "/")
-    if any(ord(c) < 32 for c in n):
-        return None, "a control character or NUL in the path"
+    bad = control_char(n)
+    if bad is not None:
+        return None, f"a control or bidirectional formatting character in the path ({bad})"
     if n.startswith("/"):
         return None, "an absolute path"
     if _DRIVE.match(n):

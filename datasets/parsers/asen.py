@@ -28,10 +28,19 @@ def is_asen_folder(folder: Path) -> bool:
 
 
 def find_meta(folder: Path) -> Path | None:
+    """meta.json beside the split files, else one folder up; None when neither exists (the packaged
+    meta is used then). One that exists but is a folder, FIFO or device is returned all the same,
+    so that reading it is an error naming it, not a silent fall-back to the packaged meta."""
     for p in (Path(folder) / "meta.json", Path(folder).parent / "meta.json"):
-        if p.is_file():
+        if p.exists() or p.is_symlink():
             return p
     return None
+
+
+def _key_line(text: str, key: str) -> int | None:
+    """The 1-based line of the first ``"key":`` in a JSON text, or None."""
+    i = text.find(json.dumps(key))
+    return None if i < 0 else text[:i].count("\n") + 1
 
 
 def parse_meta(path: Path | None, key: str) -> tuple[list[str], list[int], dict[str, list[str]]]:
@@ -45,15 +54,22 @@ def parse_meta(path: Path | None, key: str) -> tuple[list[str], list[int], dict[
             raise FormatError(path, None, "a readable JSON file (ASEN meta.json)", got=why)
         raw = Path(path).read_bytes()
         try:
-            data = json.loads(raw.decode("utf-8-sig"))
+            text = raw.decode("utf-8-sig")
+            data = json.loads(text)
         except UnicodeDecodeError:
             raise FormatError(path, None, "UTF-8 JSON") from None
         except json.JSONDecodeError as e:
             raise FormatError(path, e.lineno, "JSON with ATTRIBUTES and ATTRIBUTES_NUM", got=e.msg) from None
+        except RecursionError:
+            raise FormatError(path, None, "JSON with ATTRIBUTES and ATTRIBUTES_NUM", got="nesting too deep") from None
         where = str(path)
     if not isinstance(data, dict):
         raise FormatError(where, None, "a JSON object")
     sec = data.get(SECTIONS[key], data) if SECTIONS[key] in data else data
+    if not isinstance(sec, dict):  # the section is there but is a string, a list...
+        line = _key_line(text, SECTIONS[key]) if path is not None else None
+        raise FormatError(where, line, f"a JSON object as the {SECTIONS[key]} section (with ATTRIBUTES and ATTRIBUTES_NUM)",
+                          got=f"a {type(sec).__name__}: {json.dumps(sec)[:80]}")
     try:
         attrs = [str(a) for a in sec["ATTRIBUTES"]]
         nums = [int(sec["ATTRIBUTES_NUM"][a]) for a in attrs]

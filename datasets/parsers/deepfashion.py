@@ -19,6 +19,13 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png")
 VALUES = {"1": "positive", "-1": None, "0": "unknown"}
 PARTITIONS = {"train": "train", "val": "val", "test": "test"}
 _ASCII_INT = re.compile(r"[0-9]+")
+MAX_DIGITS = 12  # a count or type field longer than this is not a number of this release (int() refuses > 4300 digits)
+
+
+def ascii_int(tok: str) -> int | None:
+    """The value of an ASCII decimal field of at most MAX_DIGITS digits, else None (str.isdigit
+    accepts '²', which int() refuses, and int() refuses a 5,000-digit string)."""
+    return int(tok) if len(tok) <= MAX_DIGITS and _ASCII_INT.fullmatch(tok) else None
 _SEP = re.compile(r"[ \t]+")  # the release's field separators; other whitespace belongs to a name
 
 
@@ -31,11 +38,13 @@ def _count_line(path, lines: list[str]) -> int:
     if len(lines) < 2:
         raise FormatError(path, len(lines) + 1, "a count line then a header line", got="end of file")
     head = lines[0].strip()
-    if not _ASCII_INT.fullmatch(head):  # str.isdigit accepts '²', which int() refuses
-        raise FormatError(path, 1, "the number of entries (an integer)", got=lines[0])
+    count = ascii_int(head)
+    if count is None:
+        got = lines[0] if len(head) <= MAX_DIGITS else f"a {len(head)}-character line"
+        raise FormatError(path, 1, f"the number of entries (an integer of at most {MAX_DIGITS} digits)", got=got)
     if not lines[1].strip():
         raise FormatError(path, 2, "a header line", got=lines[1])
-    return int(head)
+    return count
 
 
 def _check_count(path, count: int, lines: list[str]) -> None:
@@ -56,9 +65,10 @@ def parse_attr_cloth(path: Path) -> list[tuple[str, int]]:
         if not s:
             continue
         parts = s.rsplit(None, 1)
-        if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) < 1 or int(parts[1]) > 99:
+        t = ascii_int(parts[1]) if len(parts) == 2 else None
+        if t is None or t < 1 or t > 99:
             raise FormatError(path, i, "'<class name> <type 1-5>'", got=ln)
-        out.append((parts[0].strip(), int(parts[1])))
+        out.append((parts[0].strip(), t))
     if not out:
         raise FormatError(path, 3, "at least one '<class name> <type>' line", got="end of file")
     return out
