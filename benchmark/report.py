@@ -317,6 +317,18 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
     return "\n".join(out)
 
 
+def _card(key: str, model: str) -> dict | None:
+    """The model card the train stage wrote into ``models/<key>/<model>/`` (a dep), with the training
+    time of its committed copy (``reports/<key>/<model>/card.json``): a measurement, kept out of
+    the model folder so that a rerun reproducing the weights reproduces it byte for byte; it is
+    written with the folder, so it is as new as the card."""
+    card = _read(paths.model_dir(key, model) / "card.json")
+    if card is None:
+        return None
+    timed = _read(paths.model_reports_dir(key, model) / "card.json") or {}
+    return {**card, **{k: timed.get(k) for k in ("seconds_per_seed", "device")}}
+
+
 def _count(n) -> str:
     """12345678 -> '12.35 M' (parameters, FLOPs)."""
     if n is None:
@@ -337,7 +349,8 @@ def models_page(cards: dict[str, dict[str, dict | None]], labels: dict[str, str]
            "frozen (under `end_to_end` the trunk is inside the model). FLOPs per image at the profile's image size, "
            "counted by torch's FlopCounterMode on the model's `embed` of one image (every attribute's embedding, "
            "the class level of every attribute where the model has one; a multiply-add counts 2): head on the "
-           "trunk's map + the trunk's forward. Training time: wall seconds of each seed's run on the device named.",
+           "trunk's map + the trunk's forward. Training time: wall seconds of each seed's run on the device named "
+           "(from the committed card: a measurement, not in the model folder).",
            ""]
     for key, by_model in cards.items():
         rows = [(m, c) for m, c in by_model.items() if c]
@@ -351,9 +364,10 @@ def models_page(cards: dict[str, dict[str, dict | None]], labels: dict[str, str]
             emb = str(c.get("embedding_size", DASH)) + (f" (class level {c['class_embedding_size']})"
                                                        if c.get("class_embedding_size") else "")
             secs = ", ".join(f"{s:.0f}" for s in c.get("seconds_per_seed") or []) or DASH
+            secs += f" ({c['device']})" if c.get("device") else ""
             out.append(f"| {labels.get(m, m)} | {_count(p.get('head'))} + {_count(p.get('trunk'))} | "
                        f"{_count(f.get('head'))} + {_count(f.get('trunk'))} at {c.get('image_size')} px | {emb} | "
-                       f"{secs} ({c.get('device', DASH)}) | {c.get('reference') or DASH} |")
+                       f"{secs} | {c.get('reference') or DASH} |")
         out += [""]
     return "\n".join(out)
 
@@ -401,7 +415,7 @@ def run(params: dict) -> list[Path]:
         out = paths.report_page(key)
         write_text(out, page)
         written.append(out)
-    cards = {key: {m: _read(paths.model_dir(key, m) / "card.json") for m in labels[key]} for key in DATASETS}
+    cards = {key: {m: _card(key, m) for m in labels[key]} for key in DATASETS}
     out = paths.ROOT / "reports" / "models.md"
     write_text(out, models_page(cards, {m: lab for key in DATASETS for m, lab in labels[key].items()}))
     written.append(out)

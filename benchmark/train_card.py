@@ -2,8 +2,9 @@
 dataset costs and where it comes from, written by the train stage once per model.
 
 ``models/<key>/<model>/card.json`` (in the train stage's output, so the report stage, which
-depends on ``models/<key>``, reads it) and the same bytes as ``reports/<key>/<model>/card.json``
-(a committed DVC metric):
+depends on ``models/<key>``, reads it; no timing there: a rerun that reproduces the weights
+reproduces the folder byte for byte) and ``reports/<key>/<model>/card.json`` (a committed DVC
+metric: the same fields and the timing):
 
 - ``reference``: the paper and authors' code the model follows (the model class's ``reference``);
 - ``parameters``: ``head`` (the model's own: under ``trunk: shared`` the trunk is not part of it)
@@ -16,7 +17,7 @@ depends on ``models/<key>``, reads it) and the same bytes as ``reports/<key>/<mo
   network); ``total`` their sum. Multiply-adds count 2 FLOPs;
 - ``embedding_size``: D of the attribute-level embedding (and ``class_embedding_size``);
 - ``seconds_per_seed``: the wall time of each seed's training in the run that trained it (a
-  resumed seed: the resumed part), ``device``.
+  resumed seed: the resumed part), ``device``: in the committed card and train_timing.json only.
 """
 
 from __future__ import annotations
@@ -78,27 +79,44 @@ def card_paths(dataset: str, model_name: str):
     return paths.model_dir(dataset, model_name) / "card.json", paths.model_reports_dir(dataset, model_name) / "card.json"
 
 
+def _dump(card: dict) -> str:
+    return json.dumps(card, indent=2, sort_keys=True) + "\n"
+
+
 def write_card(dataset: str, model_name: str, params: dict, classes_per_attribute: list[int],
                seeds: list[int], seconds: list[float], device: str) -> dict:
-    """Measure the model's card and write it to both places (rank 0, after a run)."""
+    """Measure the model's card and write it (rank 0, after a run): without the timing in the
+    model folder (a rerun that reproduces the weights reproduces that folder byte for byte), with
+    it in the committed copy; the timing is also kept in the untracked train_timing.json, where
+    :func:`restore_card` finds it again."""
     from benchmark.params import resolve_model_params
+    from benchmark.train_records import timing_path
     from datasets.atomic import write_text
 
     card = model_card(model_name, classes_per_attribute, params, resolve_model_params(params, model_name, dataset))
-    card.update(dataset=dataset, seeds=list(seeds), seconds_per_seed=list(seconds), device=device)
-    text = json.dumps(card, indent=2, sort_keys=True) + "\n"
-    for p in card_paths(dataset, model_name):
-        write_text(p, text)
-    return card
+    card.update(dataset=dataset, seeds=list(seeds))
+    timing = {"seconds_per_seed": list(seconds), "device": device}
+    tp = timing_path(dataset, model_name)
+    kept = json.loads(tp.read_text()) if tp.is_file() else {}
+    write_text(tp, json.dumps({**kept, **timing}, indent=2, sort_keys=True) + "\n")
+    inside, committed = card_paths(dataset, model_name)
+    write_text(inside, _dump(card))
+    write_text(committed, _dump({**card, **timing}))
+    return {**card, **timing}
 
 
 def restore_card(dataset: str, model_name: str) -> bool:
-    """A run that is up to date: its card (kept in the persisted train output) copied back to the
-    committed place, which DVC removed before the stage ran. False when the run has none."""
+    """A run that is up to date: its card (kept in the persisted train output) written back to the
+    committed place, which DVC removed before the stage ran, with the timing train_timing.json
+    kept (null when that file is gone). False when the run has no card."""
+    from benchmark.train_records import timing_path
     from datasets.atomic import write_text
 
-    src, dst = card_paths(dataset, model_name)
-    if not src.is_file():
+    inside, committed = card_paths(dataset, model_name)
+    if not inside.is_file():
         return False
-    write_text(dst, src.read_text())
+    tp = timing_path(dataset, model_name)
+    kept = json.loads(tp.read_text()) if tp.is_file() else {}
+    timing = {"seconds_per_seed": kept.get("seconds_per_seed"), "device": kept.get("device")}
+    write_text(committed, _dump({**json.loads(inside.read_text()), **timing}))
     return True
