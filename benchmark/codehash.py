@@ -22,7 +22,8 @@ reruns this cheap stage after any edit there, and since a record changes only wh
 files does, a comment in ``model/asenpp.py`` retrains ASEN++ and nothing else, and one in
 ``benchmark/stats.py`` reruns the leaderboards only. The records are sorted and hold no time, so an
 unchanged closure gives the same bytes. Static (``ast``): nothing is imported, so it runs without
-torch.
+torch (a model module from outside ``model/`` is located by ``importlib.util.find_spec``, which
+imports the packages above it, never the module).
 
 The import closure here is the one change detector of the pipeline's code: this stage records
 it, train's ``run_fingerprint`` hashes the train stage's closure (:func:`stage_files`) and the
