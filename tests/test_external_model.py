@@ -165,5 +165,9 @@ def test_the_example_through_dvc_repro_onto_the_page(tmp_path):
     # an edit of the example reruns its own stages, not the suite's model's
     src = work / "examples/mymodel/fashionbench_example/csn.py"
     src.write_text(src.read_text() + "# an edit\n")
+    status = _run(["dvc", "status", "code"], work, PYTHONPATH=pythonpath)
+    assert "modified:" in status.stdout and "examples" in status.stdout, status.stdout  # DVC watches the example
+    assert _run(["dvc", "repro", "code"], work, PYTHONPATH=pythonpath).returncode == 0  # the cheap code stage
     status = _run(["dvc", "status"], work, PYTHONPATH=pythonpath)
+    assert "data/code/model/csn.json" in status.stdout, status.stdout
     assert "train@fashionai-csn" in status.stdout and "train@fashionai-asen" not in status.stdout, status.stdout
