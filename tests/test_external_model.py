@@ -98,6 +98,31 @@ def test_model_card_of_the_example(on_path):
     assert card["image_size"] == params["train"]["profiles"]["twin"]["image_size"] and "Veit" in card["reference"]
 
 
+def test_no_stage_names_a_model_by_hand(tmp_path):
+    """Every stage that reads a model's files gets them from the matrix over params.yaml's
+    `models` or from a folder: with a model added to params.yaml, dvc.yaml (unedited) gives it its
+    train, embed and evaluate stages, and no stage outside that matrix names it or any other model
+    (the report's deps were once a hand list of 24 metrics files)."""
+    from benchmark import dvcfile
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["models"]["csn"] = {"module": MODULE, "embed_dim": 64}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stages = dvcfile.expanded_stages(ROOT, tmp_path / "params.yaml")
+    for st in ("train", "embed", "evaluate"):
+        assert f"{st}@fashionai-csn" in stages, st
+    assert "data/code/model/csn.json" in stages["train@fashionai-csn"]["deps"]
+    models = set(params["models"])
+    for full, st in stages.items():
+        if isinstance(st["item"], dict) and "model" in st["item"]:
+            continue
+        named = {d for d in st["deps"] for m in models if f"/{m}/" in f"/{d}/" or d.endswith(f"/{m}.json")}
+        assert not named, (full, sorted(named))
+    report = stages["report"]["deps"]
+    for key in ("deepfashion", "fashionai", "darn"):
+        assert {f"data/{key}/eval", f"models/{key}", f"data/{key}/attention"} <= set(report)
+
+
 def _run(args, cwd, **env):
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1", **env)
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
