@@ -10,7 +10,11 @@ Writes ``data/code/`` (one DVC output, the only place a stage's code is hashed):
 - ``model/<name>.json`` for each model registered in ``model/`` (``@register_model("<name>")``):
   ``{"model", "defined_in", "files"}``, the registering file and, transitively, every module it
   imports, with ``ALWAYS`` (:func:`code_closure`; the registry imports model files at run time,
-  which no import statement of a stage shows).
+  which no import statement of a stage shows);
+- ``model/<name>.json`` for each model registered from outside ``model/`` (params.yaml's
+  ``models.<name>.module``, found on ``sys.path`` as the stages find it: PYTHONPATH or an
+  installed package): the same record of that module's closure, its own package's files and the
+  repository's it imports (:func:`external_record`), ``"module"`` added.
 
 Each stage of dvc.yaml depends on the JSONs of its command's modules (and of the model it builds)
 instead of the ``.py`` files themselves, and this stage alone depends on the code folders: DVC
@@ -18,7 +22,8 @@ reruns this cheap stage after any edit there, and since a record changes only wh
 files does, a comment in ``model/asenpp.py`` retrains ASEN++ and nothing else, and one in
 ``benchmark/stats.py`` reruns the leaderboards only. The records are sorted and hold no time, so an
 unchanged closure gives the same bytes. Static (``ast``): nothing is imported, so it runs without
-torch.
+torch (a model module from outside ``model/`` is located by ``importlib.util.find_spec``, which
+imports the packages above it, never the module).
 
 The import closure here is the one change detector of the pipeline's code: this stage records
 it, train's ``run_fingerprint`` hashes the train stage's closure (:func:`stage_files`) and the
@@ -230,15 +235,96 @@ def stage_record(root: Path, module: str) -> dict:
     return {"module": module, "files": _hashes(root, set(files) | set(package_data(root, files)))}
 
 
-def write_records(root: Path, out: Path | None = None) -> dict[str, dict]:
+def external_modules(root: Path) -> dict[str, str]:
+    """{name: import path} of the models ``root/params.yaml`` registers from outside ``model/``
+    (``models.<name>.module``; the code stage's one param)."""
+    import yaml
+
+    from datasets.params_schema import model_modules
+
+    f = root / "params.yaml"
+    return model_modules(yaml.safe_load(f.read_text()) or {}) if f.is_file() else {}
+
+
+def module_origin(module: str) -> tuple[Path, Path]:
+    """(the file of ``module``, the ``sys.path`` folder it is found under), as the stages' python
+    finds it (``importlib.util.find_spec``: PYTHONPATH, an installed or editable package; its
+    parent packages are imported, the module itself not)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise SystemExit(f"params.yaml models.<name>.module: cannot find {module!r} on the python path "
+                         "(PYTHONPATH, or pip install -e the package; examples/mymodel/README.md)")
+    f = Path(spec.origin).resolve()
+    depth = len(module.split(".")) - (0 if f.name == "__init__.py" else 1)
+    return f, f.parents[depth]
+
+
+def _key(root: Path, ext_root: Path, f: Path) -> str:
+    """A recorded file's name: relative to the repository when inside it, else to its sys.path folder."""
+    return (f.relative_to(root) if f.is_relative_to(root) else f.relative_to(ext_root)).as_posix()
+
+
+def external_closure(root: Path, module: str) -> tuple[Path, Path, list[Path]]:
+    """(file, sys.path folder, closure) of a model module from outside ``model/``: the module,
+    its packages' ``__init__.py``, everything they import from their own folder or from the
+    repository, transitively, and ALWAYS."""
+    f, ext_root = module_origin(module)
+    root = root.resolve()
+    todo = module_files(ext_root, module) + [root / a for a in ALWAYS]
+    seen: set[Path] = set()
+    while todo:
+        g = todo.pop()
+        if g in seen:
+            continue
+        seen.add(g)
+        base = ext_root if g.is_relative_to(ext_root) and not g.is_relative_to(root / PACKAGE) else root
+        todo.extend(imported_files(base, g) - seen)
+        if base == ext_root:  # an absolute import of the suite (model.base) from the external file
+            todo.extend(_suite_imports(root, g) - seen)
+    return f, ext_root, sorted(g for g in seen if has_code(g))
+
+
+def _suite_imports(root: Path, f: Path) -> set[Path]:
+    out: set[Path] = set()
+    for node in ast.walk(_parse(f)):
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            mods = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for m in mods:
+            out.update(module_files(root, m))
+    return out
+
+
+def external_record(root: Path, name: str, module: str) -> dict:
+    """``data/code/model/<name>.json`` of a model from outside ``model/``: :func:`code_record`'s
+    fields for the module's closure (:func:`external_closure`) and ``module``."""
+    f, ext_root, files = external_closure(root, module)
+    root = root.resolve()
+    files = set(files) | set(package_data(root, files))
+    return {"model": name, "module": module, "defined_in": _key(root, ext_root, f),
+            "files": {_key(root, ext_root, p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}}
+
+
+def write_records(root: Path, out: Path | None = None, modules: dict[str, str] | None = None) -> dict[str, dict]:
     """Write every stage module's and every registered model's record under ``out`` (default
-    ``root/data/code``), removing any other ``.json`` there; {path relative to ``out``: record}."""
+    ``root/data/code``), removing any other ``.json`` there; {path relative to ``out``: record}.
+    ``modules``: the models from outside ``model/`` (default: ``root/params.yaml``'s)."""
     out = root / OUT if out is None else out
     records = {f"stage/{m}.json": stage_record(root, m) for m in STAGE_MODULES}
     for name, hits in sorted(registrations(root).items()):
         if len(hits) != 1:
             raise SystemExit(f"model {name!r}: registered in {len(hits)} files of {root / PACKAGE} (expected one)")
         records[f"model/{name}.json"] = code_record(root, name, hits[0])
+    for name, module in sorted((external_modules(root) if modules is None else modules).items()):
+        records[f"model/{name}.json"] = external_record(root, name, module)
     if out.is_dir():
         for p in out.rglob("*.json"):
             if p.relative_to(out).as_posix() not in records:

@@ -5,7 +5,8 @@
 Reads the embed stage's embeddings (``data/<key>/embeddings/<model>/seed<k>.npz``), the validated
 tables, the splits and the co-occurrence pairs; writes ``reports/<key>/<model>/{metrics.json,
 metrics_ci.json, gamma.csv}`` and, for the leaderboard and report stages, ``data/<key>/eval/<model>/``
-(per-query scores, retrieval examples). It runs no network: a change to how rankings are scored
+(per-query scores, retrieval examples, and the same metrics.json and metrics_ci.json, which the
+report stage reads). It runs no network: a change to how rankings are scored
 or summarised reruns this stage alone. The protocol: docs/PROTOCOL.md.
 
 Choices made here (docs/REPORTS.md repeats them):
@@ -308,8 +309,9 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
                                        "seeds": seeds})
 
     rdir = paths.model_reports_dir(key, model_name)
-    write_json(rdir / "metrics.json", result)
-    write_json(rdir / "metrics_ci.json", ci)
+    for d in (rdir, out_dir):  # out_dir's copies: what the report stage reads (its deps are the eval folders)
+        write_json(d / "metrics.json", result)
+        write_json(d / "metrics_ci.json", ci)
     g = pl.DataFrame(gamma_rows[0]).with_columns(pl.col("map_all").cast(pl.Float64), pl.col("excluded_share").cast(pl.Float64),
                                                  pl.col("cap_binding_share").cast(pl.Float64))
     if len(gamma_rows) > 1:

@@ -2,9 +2,13 @@
 
     python -m benchmark.report
 
-Reads every ``reports/<key>/<model>/metrics.json`` (+ ``metrics_ci.json``) and the evaluate stage's
-example files; writes ``reports/<key>.md`` and ``reports/figures/``. A model not evaluated yet is
-a row of dashes, so the page exists after any subset of ``dvc repro evaluate@...``.
+Reads every model's ``metrics.json`` (+ ``metrics_ci.json``) and example files from the evaluate
+stage's ``data/<key>/eval/<model>/`` (the same bytes as ``reports/<key>/<model>/``), the
+leaderboards and the train stage's model cards (``models/<key>/<model>/card.json``); writes
+``reports/<key>.md``, ``reports/models.md`` and ``reports/figures/``. The paper's models are rows
+in the paper's order, a model not evaluated yet a row of dashes, so the page exists after any
+subset of ``dvc repro evaluate@...``; any other model evaluated (a new key of params.yaml's
+``models``, one from outside the suite) follows them by name, found in the eval folder.
 """
 
 from __future__ import annotations
@@ -92,6 +96,14 @@ def _label(m: str) -> str:
     return CONTROL_LABEL if m == CONTROL else MODELS.get(m, m)
 
 
+def page_models(key: str) -> dict[str, str]:
+    """{model: label} of a dataset's page: the paper's models (MODELS, in its order), then every
+    other model the evaluate stage scored (``data/<key>/eval/<model>/metrics.json``), by name."""
+    root = paths.eval_dir(key, CONTROL).parent
+    found = sorted(d.name for d in root.iterdir() if (d / "metrics.json").is_file()) if root.is_dir() else []
+    return {**MODELS, **{m: m for m in found if m not in MODELS and m != CONTROL}}
+
+
 def _summ(d: dict | None) -> str:
     """'mean ± sd [low, high]' of a leaderboard entry."""
     if not d or d.get("mean") is None:
@@ -172,7 +184,8 @@ def leaderboard_section(board: dict | None, alpha: float | None = None) -> list[
 
 def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict | None], paper: dict,
                  source: str, figures: list[Path], profile: str = "twin", no_relevant: str = "leave_out",
-                 board: dict | None = None, alpha: float | None = None) -> str:
+                 board: dict | None = None, alpha: float | None = None, labels: dict[str, str] | None = None) -> str:
+    labels = MODELS if labels is None else labels  # {model: label}: the rows, in order (page_models)
     pointings = {m: e.get("pointing") for m, e in ((board or {}).get("models") or {}).items()}
     title = DATASETS.get(key, key)
     pap = paper["datasets"].get(key, {"attributes": [], "models": {}, "table": None})
@@ -186,7 +199,7 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
     header = ["model"] + attrs + [h for _, h in OVERALL]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     paper_attr = {norm(a): a for a in pap["attributes"]}
-    for model, label in MODELS.items():
+    for model, label in labels.items():
         m = (metrics.get(model) or {}).get("test")
         p = pap["models"].get(model)
         row = [label]
@@ -204,7 +217,7 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
             "| model | ranking | test MAP@all | test macro MAP@all | attribute-level ranking MAP@all "
             "| val MAP@all | test queries | with no relevant candidate (R = 0) | left out of the means |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for model, label in MODELS.items():
+    for model, label in labels.items():
         m = metrics.get(model)
         if not m:
             out.append(f"| {label} | " + " | ".join([DASH] * 8) + " |")
@@ -225,7 +238,7 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
             "", "¹ " + M3NET_C_NOTE]
     if any(m and "std" in m for m in metrics.values()):
         out += ["", "± = standard deviation over `train.seeds`."]
-    caps = {label: (metrics.get(model) or {}).get("class_cap") for model, label in MODELS.items()}
+    caps = {label: (metrics.get(model) or {}).get("class_cap") for model, label in labels.items()}
     caps = {k: c for k, c in caps.items() if c}
     if caps:
         c0 = next(iter(caps.values()))
@@ -244,7 +257,7 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
             "ends once its val curve levels off (`early_stop`), or at the most it may run; a run that reached that "
             "most had not levelled off (marked *).", "",
             "| model | policy | epoch (per seed) | epochs run (per seed) | at most |", "|---|---|---|---|---|"]
-    for model, label in MODELS.items():
+    for model, label in labels.items():
         ck = (metrics.get(model) or {}).get("checkpoint")
         epoch = DASH if not ck else ", ".join(str(e) for e in ck.get("epochs", [ck.get("epoch")]))
         most = (ck or {}).get("max_epochs")
@@ -256,7 +269,7 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
 
     out += ["## 95% bootstrap confidence intervals over queries (test)", "",
             "| model | MAP@all | MAP@100 | Recall@100 |", "|---|---|---|---|"]
-    for model, label in MODELS.items():
+    for model, label in labels.items():
         c = (cis.get(model) or {}).get("test")
         row = [label] + [f"{fmt(c[k]['low'])} – {fmt(c[k]['high'])}" if c and k in c else DASH for k, _ in OVERALL]
         out.append("| " + " | ".join(row) + " |")
@@ -269,7 +282,7 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
             + (f" The paper: M3-Net {pc['map_all']:.2f} on {pc['pairs']} pairs / {pc['classes']} classes (DeepFashion)." if pc else ""),
             "", "| model | pairs | classes | queries | MAP@all co-occurring | MAP@all all classes | relative |",
             "|---|---|---|---|---|---|---|"]
-    for model, label in MODELS.items():
+    for model, label in labels.items():
         t = (metrics.get(model) or {}).get("test")
         if not t:
             out.append(f"| {label} | {DASH} | {DASH} | {DASH} | {DASH} | {DASH} | {DASH} |")
@@ -286,7 +299,7 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
             "map are scored with their attribute-level map; M3-Net_c, which has no attribute-level map, with its "
             "class-conditional one. Interval: Wilson's, 95%.", "",
             "| model | accuracy (%) | 95% interval | chance (%) | (image, class) pairs |", "|---|---|---|---|---|"]
-    for model, label in MODELS.items():
+    for model, label in labels.items():
         pg = pointings.get(model)
         out.append(f"| {label} | {fmt(pg['accuracy']) if pg else DASH} | "
                    f"{(fmt(pg.get('low')) + ' – ' + fmt(pg.get('high'))) if pg else DASH} | "
@@ -300,6 +313,61 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
     if figures:
         out += ["## Figures", ""]
         out += [f"![{f.stem}](figures/{f.name})" for f in figures]
+        out += [""]
+    return "\n".join(out)
+
+
+def _card(key: str, model: str) -> dict | None:
+    """The model card the train stage wrote into ``models/<key>/<model>/`` (a dep), with the training
+    time of its committed copy (``reports/<key>/<model>/card.json``): a measurement, kept out of
+    the model folder so that a rerun reproducing the weights reproduces it byte for byte; it is
+    written with the folder, so it is as new as the card."""
+    card = _read(paths.model_dir(key, model) / "card.json")
+    if card is None:
+        return None
+    timed = _read(paths.model_reports_dir(key, model) / "card.json") or {}
+    return {**card, **{k: timed.get(k) for k in ("seconds_per_seed", "device")}}
+
+
+def _count(n) -> str:
+    """12345678 -> '12.35 M' (parameters, FLOPs)."""
+    if n is None:
+        return DASH
+    for div, unit in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def models_page(cards: dict[str, dict[str, dict | None]], labels: dict[str, str]) -> str:
+    """reports/models.md: one model card per model and dataset (the train stage's card.json), the
+    mmpretrain model-zoo metafile for this field."""
+    out = ["# Model cards", "",
+           "Per dataset and model, from `models/<key>/<model>/card.json` (committed as `reports/<key>/<model>/card.json`; "
+           "written by the train stage, benchmark/train_card.py). Parameters: the model's own (the head), and the "
+           "shared trunk's under a `trunk: shared` profile, where the trunk is trained once per dataset and seed and "
+           "frozen (under `end_to_end` the trunk is inside the model). FLOPs per image at the profile's image size, "
+           "counted by torch's FlopCounterMode on the model's `embed` of one image (every attribute's embedding, "
+           "the class level of every attribute where the model has one; a multiply-add counts 2): head on the "
+           "trunk's map + the trunk's forward. Training time: wall seconds of each seed's run on the device named "
+           "(from the committed card: a measurement, not in the model folder).",
+           ""]
+    for key, by_model in cards.items():
+        rows = [(m, c) for m, c in by_model.items() if c]
+        if not rows:
+            continue
+        out += [f"## {DATASETS.get(key, key)}", "",
+                "| model | parameters (head + trunk) | FLOPs per image (head + trunk) | embedding size | "
+                "training time per seed (s) | reference |", "|---|---|---|---|---|---|"]
+        for m, c in rows:
+            p, f = c.get("parameters", {}), c.get("flops", {})
+            emb = str(c.get("embedding_size", DASH)) + (f" (class level {c['class_embedding_size']})"
+                                                       if c.get("class_embedding_size") else "")
+            secs = ", ".join(f"{s:.0f}" for s in c.get("seconds_per_seed") or []) or DASH
+            secs += f" ({c['device']})" if c.get("device") else ""
+            out.append(f"| {labels.get(m, m)} | {_count(p.get('head'))} + {_count(p.get('trunk'))} | "
+                       f"{_count(f.get('head'))} + {_count(f.get('trunk'))} at {c.get('image_size')} px | {emb} | "
+                       f"{secs} | {c.get('reference') or DASH} |")
         out += [""]
     return "\n".join(out)
 
@@ -324,11 +392,13 @@ def run(params: dict) -> list[Path]:
     n_examples = int(params.get("report", {}).get("examples", 4))
     alpha = params.get("leaderboard", {}).get("alpha")
     boards = {key: _read(paths.leaderboard_path(key)) for key in DATASETS}
-    overview = figs.leaderboard_figure(boards, MODELS, DATASETS, figures_dir() / "leaderboard.png")
+    labels = {key: page_models(key) for key in DATASETS}
+    overview = figs.leaderboard_figure(boards, {m: lab for key in DATASETS for m, lab in labels[key].items()},
+                                       DATASETS, figures_dir() / "leaderboard.png")
     written = []
     for key in DATASETS:
-        metrics = {m: _read(paths.model_reports_dir(key, m) / "metrics.json") for m in MODELS}
-        cis = {m: _read(paths.model_reports_dir(key, m) / "metrics_ci.json") for m in MODELS}
+        metrics = {m: _read(paths.eval_dir(key, m) / "metrics.json") for m in labels[key]}
+        cis = {m: _read(paths.eval_dir(key, m) / "metrics_ci.json") for m in labels[key]}
         source = params.get("acquire", {}).get(key, {}).get("source", "twin")
         profile = params.get("train", {}).get("profile", "twin")
         no_relevant = params.get("evaluate", {}).get("no_relevant", "leave_out")
@@ -341,10 +411,14 @@ def run(params: dict) -> list[Path]:
         if f:
             fig_paths.append(f)
         page = dataset_page(key, metrics, cis, paper, source, fig_paths, profile=profile, no_relevant=no_relevant,
-                            board=boards[key], alpha=alpha)
+                            board=boards[key], alpha=alpha, labels=labels[key])
         out = paths.report_page(key)
         write_text(out, page)
         written.append(out)
+    cards = {key: {m: _card(key, m) for m in labels[key]} for key in DATASETS}
+    out = paths.ROOT / "reports" / "models.md"
+    write_text(out, models_page(cards, {m: lab for key in DATASETS for m, lab in labels[key].items()}))
+    written.append(out)
     figures_dir().mkdir(parents=True, exist_ok=True)  # a DVC out even before any figure exists
     return written
 

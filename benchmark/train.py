@@ -14,6 +14,9 @@ Reads params ``train`` (the active profile) and ``models.<model>``; per-dataset 
     models/<dataset>/<model>/seed<k>/best.pt         (``checkpoint: best_val`` only: the best validation epoch)
     models/<dataset>/<model>/seed<k>/selection.json  (which epoch the evaluate stage loads, and why)
     models/<dataset>/<model>/done.json               (when every seed is complete)
+    models/<dataset>/<model>/card.json               (the model card: parameters, FLOPs per image, embedding
+                                                      size, seconds per seed, reference; benchmark/train_card.py)
+    reports/<dataset>/<model>/card.json              (the same bytes, committed)
     reports/<dataset>/<model>/train_log.csv          (one row per step: step, epoch, lr, loss, loss_<term>...)
 
 A run whose params, data and code are unchanged and whose checkpoints are complete is a no-op; a
@@ -77,6 +80,7 @@ from benchmark.checkpoint import (  # noqa: F401  (the checkpoint format; re-exp
 )
 from benchmark.params import load_params, training_profile
 from benchmark.shared_trunk import load_features, uses_shared_trunk
+from benchmark.train_card import restore_card, write_card
 from benchmark.train_config import (  # noqa: F401  (re-exported)
     CHECKPOINT_POLICIES,
     PRECISIONS,
@@ -130,14 +134,19 @@ def run(dataset: str, model_name: str, params: dict) -> int:
     preprocess = preprocessing(prof)
     all_rows: list[dict] = []
     data = None
+    seconds: list[float] = []
     for s in seeds:
+        t_seed = time.perf_counter()
         if data is None or uses_shared_trunk(prof):  # under a shared trunk, seed k trains on trunk k's maps
             data = TrainData(dataset, image_size, params.get("validate", {}).get("maybe_policy", "negative"),
                              cache=workers == 0, preprocess=preprocess, validation=True,
                              features=load_features(dataset, s, mmap=False) if uses_shared_trunk(prof) else None)
         all_rows += train_seed(dataset, model_name, params, s, data, dist, list(all_rows))
+        seconds.append(round(time.perf_counter() - t_seed, 2))
     if dist.main:
         _write_run_records(dataset, model_name, params, seeds, prints, all_rows, t0)
+        write_card(dataset, model_name, params, data.classes_per_attribute, seeds, seconds,
+                   str(_device(str(prof.get("device", "auto")), dist)))
     close_processes(dist)
     return 0
 
@@ -166,6 +175,8 @@ def _up_to_date(dataset: str, model_name: str, seeds: list[int], prints: list[st
     if dist.main:
         write_log(rows, log_path(dataset, model_name))
         write_val_curve(dataset, model_name, seeds)
+        if not restore_card(dataset, model_name):
+            return False  # a run from before the cards: train again, which writes it
         print(f"[train] {dataset}/{model_name}: up to date ({done})", file=sys.stderr)
     return True
 

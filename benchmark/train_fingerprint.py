@@ -43,21 +43,25 @@ def run_fingerprint(dataset: str, model: str, params: dict, seed: int) -> str:
     for p in data_files:
         _sha256_file(p, h)
     root = Path(__file__).resolve().parent.parent
-    for p in code_files(model):
-        h.update(p.relative_to(root).as_posix().encode())
+    module = (params["models"][model] or {}).get("module")
+    for p in code_files(model, module):
+        h.update((p.relative_to(root) if p.is_relative_to(root) else p).as_posix().encode())
         _sha256_file(p, h)
     return h.hexdigest()[:24]
 
 
-def code_files(model: str) -> list[Path]:
+def code_files(model: str, module: str | None = None) -> list[Path]:
     """The code the weights depend on, by the rule of ``benchmark.codehash`` (the one change
     detector): the train stage's import closure and the model's files, which the code stage records
     in ``data/code/stage/benchmark.train.json`` and ``data/code/model/<model>.json``. A model registered
-    outside ``model/`` (the tests' tiny ones) adds no file."""
-    from benchmark.codehash import code_closure, package_data, registered_in, stage_files
+    outside ``model/`` adds the closure of ``module`` (params.yaml's ``models.<model>.module``,
+    :func:`benchmark.codehash.external_closure`), or no file without one (the tests' tiny ones)."""
+    from benchmark.codehash import code_closure, external_closure, package_data, registered_in, stage_files
 
     root = Path(__file__).resolve().parent.parent
     files = set(stage_files(root, "benchmark.train"))
-    if registered_in(root, model):
+    if module is not None:
+        files.update(external_closure(root, module)[2])
+    elif registered_in(root, model):
         files.update(code_closure(root, model))
     return sorted(files | set(package_data(root, sorted(files))))

@@ -9,7 +9,9 @@ Values under ``models.<m>`` (and a few others) may be keyed by training profile
 (``{paper: .., twin: ..}``), by dataset (``{deepfashion: .., fashionai: .., darn: ..}``) or by
 backbone (``asenpp.local_backbone``): :func:`resolve` is the one place that picks this run's value.
 :func:`split_model_params` separates a model's constructor arguments from the trainer's keys
-(:data:`TRAINER_KEYS`: learning rate, its schedule, augmentation, phase lengths).
+(:data:`TRAINER_KEYS`: learning rate, its schedule, augmentation, phase lengths). A model from
+outside ``model/`` is a ``models.<name>`` section with ``module: <import path>`` (the module that
+registers it): its trainer keys are checked as any model's, its other keys go to its constructor.
 
 Pure Python (no torch): it lives in ``datasets`` because every stage reads params through
 ``datasets.params`` and nothing in ``datasets`` may import ``benchmark``.
@@ -327,7 +329,7 @@ PRETRAIN = Section({
 
 
 def _model_names(ctx: dict) -> tuple:
-    return tuple(MODEL_SCHEMAS) + ("default",)
+    return tuple(MODEL_SCHEMAS) + tuple(m for m in ctx.get("models", ()) if m not in MODEL_SCHEMAS) + ("default",)
 
 
 PROFILE = Section({
@@ -380,6 +382,46 @@ def register_model_params(name: str, fields: dict[str, Spec]) -> None:
     MODEL_SCHEMAS[name] = dict(fields)
 
 
+class _ImportPath(Spec):
+    """A dotted Python import path (``mypkg.mymodel``)."""
+
+    def describe(self):
+        return "a Python import path (mypkg.mymodel)"
+
+    def check(self, v, path, ctx):
+        if not isinstance(v, str) or not v or not all(p.isidentifier() for p in v.split(".")):
+            raise SchemaError(path, f"expected {self.describe()}, got {_show(v)}")
+
+
+@dataclass(frozen=True)
+class _ExternalModel(Spec):
+    """``models.<name>`` of a model registered outside ``model/``: ``module`` (the import path that
+    registers ``name``), the trainer's keys as for any model, and any other key, passed to the
+    model's constructor (which names its arguments: an unknown one fails there, when the model is
+    built)."""
+
+    def describe(self):
+        return "a mapping with `module`"
+
+    def check(self, v, path, ctx):
+        if not isinstance(v, dict):
+            raise SchemaError(path, f"expected {self.describe()}, got {_show(v)}")
+        if "module" not in v:
+            raise SchemaError(path, "a model not registered in model/ needs `module: <import path>` (the Python "
+                                    f"module that registers it); the suite's models: {', '.join(MODEL_SCHEMAS)}")
+        for k, x in v.items():
+            if not isinstance(k, str) or not k.isidentifier():
+                raise SchemaError(_join(path, k), "expected a constructor argument's name as the key")
+            if k == "module":
+                _ImportPath().check(x, _join(path, k), ctx)
+            elif k in _TRAINER:
+                _TRAINER[k].check(x, _join(path, k), ctx)
+
+
+# a model name is a DVC stage-name part and a folder name: letters, digits, underscores
+_MODEL_NAME = "a model name is letters, digits and underscores (a stage name and a folder name)"
+
+
 class _Models(Spec):
     def describe(self):
         return "a mapping of models"
@@ -388,8 +430,15 @@ class _Models(Spec):
         if not isinstance(v, dict):
             raise SchemaError(path, f"expected a mapping of models ({', '.join(MODEL_SCHEMAS)}), got {_show(v)}")
         for name, body in v.items():
+            if isinstance(body, dict) and "module" in body:  # registered outside model/ (examples/mymodel)
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise SchemaError(_join(path, name), _MODEL_NAME)
+                _ExternalModel().check(body, _join(path, name), ctx)
+                continue
             if name not in MODEL_SCHEMAS:
-                raise _unknown(path, name, MODEL_SCHEMAS)
+                e = _unknown(path, name, MODEL_SCHEMAS)
+                raise SchemaError(e.path, str(e)[len(e.path) + 2:] + "; a model from outside the suite names the "
+                                  "module that registers it: `module: mypkg.mymodel` (README, examples/mymodel)")
             Section({**MODEL_SCHEMAS[name], **_TRAINER}).check(body, _join(path, name), ctx)
 
 
@@ -412,7 +461,8 @@ def validate(params: dict) -> None:
     """Raise SchemaError (its ``path`` the dotted key) for the first value params.yaml may not hold."""
     train = params.get("train") if isinstance(params.get("train"), dict) else {}
     profiles = train.get("profiles") if isinstance(train.get("profiles"), dict) else {}
-    PARAMS.check(params, "", {"profiles": tuple(profiles)})
+    models = params.get("models") if isinstance(params.get("models"), dict) else {}
+    PARAMS.check(params, "", {"profiles": tuple(profiles), "models": tuple(models)})
 
 
 # ------------------------------------------------------------------------------------ resolution
@@ -461,10 +511,18 @@ def resolve_model_params(params: dict, model: str, dataset: str, profile: str | 
             for k, v in params["models"][model].items()}
 
 
+def model_modules(params: dict) -> dict[str, str]:
+    """{name: import path} of the models params.yaml registers from outside ``model/``
+    (``models.<name>.module``)."""
+    return {name: body["module"] for name, body in (params.get("models") or {}).items()
+            if isinstance(body, dict) and isinstance(body.get("module"), str)}
+
+
 def split_model_params(model_params: dict) -> tuple[dict[str, Any], dict[str, Any]]:
     """(constructor keyword arguments, trainer keys) of a model's resolved params: the trainer's
     are TRAINER_KEYS, everything else goes to the model, whose constructor names each argument
-    (an unknown key fails there, never silently)."""
+    (an unknown key fails there, never silently). ``module`` (a model from outside ``model/``)
+    stays with the first: ``model.build_model(name, module=...)`` imports it before building."""
     model_kw = {k: v for k, v in model_params.items() if k not in TRAINER_KEYS}
     trainer = {k: v for k, v in model_params.items() if k in TRAINER_KEYS}
     return model_kw, trainer

@@ -35,6 +35,9 @@ from model.registry import register_model
 
 @register_model("asen")
 class ASEN(RetrievalModel):
+    #: the publication and code this model follows (the model card's ``reference``)
+    reference = ('Ma et al., "Fine-Grained Fashion Similarity Learning by Attribute-Specific Embedding Network", AAAI 2020; '
+                 'code: github.com/Maryeon/asen (ASENet)')
     # ASEN: one-hot attribute, 1x1-conv attention score, final FC to embed_dim
     attribute_input = "one_hot"
     attention_score = "conv"

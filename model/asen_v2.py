@@ -24,6 +24,8 @@ from model.registry import register_model
 
 @register_model("asen_v2")
 class ASENv2(ASEN):
+    #: the publication and code this model follows (the model card's ``reference``)
+    reference = "Ma et al., AAAI 2020, the code release's revised attention; code: github.com/Maryeon/asen (ASENet_V2)"
     attribute_input = "embedding"
     attention_score = "scaled_dot"
     spatial_batch_norm = True

@@ -100,6 +100,9 @@ def crop_and_resize(images: torch.Tensor, rows_p: torch.Tensor, boxes_p4: torch.
 
 @register_model("asenpp")
 class ASENpp(RetrievalModel):
+    #: the publication and code this model follows (the model card's ``reference``)
+    reference = ('Dong et al., "Fine-Grained Fashion Similarity Prediction by Attribute-Specific Embedding Learning", IEEE TIP 2021; '
+                 'code: github.com/Maryeon/asenpp')
     phases = ("global", "joint")
 
     def __init__(self, *, classes_per_attribute: list[int], backbone: str = "resnet50_layer3",

@@ -63,6 +63,8 @@ class RetrievalModel(nn.Module):
     has_class_level: bool = False
     #: training phases in order (ASEN++ has two); the trainer calls set_phase before each
     phases: tuple[str, ...] = ("main",)
+    #: the publication and code the model follows: the model card's ``reference`` (reports/models.md)
+    reference: str | None = None
 
     def __init__(self, *, classes_per_attribute: list[int]):
         super().__init__()

@@ -20,6 +20,9 @@ from model.registry import register_model
 
 @register_model("attribute_blind")
 class AttributeBlind(RetrievalModel):
+    #: the publication and code this model follows (the model card's ``reference``)
+    reference = "the suite's control: the shared trunk's pooled map, no head (docs/PROTOCOL.md)"
+
     def __init__(self, *, classes_per_attribute: list[int], backbone: str = "resnet50_layer3",
                  pretrained: bool = True):
         super().__init__(classes_per_attribute=classes_per_attribute)

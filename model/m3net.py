@@ -56,6 +56,9 @@ VARIANTS = ("full", "attribute", "class")
 
 
 class M3Net(RetrievalModel):
+    #: the publication and code this model follows (the model card's ``reference``)
+    reference = ('Jiao et al., "Learning Attribute and Class-Specific Representation Duet for Fine-grained Fashion Analysis", CVPR 2023; '
+                 'no public code (docs/PROTOCOL.md)')
     has_class_level = True
 
     def __init__(

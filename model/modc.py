@@ -39,6 +39,9 @@ from model.registry import register_model
 
 @register_model("modc")
 class MODC(RetrievalModel):
+    #: the publication and code this model follows (the model card's ``reference``)
+    reference = ('Jiao et al., "Fine-Grained Fashion Representation Learning by Online Deep Clustering", ECCV 2022; '
+                 'no public code (docs/PROTOCOL.md)')
     has_class_level = True
 
     def __init__(self, *, classes_per_attribute: list[int], backbone: str = "resnet50_layer3",

@@ -29,13 +29,34 @@ def _load_all() -> None:
                 raise
 
 
+def import_model_module(name: str, module: str) -> None:
+    """Import ``module`` (params.yaml's ``models.<name>.module``: a model from outside the
+    repository, found on ``sys.path``, e.g. through PYTHONPATH or ``pip install -e``), which must
+    register ``name`` with :func:`register_model`."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is not None and module.split(".")[0] != e.name.split(".")[0]:
+            raise  # the module itself was found; something it imports is missing
+        raise ModuleNotFoundError(
+            f"params.yaml models.{name}.module: cannot import {module!r} ({e}); put its folder on PYTHONPATH "
+            f"or install its package (pip install -e <folder>)", name=e.name) from e
+    if name not in _REGISTRY:
+        raise KeyError(f"params.yaml models.{name}.module: {module!r} does not register a model named {name!r} "
+                       f"(@register_model({name!r}))")
+
+
 def list_models() -> list[str]:
     _load_all()
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, **kwargs):
+def build_model(name: str, *, module: str | None = None, **kwargs):
+    """The model registered as ``name``, built with ``kwargs``; ``module`` (params.yaml's
+    ``models.<name>.module``) is imported first: a model registered outside the ``model`` package."""
     _load_all()
+    if module is not None:
+        import_model_module(name, module)
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](**kwargs)

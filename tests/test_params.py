@@ -88,7 +88,7 @@ def test_the_suites_params_validate():
 
     params = _suite_params()
     validate(params)
-    assert set(params["models"]) <= set(MODEL_SCHEMAS)
+    assert {m for m, body in params["models"].items() if "module" not in body} <= set(MODEL_SCHEMAS)
     assert not any("variant" in m for m in params["models"].values())  # the registry name fixes the branch
 
 
@@ -109,6 +109,14 @@ def test_the_suites_params_validate():
     (lambda p: p["train"]["profiles"]["paper"].update(epochs=0), r"train\.profiles\.paper\.epochs: expected an integer >= 1"),
     (lambda p: p["models"]["m3net"]["lr"].update(papr=1e-4), r"models\.m3net\.lr\.papr: unknown key; did you mean `paper`"),
     (lambda p: p["models"].update(m3nte={}), r"models\.m3nte: unknown key; did you mean `m3net`"),
+    # a model from outside model/ (issue 27): `module` is what admits an unknown name
+    (lambda p: p["models"].update(csn={"embed_dim": 64}),
+     r"models\.csn: unknown key.*; a model from outside the suite names the module that registers it: `module: "),
+    (lambda p: p["models"].update(csn={"module": "fashionbench_example/csn.py"}),
+     r"models\.csn\.module: expected a Python import path \(mypkg\.mymodel\), got 'fashionbench_example/csn.py'"),
+    (lambda p: p["models"].update(csn={"module": "fashionbench_example.csn", "lr": {"twin": -1.0}}),
+     r"models\.csn\.lr\.twin: expected a number > 0"),
+    (lambda p: p["models"].update({"my-model": {"module": "x.y"}}), r"models\.my-model: a model name is letters"),
 ])
 def test_the_schema_refuses_with_the_key_path(tmp_path, edit, match):
     params = _suite_params()
@@ -208,3 +216,20 @@ def test_dvc_exp_run_with_a_misspelt_key_fails_and_names_it(tmp_path):
     assert "did you mean `lambda_cc`?" in out.stdout + out.stderr  # the stage's schema, not DVC's parser
     assert "Traceback" not in out.stdout + out.stderr
     assert not (work / "data" / "twins" / "darn").exists()
+
+
+def test_a_model_from_outside_the_suite_is_declared_by_its_module(tmp_path):
+    """Issue 27: ``models.<name>.module`` admits a model no schema of the suite knows; its trainer
+    keys are checked as any model's, its other keys (keyed by profile or dataset as any) go to its
+    constructor with ``module``, which ``model.build_model`` imports; the profile's per-model
+    triplets may name it."""
+    from datasets.params_schema import resolve_model_params, split_model_params
+
+    params = _suite_params()
+    params["models"]["csn"] = {"module": "fashionbench_example.csn", "embed_dim": {"paper": 512, "twin": 64},
+                               "lr": {"paper": 1.0e-4, "twin": 3.0e-3}, "lr_decay": 0.98, "mask_l1": 5.0e-4}
+    params["train"]["profiles"]["paper"]["triplets_per_epoch"]["csn"] = 1000
+    loaded = load_params(_write(tmp_path, params))
+    kw, trainer = split_model_params(resolve_model_params(loaded, "csn", "fashionai"))
+    assert kw == {"module": "fashionbench_example.csn", "embed_dim": 64, "mask_l1": 5.0e-4}
+    assert trainer == {"lr": 3.0e-3, "lr_decay": 0.98}

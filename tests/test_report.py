@@ -29,7 +29,7 @@ def _metrics(seed: int) -> dict:
 
 def _write_examples(root, model):
     d = root / "data" / "fashionai" / "eval" / model
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     a = root / "data" / "fashionai" / "attention" / model
     a.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -49,7 +49,7 @@ def reports_tree(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     written = {}
     for i, model in enumerate(["asen", "m3net"]):
-        d = tmp_path / "reports" / "fashionai" / model
+        d = tmp_path / "data" / "fashionai" / "eval" / model  # the evaluate stage's copy, which the report reads
         d.mkdir(parents=True)
         m = _metrics(i)
         (d / "metrics.json").write_text(json.dumps(m))
@@ -57,6 +57,7 @@ def reports_tree(tmp_path, monkeypatch):
                            "high": m["test"][k]["overall"] + 2} for k in ("map_all", "map_100", "recall_100")}}
         (d / "metrics_ci.json").write_text(json.dumps(ci))
         written[model] = (m, ci)
+    (tmp_path / "reports" / "fashionai").mkdir(parents=True)
     for model in ("m3net", "modc"):
         _write_examples(tmp_path, model)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"report": {"examples": 2},
@@ -219,3 +220,81 @@ def test_the_control_row_and_models_not_above_it(reports_tree):
     assert "ASEN -5.00 (p 0.0010); M3-Net 5.00 (p 0.0020)" in md
     assert "Not significantly better than the control: ASEN." in md
     assert "median 2.40 points (from 2.40 to 2.40)" in md
+
+
+def test_a_model_outside_the_papers_gets_its_rows_pairs_and_plot(reports_tree, monkeypatch):
+    """Issue 27: a new key of params.yaml's models (here `csn`, from outside the suite) needs no edit
+    of the report: the evaluate stage's folder names it, and it gets a row in every table, its
+    pairwise tests and a place in the leaderboard plot."""
+    root, written = reports_tree
+    d = root / "data" / "fashionai" / "eval" / "csn"
+    d.mkdir(parents=True)
+    m = _metrics(7)
+    (d / "metrics.json").write_text(json.dumps(m))
+    board = _board(("asen", "m3net", "csn"))
+    board["pairs"]["csn_vs_m3net"] = {"delta": -3.0, "p": 0.02, "p_adjusted": 0.04, "significant": True, "queries": 1200}
+    (root / "reports" / "fashionai" / "leaderboard.json").write_text(json.dumps(board))
+    from benchmark import figures
+
+    plotted = {}
+    real = figures.leaderboard_figure
+    monkeypatch.setattr(figures, "leaderboard_figure",
+                        lambda boards, labels, *a: plotted.update(labels) or real(boards, labels, *a))
+    assert report.main([]) == 0
+    md = (root / "reports" / "fashionai.md").read_text()
+    header, rows = report.parse_table(md, "MAP@all per attribute")
+    by = {r[0]: dict(zip(header, r)) for r in rows}
+    assert list(by)[-1] == "csn" and list(by)[:-1] == list(report.MODELS.values())  # after the paper's models
+    assert float(by["csn"]["MAP@all"]) == pytest.approx(m["test"]["map_all"]["overall"], abs=0.006)
+    _, lb = report.parse_table(md, "Leaderboard")
+    assert "csn" in [r[0] for r in lb]
+    assert "| csn − M3-Net | -3.00 | 0.0200 | 0.0400 | **yes** |" in md
+    assert plotted.get("csn") == "csn"
+    for section in ("Summary per model", "Checkpoint evaluated", "Co-occurring classes"):
+        assert "csn" in [r[0] for r in report.parse_table(md, section)[1]], section
+    # the control's folder is no model row; a dataset where csn was not evaluated has no csn row
+    (root / "data" / "fashionai" / "eval" / "attribute_blind").mkdir()
+    (root / "data" / "fashionai" / "eval" / "attribute_blind" / "metrics.json").write_text(json.dumps(m))
+    assert "attribute_blind" not in report.page_models("fashionai") and "csn" not in report.page_models("darn")
+
+
+def test_metrics_are_read_from_the_eval_folder_the_stage_depends_on(reports_tree):
+    """The report stage's deps are the eval folders (dvc.yaml), so it reads the evaluate stage's copy
+    there: a stale reports/<key>/<model>/metrics.json is not what the page shows."""
+    root, written = reports_tree
+    stale = tmp = root / "reports" / "fashionai" / "asen"
+    tmp.mkdir(parents=True)
+    (stale / "metrics.json").write_text(json.dumps(_metrics(99)))
+    report.main([])
+    _, rows = report.parse_table((root / "reports" / "fashionai.md").read_text(), "MAP@all per attribute")
+    asen = {r[0]: r for r in rows}["ASEN"]
+    assert float(asen[9].split()[0]) == pytest.approx(written["asen"][0]["test"]["map_all"]["overall"], abs=0.006)
+
+
+def test_model_cards_page(reports_tree):
+    """reports/models.md: each model's card.json (the train stage's), one table per dataset."""
+    root, _ = reports_tree
+    card = {"model": "csn", "reference": "Veit et al., CVPR 2017", "image_size": 64, "trunk": "shared",
+            "parameters": {"head": 8768, "trunk": 294000}, "flops": {"head": 16384, "trunk": 48070656, "total": 48087040},
+            "embedding_size": 64, "class_embedding_size": None, "seconds_per_seed": [12.4, 15.6], "device": "cpu"}
+    for model in ("csn", "m3net"):
+        (root / "data" / "fashionai" / "eval" / model).mkdir(parents=True, exist_ok=True)
+        (root / "data" / "fashionai" / "eval" / model / "metrics.json").write_text(json.dumps(_metrics(1)))
+        d = root / "models" / "fashionai" / model  # the train output's card: no timing (byte-reproducible)
+        d.mkdir(parents=True)
+        c = {**card, "model": model, "class_embedding_size": 128 if model == "m3net" else None}
+        (d / "card.json").write_text(json.dumps({k: v for k, v in c.items() if k not in ("seconds_per_seed", "device")}))
+        if model == "csn":  # the committed copy carries the timing
+            (root / "reports" / "fashionai" / model).mkdir(parents=True)
+            (root / "reports" / "fashionai" / model / "card.json").write_text(json.dumps(c))
+    report.main([])
+    md = (root / "reports" / "models.md").read_text()
+    header, rows = report.parse_table(md, "FashionAI")
+    by = {r[0]: dict(zip(header, r)) for r in rows}
+    assert list(by) == ["M3-Net", "csn"]
+    assert by["csn"]["parameters (head + trunk)"] == "8.77 k + 294.00 k"
+    assert by["csn"]["FLOPs per image (head + trunk)"] == "16.38 k + 48.07 M at 64 px"
+    assert by["csn"]["embedding size"] == "64" and by["M3-Net"]["embedding size"] == "64 (class level 128)"
+    assert by["csn"]["training time per seed (s)"] == "12, 16 (cpu)" and by["M3-Net"]["training time per seed (s)"] == "–"
+    assert by["csn"]["reference"] == "Veit et al., CVPR 2017"
+    assert "## DARN" not in md  # no card there

@@ -707,3 +707,25 @@ def test_the_val_scoring_params_are_in_the_fingerprint(tiny_workdir):
     dvc = yaml.safe_load((REPO_PARAMS.parent / "dvc.yaml").read_text())
     listed = dvc["stages"]["train"]["params"]
     assert {"evaluate.relevance", "evaluate.gamma", "evaluate.max_classes", "evaluate.no_relevant"} <= set(listed)
+
+
+def test_the_run_writes_the_model_card_and_an_up_to_date_run_restores_it(tiny_workdir):
+    """Issue 27 goal 4: train measures the model card once per model (a fresh copy, on the CPU):
+    parameters, FLOPs per image, embedding size, the reference, and each seed's seconds. The model
+    folder's copy holds no timing (the byte-reproducibility above); the committed copy, which DVC
+    deletes before the stage runs, is written back from it and train_timing.json when the run is
+    up to date."""
+    make_params(tiny_workdir, epochs=1, seeds=(0, 1))
+    assert train_tiny() == 0
+    inside = json.loads((Path("models") / KEY / "tiny_test" / "card.json").read_text())
+    committed_path = Path("reports") / KEY / "tiny_test" / "card.json"
+    committed = json.loads(committed_path.read_text())
+    assert "seconds_per_seed" not in inside and {k: committed[k] for k in inside} == inside
+    assert len(committed["seconds_per_seed"]) == 2 and all(s > 0 for s in committed["seconds_per_seed"])
+    assert committed["device"] == "cpu" and inside["seeds"] == [0, 1] and inside["image_size"] == 16
+    assert inside["parameters"]["head"] > 0 and inside["flops"]["head"] > 0
+    assert inside["flops"]["total"] == inside["flops"]["head"] + inside["flops"]["trunk"]
+    assert inside["embedding_size"] == 8
+    committed_path.unlink()
+    assert train_tiny() == 0  # up to date: nothing trained
+    assert json.loads(committed_path.read_text()) == committed

@@ -1,0 +1,1 @@
+"""A model from outside the fashionbench suite (examples/mymodel/README.md)."""
