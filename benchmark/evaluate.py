@@ -250,13 +250,15 @@ def stage_embeddings(key: str, model_name: str, seeds: list[int]) -> dict:
     return {int(s): loader(int(s)) for s in seeds}
 
 
-def run(key: str, model_name: str, params: dict, device=None, embeddings: dict | None = None) -> dict:
+def run(key: str, model_name: str, params: dict, device=None, embeddings: dict | None = None,
+        source: dict | None = None) -> dict:
     """Score one model's embeddings and write its reports (the module docstring's outputs).
 
     ``embeddings``: seed -> a loader returning (image ids, Embeddings, class level, checkpoint), the
     ids those of the split's val and test images in ascending order; default: the embed stage's
     files of ``train.seeds`` (:func:`stage_embeddings`). ``fashionbench score`` (benchmark/score.py)
-    passes a user's validated files through the same function."""
+    passes a user's validated files through the same function, with ``source`` (its files) for
+    metrics.json."""
     ev = params["evaluate"]
     no_relevant = ev.get("no_relevant", "leave_out")
     prof = training_profile(params)
@@ -322,6 +324,8 @@ def run(key: str, model_name: str, params: dict, device=None, embeddings: dict |
     if len(checkpoints) > 1:
         result["checkpoint"]["epochs"] = [c["epoch"] for c in checkpoints]
         result["checkpoint"]["epochs_run"] = [c["epochs_run"] for c in checkpoints]
+    if source is not None:
+        result["source"] = source
 
     per_query = pl.concat(per_query_tables)
     write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)
