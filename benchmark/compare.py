@@ -235,19 +235,23 @@ def _f(v, spec=".2f"):
     return "-" if v is None else format(v, spec)
 
 
-def render(result: dict) -> str:
+def render(result: dict, show_unchanged: bool = False) -> str:
     a, b = result["a"], result["b"]
     name = lambda s: s["rev"] + (f" ({s['commit'][:7]})" if s["commit"] else "")  # noqa: E731
     n = len(result["models"])
-    out = [f"fashionbench compare: A = {name(a)}, B = {name(b)}; {n} dataset/model pairs in both",
+    first = result["metrics"][0]
+    unchanged = [nm for nm, r in result["models"].items() if r[first]["verdict"] == "unchanged"]
+    out = [f"fashionbench compare: A = {name(a)}, B = {name(b)}; {n} dataset/model pairs in both, "
+           f"{len(unchanged)} of them unchanged (the same file)" + ("" if show_unchanged or not unchanged else ": not shown"),
            f"B - A in points, {round(100 * result['ci_level'])}% interval and p of the nested t-test (training runs "
            f"as units, queries nested), Holm over the tested pairs of each metric, alpha {result['alpha']}", ""]
-    for metric in result["metrics"]:
+    shown = [nm for nm in result["models"] if show_unchanged or nm not in unchanged]
+    for metric in result["metrics"] if shown else []:
         out.append(f"{LABELS.get(metric, metric)}:")
         out.append(f"  {'dataset/model':28} {'A':>7} {'B':>7} {'B-A':>7} {'interval':>17} {'p':>7} {'p Holm':>7} "
                    f"{'seeds':>6}  verdict")
-        for nm, r in result["models"].items():
-            e = r[metric]
+        for nm in shown:
+            e = result["models"][nm][metric]
             seeds = f"{len(e['seeds_a'])}{'=' if e['pairing'] == 'seed' else '~'}{len(e['seeds_b'])}"
             out.append(f"  {nm:28} {_f(e['a']):>7} {_f(e['b']):>7} {_f(e['delta'], '+.2f'):>7} "
                        f"{'[' + _f(e['low'], '+.2f') + ', ' + _f(e['high'], '+.2f') + ']':>17} {_f(e['p'], '.4f'):>7} "
@@ -275,6 +279,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fail-on", default="map_all", metavar="METRICS",
                    help=f"comma-separated metrics whose significant drop exits 1 (of {', '.join(METRICS)}; default map_all)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the whole comparison as JSON")
+    p.add_argument("--all", action="store_true", help="also list the models whose file did not change")
 
 
 def run(args) -> int:
@@ -289,7 +294,7 @@ def run(args) -> int:
     except CompareError as e:
         print(f"fashionbench compare: {e}", file=sys.stderr)
         return 2
-    print(render(result))
+    print(render(result, show_unchanged=args.all))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 1 if result["regressions"] else 0

@@ -95,6 +95,7 @@ def test_a_planted_regression_is_reported_and_exits_1(repo, capsys, tmp_path):
     out = capsys.readouterr().out
     assert rc == 1
     assert "significantly worse after Holm: beta/m_mid map_all" in out
+    assert "5 of them unchanged (the same file): not shown" in out and "alpha/m_mid" not in out
     import json
 
     r = json.loads(out_json.read_text())
