@@ -169,7 +169,7 @@ def compare_metric(pa: pl.DataFrame, pb: pl.DataFrame, metric: str, no_relevant:
             "sd_a": a_sd, "sd_b": b_sd, "se": _r(100 * se), "df": _r(df), "seed_share": _r(share),
             "detectable": _r(100 * detectable), "p": _r(p), "queries": int(kept.sum()),
             "queries_a": qa.height, "queries_b": qb.height, "pairing": pairing, "seeds_a": sa, "seeds_b": sb,
-            "tested": len(sa) >= 2 and bool(np.isfinite(p))}
+            "tested": len(sa) >= 2 and bool(np.isfinite(p)), "_p": p}
 
 
 def compare_sides(a: dict[tuple[str, str], pl.DataFrame], b: dict[tuple[str, str], pl.DataFrame], *,
@@ -187,12 +187,13 @@ def compare_sides(a: dict[tuple[str, str], pl.DataFrame], b: dict[tuple[str, str
                 e["tested"] = False
     for metric in metrics:
         tested = [name for name, r in rows.items() if r[metric]["tested"]]
-        for name, pa in zip(tested, holm([rows[name][metric]["p"] for name in tested])):
+        for name, pa in zip(tested, holm([rows[name][metric]["_p"] for name in tested])):  # unrounded
             rows[name][metric].update({"p_adjusted": _r(pa), "significant": bool(pa < alpha)})
         for name, r in rows.items():
             e = r[metric]
             e.setdefault("p_adjusted", None)
             e.setdefault("significant", False)
+            e.pop("_p")
             e["verdict"] = ("unchanged" if name in unchanged else "untested (one seed)" if not e["tested"] else
                             ("worse" if e["delta"] < 0 else "better") if e["significant"] else "within training variance")
     regressions = [f"{name} {metric}" for name, r in rows.items() for metric in metrics
