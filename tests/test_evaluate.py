@@ -465,6 +465,13 @@ def test_score_gives_the_evaluate_stages_numbers_for_its_own_embeddings(tiny, mo
         assert full.sort(order).equals(ref_full.sort(order))
     if model == "standin_eval_class":
         assert ref_m["attribute_ranking"] and ref_full["ranking"][0] == "multi-granularity"
+    # the leaderboard stage finds the scored model beside the trained one: the same row, no difference
+    from benchmark import leaderboard
+
+    board = leaderboard.build(KEY, {**p, "leaderboard": {"alpha": 0.05}})
+    assert board["models"]["mine"]["map_all"] == board["models"][model]["map_all"]
+    pair = board["pairs"].get(f"{model}_vs_mine") or board["pairs"][f"mine_vs_{model}"]
+    assert pair["delta"] == 0 and pair["p"] == 1
     # the attribute level alone: the ranking the evaluate stage reports as attribute_ranking
     assert cli.main(["score", KEY, *map(str, files), "--name", "mine_att", "--attribute-level", "--device", "cpu"]) == 0
     att = json.loads((tiny / "reports" / KEY / "mine_att" / "metrics.json").read_text())
