@@ -46,13 +46,13 @@ import polars as pl
 import yaml
 
 from benchmark.leaderboard import METRICS, seed_table
+from benchmark.query_report import ReportPerQuerySchema, report_path
 from benchmark.stats import holm, nested_difference_test, nested_interval, nested_se, student_t_ppf
 from datasets import paths
-from datasets.schemas import ReportPerQuerySchema
 
 WORKTREE = "working tree"
 # reports/<key>/<model>/per_query.parquet, relative to the repository root
-_PATTERN = paths.per_query_report_path("KEY", "MODEL").relative_to(paths.ROOT).parts
+_PATTERN = report_path("KEY", "MODEL").relative_to(paths.ROOT).parts
 
 
 class CompareError(Exception):

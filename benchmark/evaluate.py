@@ -40,8 +40,8 @@ from benchmark.params import load_params, training_profile
 from datasets import paths
 from datasets.atomic import atomic_path
 from datasets.taxonomy import class_offsets
-from datasets.schemas import (CooccurrencePairsSchema, PerQuerySchema, ReportPerQuerySchema, read_table, write_json,
-                              write_table)
+from benchmark.query_report import ReportPerQuerySchema, report_path, report_per_query
+from datasets.schemas import CooccurrencePairsSchema, PerQuerySchema, read_table, write_json, write_table
 from model.base import Embeddings, gamma_keep
 
 # evaluate_split's per-query arrays that are not metrics: rows, sizes of the ranked list
@@ -330,7 +330,7 @@ def run(key: str, model_name: str, params: dict, device=None, embeddings: dict |
     per_query = pl.concat(per_query_tables)
     write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)
     rdir = paths.model_reports_dir(key, model_name)
-    write_table(report_per_query(per_query), paths.per_query_report_path(key, model_name), ReportPerQuerySchema)
+    write_table(report_per_query(per_query), report_path(key, model_name), ReportPerQuerySchema)
     ci = _confidence_intervals(per_query, ev, no_relevant)
     source = ImageSource.for_profile(key, es.images, prof, model_input=False)  # pixels for the figures
     save_examples(out_dir, examples, source, names, es.taxonomy)
@@ -360,17 +360,6 @@ def _per_query_frame(pq, ids, seed, split, ranking, labels_m, classes_per_attrib
         if k not in QUERY_FIELDS:
             cols[metric_name(k)] = pq[k].astype(np.float64)
     return pl.DataFrame(cols)
-
-
-def report_per_query(per_query: pl.DataFrame) -> pl.DataFrame:
-    """The committed copy of the test rows of per_query.parquet (reports/<key>/<model>/per_query.parquet,
-    ``fashionbench compare``'s input): seed, query (image_id, attribute_id) and the metric columns
-    as float32 (NaN: no relevant candidate), sorted; about 11 bytes a row in parquet."""
-    metric_cols = [c for c in per_query.columns if c not in QUERY_COLUMNS]
-    return (per_query.filter(pl.col("split") == "test")
-            .select([pl.col("seed").cast(pl.Int32), pl.col("image_id").cast(pl.Int32),
-                     pl.col("attribute_id").cast(pl.Int32)] + [pl.col(c).cast(pl.Float32) for c in metric_cols])
-            .sort(["seed", "attribute_id", "image_id"]))
 
 
 def _confidence_intervals(per_query: pl.DataFrame, ev: dict, no_relevant: str = "leave_out") -> dict:

@@ -71,12 +71,6 @@ def model_reports_dir(key: str, model: str) -> Path:
     return ROOT / "reports" / key / model
 
 
-def per_query_report_path(key: str, model: str) -> Path:
-    """The evaluate stage's committed per-seed, per-query test metrics (``fashionbench compare`` reads them
-    at any revision)."""
-    return model_reports_dir(key, model) / "per_query.parquet"
-
-
 def embeddings_dir(key: str, model: str) -> Path:
     """The embed stage's output: seed<k>.npz per training seed."""
     return ROOT / "data" / key / "embeddings" / model

@@ -211,33 +211,6 @@ class PerQuerySchema(pa.DataFrameModel):
             pl.all_horizontal([pl.col(c).is_nan() | pl.col(c).is_between(0, 1) for c in cols]).alias("ok"))
 
 
-class ReportPerQuerySchema(pa.DataFrameModel):
-    """The committed copy of PerQuerySchema's test rows (reports/<key>/<model>/per_query.parquet, small
-    enough for git: about 11 bytes a row): one row per (seed, query image, attribute), the metric
-    columns (map_all, and map_<k>/recall_<k> per evaluate.ks) as float32 in [0, 1], NaN for a query
-    without a relevant candidate. ``fashionbench compare`` reads it at two revisions."""
-
-    seed: pl.Int32
-    image_id: pl.Int32 = pa.Field(ge=0)
-    attribute_id: pl.Int32 = pa.Field(ge=0)
-    map_all: pl.Float32 = pa.Field(nullable=True)
-
-    class Config:
-        strict = False  # the map_<k> / recall_<k> columns follow evaluate.ks
-        coerce = True
-
-    @pa.dataframe_check
-    def metrics_are_fractions(cls, data) -> pl.LazyFrame:
-        cols = [c for c in data.lazyframe.collect_schema().names() if c.startswith(("map_", "recall_"))]
-        return data.lazyframe.select(
-            pl.all_horizontal([pl.col(c).is_nan() | pl.col(c).is_between(0, 1) for c in cols]).alias("ok"))
-
-    @pa.dataframe_check
-    def one_row_per_seed_and_query(cls, data) -> pl.LazyFrame:
-        keys = ["seed", "image_id", "attribute_id"]
-        return data.lazyframe.select((pl.struct(keys).is_duplicated().not_()).alias("ok"))
-
-
 def read_table(path, schema: type[pa.DataFrameModel]) -> pl.DataFrame:
     """Read a parquet file and validate it against its schema (the boundary check of every stage)."""
     return schema.validate(pl.read_parquet(path))

@@ -1,7 +1,7 @@
 """`fashionbench compare` on two commits of a test repository, and its arithmetic against a slow reference.
 
 The per-query files are written directly (synthetic, no pipeline run) in the evaluate stage's
-committed format (reports/<key>/<model>/per_query.parquet, ``benchmark.evaluate.report_per_query``).
+committed format (reports/<key>/<model>/per_query.parquet, ``benchmark.query_report``).
 Per-query AP = model mean + query effect + seed effect (the seed's trunk, shared by every model of
 that seed, and the run's own) + noise: the structure the replication found (a rerun with other
 seeds shifts every model of a dataset together).
@@ -20,8 +20,8 @@ import scipy.stats as scipy_stats  # the reference t distribution (scipy comes w
 
 from benchmark import cli
 from benchmark.compare import compare_metric, compare_sides
-from benchmark.evaluate import report_per_query
-from datasets.schemas import ReportPerQuerySchema, write_table
+from benchmark.query_report import ReportPerQuerySchema, report_per_query
+from datasets.schemas import write_table
 
 DATASETS = {"alpha": 240, "beta": 180}  # test queries per dataset
 MODELS = {"m_good": 0.55, "m_mid": 0.45, "m_low": 0.35}
