@@ -12,6 +12,8 @@ SUBCOMMANDS = {
     "twins": ("datasets.twins.cli", "generate or preview the twin datasets"),
     "check": ("datasets.check", "validate a user's own download of a benchmark without DVC"),
     "perf": ("benchmark.perf", "measure the training step, extraction, loader and metrics side by side"),
+    "compare": ("benchmark.compare", "compare two revisions' committed per-query results, with significance"),
+    "score": ("benchmark.score", "score precomputed embeddings under the protocol, as a trained model"),
 }
 
 

@@ -4,9 +4,10 @@
 
 Reads the embed stage's embeddings (``data/<key>/embeddings/<model>/seed<k>.npz``), the validated
 tables, the splits and the co-occurrence pairs; writes ``reports/<key>/<model>/{metrics.json,
-metrics_ci.json, gamma.csv}`` and, for the leaderboard and report stages, ``data/<key>/eval/<model>/``
-(per-query scores, retrieval examples, and the same metrics.json and metrics_ci.json, which the
-report stage reads). It runs no network: a change to how rankings are scored
+metrics_ci.json, gamma.csv, per_query.parquet}`` (the last: each seed's per-query test metrics in
+float32, committed with the reports for ``fashionbench compare``) and, for the leaderboard and
+report stages, ``data/<key>/eval/<model>/`` (per-query scores, retrieval examples, and the same
+metrics.json and metrics_ci.json, which the report stage reads). It runs no network: a change to how rankings are scored
 or summarised reruns this stage alone. The protocol: docs/PROTOCOL.md.
 
 Choices made here (docs/REPORTS.md repeats them):
@@ -40,6 +41,7 @@ from benchmark.params import load_params, training_profile
 from datasets import paths
 from datasets.atomic import atomic_path
 from datasets.taxonomy import class_offsets
+from benchmark.query_report import ReportPerQuerySchema, report_path, report_per_query
 from datasets.schemas import CooccurrencePairsSchema, PerQuerySchema, read_table, write_json, write_table
 from model.base import Embeddings, gamma_keep
 
@@ -234,11 +236,36 @@ def _mean_std(sections: list[dict]) -> tuple[dict, dict]:
     return round(mean, 4), round(std, 4)
 
 
-def run(key: str, model_name: str, params: dict, device=None) -> dict:
+def stage_embeddings(key: str, model_name: str, seeds: list[int]) -> dict:
+    """seed -> loader of the embed stage's file of that seed: (image ids, Embeddings, class level,
+    checkpoint {policy, epoch, epochs_run, max_epochs})."""
+    emb_dir = paths.embeddings_dir(key, model_name)
+
+    def loader(seed: int):
+        def load():
+            path = embeddings_path(emb_dir, seed)
+            emb_ids, emb, class_level = load_embeddings(path)
+            return emb_ids, emb, class_level, embeddings_checkpoint(path)
+        return load
+
+    return {int(s): loader(int(s)) for s in seeds}
+
+
+def run(key: str, model_name: str, params: dict, device=None, embeddings: dict | None = None,
+        source: dict | None = None) -> dict:
+    """Score one model's embeddings and write its reports (the module docstring's outputs).
+
+    ``embeddings``: seed -> a loader returning (image ids, Embeddings, class level, checkpoint), the
+    ids those of the split's val and test images in ascending order; default: the embed stage's
+    files of ``train.seeds`` (:func:`stage_embeddings`). ``fashionbench score`` (benchmark/score.py)
+    passes a user's validated files through the same function, with ``source`` (its files) for
+    metrics.json."""
     ev = params["evaluate"]
     no_relevant = ev.get("no_relevant", "leave_out")
     prof = training_profile(params)
-    seeds = list(params["train"].get("seeds") or [0])
+    if embeddings is None:
+        embeddings = stage_embeddings(key, model_name, list(params["train"].get("seeds") or [0]))
+    seeds = list(embeddings)
     device = resolve_device(device)
     es = load_eval_set(key, params.get("validate", {}).get("maybe_policy", "negative"))
     ids, labels_m, role_rows = es.ids, es.labels, es.role_rows
@@ -256,8 +283,8 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     per_seed, per_query_tables, gamma_rows, checkpoints = [], [], [], []
     examples = {}
     for si, seed in enumerate(seeds):
-        emb_ids, emb, class_level = load_embeddings(embeddings_path(emb_dir, seed))
-        checkpoints.append(embeddings_checkpoint(embeddings_path(emb_dir, seed)))
+        emb_ids, emb, class_level, checkpoint = embeddings[seed]()
+        checkpoints.append(checkpoint)
         if not np.array_equal(emb_ids, ids):
             raise SystemExit(f"{embeddings_path(emb_dir, seed)}: its images are not this split's val and test "
                              f"images: rerun the embed stage (dvc repro embed@{key}-{model_name})")
@@ -298,9 +325,13 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
     if len(checkpoints) > 1:
         result["checkpoint"]["epochs"] = [c["epoch"] for c in checkpoints]
         result["checkpoint"]["epochs_run"] = [c["epochs_run"] for c in checkpoints]
+    if source is not None:
+        result["source"] = source
 
     per_query = pl.concat(per_query_tables)
     write_table(per_query, out_dir / "per_query.parquet", PerQuerySchema)
+    rdir = paths.model_reports_dir(key, model_name)
+    write_table(report_per_query(per_query), report_path(key, model_name), ReportPerQuerySchema)
     ci = _confidence_intervals(per_query, ev, no_relevant)
     source = ImageSource.for_profile(key, es.images, prof, model_input=False)  # pixels for the figures
     save_examples(out_dir, examples, source, names, es.taxonomy)
@@ -308,7 +339,6 @@ def run(key: str, model_name: str, params: dict, device=None) -> dict:
                                        "attributes": names, "classes_per_attribute": classes_per_attribute,
                                        "seeds": seeds})
 
-    rdir = paths.model_reports_dir(key, model_name)
     for d in (rdir, out_dir):  # out_dir's copies: what the report stage reads (its deps are the eval folders)
         write_json(d / "metrics.json", result)
         write_json(d / "metrics_ci.json", ci)

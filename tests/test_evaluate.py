@@ -389,3 +389,169 @@ def test_bounded_chunks_give_the_same_per_query_metrics(seed, cells):
         assert ref.keys() == small.keys()
         for k in ref:
             np.testing.assert_array_equal(ref[k], small[k], err_msg=f"{ranking} {k}")
+
+
+# ------------------------------------------------------------------ the committed per-query file; fashionbench score
+
+def test_the_committed_per_query_file_holds_each_seeds_test_rows_in_float32(tiny):
+    """reports/<key>/<model>/per_query.parquet (fashionbench compare's input): the test rows of
+    data/<key>/eval/<model>/per_query.parquet, per seed, with only the query and the metrics."""
+    p = yaml.safe_load(open("params.yaml"))
+    p["train"]["seeds"] = [0, 3]
+    open("params.yaml", "w").write(yaml.safe_dump(p))
+    for s in (0, 3):
+        _save_checkpoint(tiny, "standin_eval", seed=s)
+    _run_stages("standin_eval")
+    full = pl.read_parquet(tiny / "data" / KEY / "eval" / "standin_eval" / "per_query.parquet")
+    small = pl.read_parquet(tiny / "reports" / KEY / "standin_eval" / "per_query.parquet")
+    assert small.columns == ["seed", "image_id", "attribute_id", "map_all", "map_100", "recall_100"]
+    assert all(small.schema[c] == pl.Float32 for c in ("map_all", "map_100", "recall_100"))
+    test = full.filter(pl.col("split") == "test").sort(["seed", "attribute_id", "image_id"])
+    assert small.height == test.height and sorted(set(small["seed"])) == [0, 3]
+    for c in ("seed", "image_id", "attribute_id"):
+        assert small[c].to_list() == test[c].to_list()
+    for c in ("map_all", "map_100", "recall_100"):
+        np.testing.assert_allclose(small[c].to_numpy(), test[c].to_numpy(), rtol=1e-6)  # NaN where R = 0 in both
+
+
+def _scored(tiny, name):
+    root = tiny / "reports" / KEY / name
+    m = json.loads((root / "metrics.json").read_text())
+    return m, json.loads((root / "metrics_ci.json").read_text()), (root / "gamma.csv").read_text(), \
+        pl.read_parquet(root / "per_query.parquet"), pl.read_parquet(tiny / "data" / KEY / "eval" / name / "per_query.parquet")
+
+
+@pytest.mark.parametrize("model", ["standin_eval", "standin_eval_class"])
+def test_score_gives_the_evaluate_stages_numbers_for_its_own_embeddings(tiny, model, capsys):
+    """The embed stage's files scored by `fashionbench score` (as they are, and with images and class
+    rows shuffled) give the evaluate stage's metrics.json, intervals, gamma sweep and per-query tables."""
+    from benchmark import cli
+
+    p = yaml.safe_load(open("params.yaml"))
+    p["train"]["seeds"] = [0, 1]
+    open("params.yaml", "w").write(yaml.safe_dump(p))
+    for s in (0, 1):
+        _save_checkpoint(tiny, model, seed=s)
+    _run_stages(model)
+    ref_m, ref_ci, ref_g, ref_small, ref_full = _scored(tiny, model)
+    edir = tiny / "data" / KEY / "embeddings" / model
+    files = [edir / "seed0.npz", edir / "seed1.npz"]
+    assert cli.main(["score", KEY, *map(str, files), "--name", "mine", "--device", "cpu"]) == 0
+    # the user's own layout: images in another order, class rows shuffled, float64, a seed member, other names
+    rng = np.random.default_rng(0)
+    shuffled = []
+    for s, f in zip((0, 1), files):
+        with np.load(f) as z:
+            perm = rng.permutation(len(z["image_id"]))
+            inv = np.argsort(perm)
+            arrays = {"image_id": z["image_id"][perm], "attribute": z["attribute"][perm].astype(np.float64),
+                      "seed": np.array(s)}
+            if "class_index" in z:
+                ci, rows = z["class_index"].copy(), rng.permutation(len(z["class_index"]))
+                ci[:, 0] = inv[ci[:, 0]]
+                arrays.update(class_index=ci[rows], class_emb=z["class_emb"][rows], probs=z["probs"][perm])
+        shuffled.append(tiny / f"user_{s}.npz")
+        np.savez(shuffled[-1], **arrays)
+    assert cli.main(["score", KEY, *map(str, reversed(shuffled)), "--name", "mine_shuffled", "--device", "cpu"]) == 0
+    for name in ("mine", "mine_shuffled"):
+        m, ci, g, small, full = _scored(tiny, name)
+        assert m.pop("checkpoint")["policy"] == "precomputed" and m.pop("source")["seeds"] in ([0, 1], [1, 0])
+        ref = dict(ref_m)
+        ref.pop("checkpoint")
+        assert m == ref, name
+        assert ci == ref_ci and g == ref_g
+        assert small.equals(ref_small)
+        order = ["seed", "split", "attribute_id", "image_id"]
+        assert full.sort(order).equals(ref_full.sort(order))
+    if model == "standin_eval_class":
+        assert ref_m["attribute_ranking"] and ref_full["ranking"][0] == "multi-granularity"
+    # the leaderboard stage finds the scored model beside the trained one: the same row, no difference
+    from benchmark import leaderboard
+
+    board = leaderboard.build(KEY, {**p, "leaderboard": {"alpha": 0.05}})
+    assert board["models"]["mine"]["map_all"] == board["models"][model]["map_all"]
+    pair = board["pairs"].get(f"{model}_vs_mine") or board["pairs"][f"mine_vs_{model}"]
+    assert pair["delta"] == 0 and pair["p"] == 1
+    # the attribute level alone: the ranking the evaluate stage reports as attribute_ranking
+    assert cli.main(["score", KEY, *map(str, files), "--name", "mine_att", "--attribute-level", "--device", "cpu"]) == 0
+    att = json.loads((tiny / "reports" / KEY / "mine_att" / "metrics.json").read_text())
+    want = ref_m.get("attribute_ranking", {"test": ref_m["test"]})["test"]["map_all"]["overall"]
+    assert att["test"]["map_all"]["overall"] == want
+
+
+def _user_file(tiny, name="u.npz", class_level=False, **change):
+    """A valid user file for the tiny split (val and test images 8..39), then ``change``: member ->
+    array (None removes it)."""
+    ids = np.arange(8, 40)
+    rng = np.random.default_rng(1)
+    arrays = {"image_id": ids, "attribute": rng.normal(size=(len(ids), 2, 4)).astype(np.float32)}
+    if class_level:
+        arrays["class_index"] = np.array([[r, 0, r % 3] for r in range(len(ids))] + [[r, 1, r % 4] for r in range(len(ids))])
+        arrays["class_emb"] = rng.normal(size=(2 * len(ids), 4)).astype(np.float32)
+        arrays["probs"] = rng.random((len(ids), 7)).astype(np.float32)
+    for k, v in change.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    path = tiny / name
+    np.savez(path, **arrays)
+    return path
+
+
+def _nan_attribute():
+    a = np.zeros((32, 2, 4), np.float32)
+    a[5, 1, 2] = np.nan
+    return a
+
+
+BAD_FILES = {
+    "no attribute": (dict(attribute=None), "no member 'attribute'"),
+    "wrong attributes": (dict(attribute=np.zeros((32, 3, 4), np.float32)), "must have shape (n, N, D) = (32, 2, D)"),
+    "nan": (dict(attribute=_nan_attribute()), "NaN or inf for 1 images, e.g. image ids 13"),
+    "train image": (dict(image_id=np.r_[np.arange(9, 40), 0]), "not val or test images of the split (splits.parquet): 0"),
+    "missing image": (dict(image_id=np.arange(8, 39), attribute=np.zeros((31, 2, 4), np.float32)),
+                      "without an embedding: 39"),
+    "repeated image": (dict(image_id=np.r_[np.arange(8, 39), 8]), "more than once: 8"),
+    "float ids": (dict(image_id=np.arange(8, 40).astype(float)), "'image_id' must hold integers"),
+    "class out of range": ({"class_level": True, "class_index": np.array([[0, 0, 3]]), "class_emb": np.zeros((1, 4))},
+                           "'class_index' row 0: class 3 outside attribute 0's 3 classes (colour)"),
+    "row out of range": ({"class_level": True, "class_index": np.array([[32, 1, 0]]), "class_emb": np.zeros((1, 4))},
+                         "image row 32 outside [0, 32)"),
+    "probs above 1": ({"class_level": True, "probs": np.full((32, 7), 1.5, np.float32)}, "'probs' must lie in [0, 1]"),
+    "class_emb rows": ({"class_level": True, "class_emb": np.zeros((3, 4))}, "'class_emb' must have shape (P, D') with P = 64"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_score_rejects_a_bad_file_naming_it(tiny, case, capsys):
+    from benchmark import cli
+
+    change, message = BAD_FILES[case]
+    change = dict(change)
+    class_level = change.pop("class_level", False)
+    path = _user_file(tiny, f"bad_{case.replace(' ', '_')}.npz", class_level=class_level, **change)
+    assert cli.main(["score", KEY, str(path), "--name", "bad", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err, err
+    assert not (tiny / "reports" / KEY / "bad").exists()  # nothing written
+
+
+def test_score_rejects_bad_arguments(tiny, capsys):
+    from benchmark import cli
+
+    good = _user_file(tiny, "seed0.npz", class_level=True)
+    assert cli.main(["score", KEY, str(good), "--name", "ok", "--device", "cpu"]) == 0
+    assert json.loads((tiny / "reports" / KEY / "ok" / "metrics.json").read_text())["source"]["seeds"] == [0]
+    (tiny / "junk.npz").write_bytes(b"not a zip")
+    assert cli.main(["score", KEY, str(tiny / "junk.npz"), "--name", "x"]) == 2
+    assert f"{tiny / 'junk.npz'}: not a .npz file" in capsys.readouterr().err
+    other = _user_file(tiny, "other.npz", seed=np.array(0))
+    assert cli.main(["score", KEY, str(good), str(other), "--name", "x"]) == 2
+    assert "seed 0 again" in capsys.readouterr().err
+    p = yaml.safe_load(open("params.yaml"))
+    p["models"] = {"m3net": {}}
+    open("params.yaml", "w").write(yaml.safe_dump(p))
+    for name in ("m3net", "attribute_blind", "a_vs_b", "Upper"):
+        assert cli.main(["score", KEY, str(good), "--name", name]) == 2
+        assert f"--name {name}" in capsys.readouterr().err.replace("'", "")

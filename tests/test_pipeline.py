@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -63,6 +64,16 @@ def test_dvc_repro_one_chain_end_to_end(tmp_path):
         assert 0 <= m["map_all"]["overall"] <= 100
     shown = _run(["dvc", "metrics", "show", "--json"], work)
     assert shown.returncode == 0 and "map_all" in shown.stdout
+
+    # the committed per-query file (an out with cache: false): git holds it, and compare reads it at a commit
+    small = pl.read_parquet(work / "reports/fashionai/m3net/per_query.parquet")
+    assert small.height == metrics["test"]["queries"]["used"] + metrics["test"]["queries"]["left_out"]
+    assert (work / "reports/fashionai/attribute_blind/per_query.parquet").exists()
+    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    assert _run(git + ["add", "reports", "dvc.lock"], work).returncode == 0
+    assert _run(git + ["commit", "-q", "-m", "results"], work).returncode == 0
+    cmp = _run([sys.executable, "-m", "benchmark.cli", "compare"], work)
+    assert cmp.returncode == 0 and "2 dataset/model pairs in both, 2 of them unchanged" in cmp.stdout, cmp.stdout + cmp.stderr
 
     status = _run(["dvc", "status", stage], work)
     assert status.returncode == 0 and "changed" not in status.stdout, status.stdout
