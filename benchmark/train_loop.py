@@ -62,6 +62,8 @@ class _Seed:
     # best_val bookkeeping (restored on resume): val score per epoch, the best so far
     sel: dict = field(default_factory=lambda: {"scores": {}, "best_epoch": None, "best_score": None})
     ckpt_meta: dict = field(default_factory=dict)
+    # {trunk's module path: whether ImageNet weights were loaded} (model.backbone.imagenet_weights)
+    imagenet: dict = field(default_factory=dict)
 
     @property
     def cuda(self) -> bool:
@@ -108,7 +110,8 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
                                           or not best_path(dataset, model_name, seed).exists()):
             raise RuntimeError(f"{run.ckpt_file}: checkpoint best_val selected no epoch; delete {run.ckpt_file.parent} "
                                "and retrain")
-        _write_json(_selection_record(run.policy, run.sel, run.total_epochs, run.phases[-1]),
+        _write_json({**_selection_record(run.policy, run.sel, run.total_epochs, run.phases[-1]),
+                     "imagenet_weights": run.imagenet},  # the report's banner reads it (through evaluate)
                     selection_path(dataset, model_name, seed))
     return run.rows
 
@@ -159,6 +162,7 @@ def _build(run: _Seed, params: dict, ckpt: dict | None) -> None:
              "backbone": backbone, "pretrained": bool(run.prof["pretrained"]), "model_params": run.mp}
     run.model = build_model(run.model_name, classes_per_attribute=run.data.classes_per_attribute,
                             backbone=backbone, pretrained=bool(run.prof["pretrained"]), **run.model_kw)
+    _check_imagenet(run)
     run.phases = tuple(run.model.phases)
     per_phase = phase_epochs(run.phases, int(run.prof["epochs"]), run.opt, params["train"]["profile"])
     run.phase_of_epoch = [p for p, e in zip(run.phases, per_phase) for _ in range(e)]
@@ -179,6 +183,20 @@ def _build(run: _Seed, params: dict, ckpt: dict | None) -> None:
         raise ValueError("train checkpoint best_val needs TrainData(..., validation=True)")
     if run.early and run.data.val is None:
         raise ValueError("train early_stop needs TrainData(..., validation=True)")
+
+
+def _check_imagenet(run: _Seed) -> None:
+    """Record which trunks loaded ImageNet weights; asked for (``pretrained: true``) and missing
+    from the torchvision cache, the run goes on from random weights and says so on every seed."""
+    from model.backbone import imagenet_weights
+
+    run.imagenet = imagenet_weights(run.model)
+    random = sorted(k for k, v in run.imagenet.items() if not v)
+    if run.prof.get("pretrained") and random and run.dist.main:
+        print(f"[train] WARNING {run.dataset}/{run.model_name} seed {run.seed}: pretrained: true, but "
+              f"{', '.join(random)} start(s) from RANDOM weights: no ImageNet weights in the torchvision "
+              "cache ($TORCH_HOME/hub/checkpoints). Training goes on; its numbers are not comparable with "
+              "the paper's (the report says so).", file=sys.stderr)
 
 
 def _checkpoint_meta(run: _Seed, params: dict, build: dict) -> dict:
