@@ -5,7 +5,8 @@ this; :func:`recipe_edits` lists every value that differs.
 
 The one copy of the recipe: params.yaml's paper values must equal it (``tests/test_banner.py``
 checks the shipped file). Changing the recipe on purpose means changing both, here and there.
-Keys of how a run uses its host, not what it computes (``HOST_KEYS``), are not part of it.
+Keys of how a run uses its host, not what it computes, and the unused shared-trunk ``pretrain``
+(``NOT_RECIPE_KEYS``) are not part of it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 
 from datasets.params_schema import resolve
 
-#: train.profiles.paper's keys that say how the run uses the machine, never what it computes
-HOST_KEYS = frozenset({"workers", "threads"})
+#: train.profiles.paper's keys outside the recipe: how the run uses the machine (``workers``,
+#: ``threads``), never what it computes, and the shared trunk's ``pretrain``, which the recipe's
+#: ``trunk: end_to_end`` never reads (a profile edited to ``trunk: shared`` differs in ``trunk``)
+NOT_RECIPE_KEYS = frozenset({"workers", "threads", "pretrain"})
 
-#: train.profiles.paper without HOST_KEYS
+#: train.profiles.paper without NOT_RECIPE_KEYS
 PROFILE: dict[str, Any] = {
     "backbone": "resnet50_layer3",
     "pretrained": True,
@@ -64,11 +67,11 @@ ABSENT = _Absent()
 
 
 def paper_view(params: dict) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """(train.profiles.paper without HOST_KEYS, {model: its values as the paper profile resolves
+    """(train.profiles.paper without NOT_RECIPE_KEYS, {model: its values as the paper profile resolves
     them}) of a params document; a model absent from ``models`` is absent here."""
     train = params.get("train") or {}
     profiles = train.get("profiles") or {}
-    profile = {k: v for k, v in (profiles.get("paper") or {}).items() if k not in HOST_KEYS}
+    profile = {k: v for k, v in (profiles.get("paper") or {}).items() if k not in NOT_RECIPE_KEYS}
     backbone = profile.get("backbone")
     models = {}
     for m, mp in (params.get("models") or {}).items():

@@ -38,6 +38,7 @@ def test_recipe_edits_name_every_paper_value_and_ignore_the_rest(repo_params):
     p["models"]["asenpp"]["phase_epochs"]["paper"] = [1, 1]
     p["models"]["modc"]["embed_dim"]["twin"] = 64  # the twin's values are not the recipe
     p["train"]["profiles"]["paper"]["workers"] = 2  # how the host runs it, not what it computes
+    p["train"]["profiles"]["paper"]["pretrain"]["epochs"] = 1  # read only under trunk: shared
     p["train"]["profiles"]["twin"]["epochs"] = 1
     p["models"]["m3net"]["lr_decay"] = 0.975  # the recipe's value written again: no edit
     got = {k: (v, r) for k, v, r in recipe_edits(p)}
