@@ -163,6 +163,7 @@ def _build(run: _Seed, params: dict, ckpt: dict | None) -> None:
     run.model = build_model(run.model_name, classes_per_attribute=run.data.classes_per_attribute,
                             backbone=backbone, pretrained=bool(run.prof["pretrained"]), **run.model_kw)
     _check_imagenet(run)
+    build["imagenet_weights"] = run.imagenet  # every checkpoint records how its run's trunks started
     run.phases = tuple(run.model.phases)
     per_phase = phase_epochs(run.phases, int(run.prof["epochs"]), run.opt, params["train"]["profile"])
     run.phase_of_epoch = [p for p, e in zip(run.phases, per_phase) for _ in range(e)]
@@ -171,6 +172,8 @@ def _build(run: _Seed, params: dict, ckpt: dict | None) -> None:
         run.start_epoch, run.rows = int(ckpt["epoch"]), list(ckpt["log"])
         run.sel = dict(ckpt.get("selection") or run.sel)
         run.sel["scores"] = {int(k): v for k, v in run.sel.get("scores", {}).items()}
+        # resumed: the trunks started as the first epoch's run started them, whatever the cache holds now
+        run.imagenet = build["imagenet_weights"] = dict(ckpt.get("build", {}).get("imagenet_weights", run.imagenet))
         if run.dist.main:
             print(f"[train] resuming {run.ckpt_file} after epoch {run.start_epoch}/{run.total_epochs}", file=sys.stderr)
     run.model.to(run.device)
@@ -194,9 +197,9 @@ def _check_imagenet(run: _Seed) -> None:
     random = sorted(k for k, v in run.imagenet.items() if not v)
     if run.prof.get("pretrained") and random and run.dist.main:
         print(f"[train] WARNING {run.dataset}/{run.model_name} seed {run.seed}: pretrained: true, but "
-              f"{', '.join(random)} start(s) from RANDOM weights: no ImageNet weights in the torchvision "
-              "cache ($TORCH_HOME/hub/checkpoints). Training goes on; its numbers are not comparable with "
-              "the paper's (the report says so).", file=sys.stderr)
+              f"{', '.join(random)} start(s) from RANDOM weights: no ImageNet weights were loaded (none in the "
+              "torchvision cache, $TORCH_HOME/hub/checkpoints, or none exist for the backbone). Training goes "
+              "on; its numbers are not comparable with the paper's (the report says so).", file=sys.stderr)
 
 
 def _checkpoint_meta(run: _Seed, params: dict, build: dict) -> dict:

@@ -91,6 +91,7 @@ def test_paper_profile_chain_end_to_end_on_the_cpu(tmp_path):
         sel = json.loads((d / "selection.json").read_text())
         assert sel["policy"] == "best_val" and sel["file"] == "best.pt" and (d / "best.pt").exists()
         assert set(sel["imagenet_weights"].values()) == {False}  # recorded: random weights
+        assert ck["build"]["imagenet_weights"] == sel["imagenet_weights"]  # in every checkpoint too
         metrics = json.loads((work / "reports/fashionai" / m / "metrics.json").read_text())
         assert metrics["checkpoint"]["policy"] == "best_val"
         assert metrics["checkpoint"]["imagenet_weights"] == sel["imagenet_weights"]
