@@ -171,3 +171,29 @@ def test_the_record_travels_from_selection_to_metrics(tmp_path):
     assert embeddings_checkpoint(tmp_path / "a.npz")["imagenet_weights"] == sel["imagenet_weights"]
     save_embeddings(tmp_path / "b.npz", emb, np.arange(2), False, {k: v for k, v in sel.items() if k != "imagenet_weights"})
     assert "imagenet_weights" not in embeddings_checkpoint(tmp_path / "b.npz")  # not recorded: not invented
+
+
+def test_train_records_the_weights_and_a_resumed_run_keeps_the_first_record(tiny_workdir, monkeypatch, capfd):
+    """selection.json and every checkpoint hold how the trunks started; pretrained: true without
+    weights says so loudly; a run resumed after ImageNet weights appeared in the cache still
+    records how its first epoch started (random), not what a fresh build would load now."""
+    import model.backbone as backbone
+    from benchmark.train import checkpoint_path, read_selection
+    from tests import tiny_training as tt
+
+    params = tt.make_params(tiny_workdir, epochs=2, triplets=16, batch=8)
+    params["train"]["profiles"]["tiny"]["pretrained"] = True
+    (tiny_workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(backbone, "imagenet_weights", lambda m: {"trunk": False})  # the cache is empty
+    tt.CRASH_AT[0] = 2 + 1  # killed in epoch 2 (2 steps an epoch)
+    with pytest.raises(tt.SimulatedKill):
+        tt.train_tiny()
+    err = capfd.readouterr().err
+    assert "[train] WARNING fashionai/tiny_test seed 0: pretrained: true, but trunk start(s) from RANDOM weights" in err
+    ck = torch.load(checkpoint_path(tt.KEY, "tiny_test", 0), map_location="cpu", weights_only=False)
+    assert ck["epoch"] == 1 and ck["build"]["imagenet_weights"] == {"trunk": False}
+    tt.CRASH_AT[0] = None
+    monkeypatch.setattr(backbone, "imagenet_weights", lambda m: {"trunk": True})  # weights arrived meanwhile
+    assert tt.train_tiny() == 0
+    assert "resuming" in capfd.readouterr().err
+    assert read_selection(tt.KEY, "tiny_test", 0)["imagenet_weights"] == {"trunk": False}
