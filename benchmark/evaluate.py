@@ -325,6 +325,10 @@ def run(key: str, model_name: str, params: dict, device=None, embeddings: dict |
     if len(checkpoints) > 1:
         result["checkpoint"]["epochs"] = [c["epoch"] for c in checkpoints]
         result["checkpoint"]["epochs_run"] = [c["epochs_run"] for c in checkpoints]
+    if any("imagenet_weights" in c for c in checkpoints):  # a trunk counts as pretrained when it was in every seed
+        trunks = sorted({t for c in checkpoints for t in c.get("imagenet_weights") or {}})
+        result["checkpoint"]["imagenet_weights"] = {
+            t: all((c.get("imagenet_weights") or {}).get(t, False) for c in checkpoints) for t in trunks}
     if source is not None:
         result["source"] = source
 

@@ -15,6 +15,7 @@ of ``image_id``:
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,8 @@ def save_embeddings(path: Path, emb: Embeddings, ids: np.ndarray, class_level: b
               # how long the run trained (early_stop ends it once its val curve levels off) and at most
               "checkpoint_epochs_run": np.array(int(selection.get("epochs_run") or -1)),
               "checkpoint_max_epochs": np.array(int(selection.get("max_epochs") or -1))}
+    if "imagenet_weights" in selection:  # {trunk: whether ImageNet weights were loaded}, as JSON
+        arrays["checkpoint_imagenet_weights"] = np.array(json.dumps(selection["imagenet_weights"], sort_keys=True))
     if emb.probs is not None:
         arrays["probs"] = emb.probs.numpy().astype(np.float32)
     if emb.class_index is not None:
@@ -218,9 +221,13 @@ def load_embeddings(path: Path) -> tuple[np.ndarray, Embeddings, bool]:
 
 
 def embeddings_checkpoint(path: Path) -> dict:
-    """{policy, epoch, epochs_run, max_epochs} of the checkpoint an embeddings file came from."""
+    """{policy, epoch, epochs_run, max_epochs[, imagenet_weights]} of the checkpoint an embeddings
+    file came from (imagenet_weights: {trunk: loaded}, where the train stage recorded it)."""
     with np.load(path, allow_pickle=False) as z:
         num = lambda k: (int(z[k]) if int(z[k]) >= 0 else None) if k in z else None  # noqa: E731
-        return {"policy": str(z["checkpoint_policy"]) if "checkpoint_policy" in z else None,
-                "epoch": num("checkpoint_epoch"), "epochs_run": num("checkpoint_epochs_run"),
-                "max_epochs": num("checkpoint_max_epochs")}
+        out = {"policy": str(z["checkpoint_policy"]) if "checkpoint_policy" in z else None,
+               "epoch": num("checkpoint_epoch"), "epochs_run": num("checkpoint_epochs_run"),
+               "max_epochs": num("checkpoint_max_epochs")}
+        if "checkpoint_imagenet_weights" in z:
+            out["imagenet_weights"] = json.loads(str(z["checkpoint_imagenet_weights"]))
+        return out

@@ -24,7 +24,8 @@ profile's ``backbone``, ``pretrained``, ``image_size``, ``preprocess``, ``thread
 and val class mAP per epoch; no timings, so the same weights give the same bytes) and the
 ``reports/<key>/pretrain_curve.csv`` plot; the time goes to the untracked
 ``reports/<key>/pretrain_timing.json``. Under ``trunk: end_to_end`` it writes only
-``data/<key>/trunk/unused.json``.
+``data/<key>/trunk/unused.json``, a ``pretrain.json`` without seeds and a curve of no rows (DVC's
+outputs under any profile).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch
 from benchmark.params import load_params, resolve, training_profile
 from benchmark.shared_trunk import TRUNK_FORMAT, trunk_path, uses_shared_trunk, write_unused
 from datasets import DATASETS, paths
-from datasets.atomic import atomic_path
+from datasets.atomic import atomic_path, write_text
 from datasets.schemas import ImagesSchema, LabelsSchema, SplitsSchema, TaxonomySchema, read_table, write_json
 
 
@@ -161,7 +162,11 @@ def run(key: str, params: dict) -> dict:
     out_dir = paths.trunk_dir(key)
     if not uses_shared_trunk(prof):
         write_unused(out_dir, params["train"]["profile"])
-        return {"trunk": "end_to_end"}
+        # the stage's metrics and plot are DVC outputs under any profile: an empty record of no trunk
+        report = {"trunk": "end_to_end", "profile": params["train"]["profile"], "seeds": {}}
+        write_json(paths.reports_dir(key) / "pretrain.json", report)
+        write_text(paths.reports_dir(key) / "pretrain_curve.csv", "seed,epoch,loss,train_map,val_map\n")
+        return report
     seeds = [int(s) for s in params["train"]["seeds"]]
     if prof.get("threads"):
         torch.set_num_threads(int(prof["threads"]))

@@ -58,28 +58,79 @@ def figures_dir() -> Path:
     return paths.figures_dir()
 
 
-def banner(source: str, profile: str, table) -> list[str]:
+def banner(source: str, profile: str, table, *, trunk: str | None = None, recipe_edits=(),
+           random_trunks: dict[str, list[str] | None] | None = None) -> list[str]:
     """The page's first lines: whether its numbers may be set beside the paper's.
 
-    Only real data trained with the paper's recipe (profile ``paper``) is comparable; twin data,
-    or real data through the CPU twin profile (heads trained on one small frozen trunk per dataset), is not,
-    whatever the numbers look like.
+    Only real data trained with the paper's recipe is comparable: profile ``paper``, params.yaml's
+    paper values those of the recipe (``recipe_edits``: :func:`benchmark.paper_recipe.recipe_edits`
+    of params.yaml, empty when unedited) and every trunk started from ImageNet weights
+    (``random_trunks``: {model: its trunks trained from random weights, or None when the run did
+    not record it}, only models with such trunks). Twin data, real data through another profile,
+    an edited recipe or a trunk without ImageNet weights is not, whatever the numbers look like;
+    the banner names every reason that holds. ``trunk``: the paper profile's trunk mode.
     """
+    out = []
     if source == "twin":
-        return ["> **Twin data.** These numbers come from the generated twin of the dataset (synthetic images, "
-                f"the `{profile}` training profile: one frozen trunk per dataset and training seed, pretrained on its training split, "
-                "and every model's head trained on its cached maps; see docs/PROTOCOL.md#shared-trunk), not from the real release. They check that the pipeline runs "
+        if profile == "paper" and trunk == "end_to_end":
+            how = (f"the `{profile}` training profile: every model fine-tunes its own backbone from pixels, "
+                   "see docs/PROTOCOL.md")
+        else:
+            how = (f"the `{profile}` training profile: one frozen trunk per dataset and training seed, pretrained on "
+                   "its training split, and every model's head trained on its cached maps; see "
+                   "docs/PROTOCOL.md#shared-trunk")
+        out += ["> **Twin data.** These numbers come from the generated twin of the dataset (synthetic images, "
+                f"{how}), not from the real release. They check that the pipeline runs "
                 "end to end (whether they tell the models apart: the leaderboard's intervals and tests below); they "
                 "are **not comparable with the paper's numbers** (in parentheses), which are shown only to fix the "
                 "table's layout.", ""]
-    if profile != "paper":
-        return [f"> **Real data, `{profile}` training profile.** The data is the real release, but the models were "
+    elif profile != "paper":
+        out += [f"> **Real data, `{profile}` training profile.** The data is the real release, but the models were "
                 f"trained with the `{profile}` profile (`train.profiles.{profile}` in params.yaml), not the paper's "
                 "recipe (`train.profile: paper`); under a shared trunk (`trunk: shared`) every model trains only its "
                 "head, on one frozen trunk pretrained on this dataset's training split. These numbers are **not comparable with the paper's numbers** "
                 "(in parentheses).", ""]
-    return [f"Measured on the real data with the paper's training recipe (`train.profile: paper`); the paper's "
-            f"published numbers (Table {table}) in parentheses.", ""]
+    edits = list(recipe_edits) if profile == "paper" else []
+    if edits:
+        shown = [f"`{k}`: {_param_value(v)} (recipe: {_param_value(r)})" for k, v, r in edits[:10]]
+        more = f", and {len(edits) - 10} more" if len(edits) > 10 else ""
+        out += [f"> **Edited paper recipe.** `train.profile: paper`, but params.yaml differs from the paper's recipe "
+                f"(`benchmark/paper_recipe.py`) in {len(edits)} value{'s' if len(edits) > 1 else ''}: "
+                f"{'; '.join(shown)}{more}. These numbers are **not comparable with the paper's numbers**.", ""]
+    if random_trunks:
+        named = [f"{_label(m)} ({', '.join(f'`{t}`' for t in trunks)})" if trunks else f"{_label(m)} (not recorded)"
+                 for m, trunks in random_trunks.items()]
+        out += ["> **No ImageNet weights.** The paper fine-tunes ImageNet-pretrained ResNets, but these models' "
+                "trunks started from random weights (the profile's `pretrained: false`, or the weights were not in "
+                "the torchvision cache), or the run did not record whether they loaded: "
+                f"{'; '.join(named)}. These numbers are **not comparable with the paper's numbers**.", ""]
+    if not out:
+        out = [f"Measured on the real data with the paper's training recipe (`train.profile: paper`); the paper's "
+               f"published numbers (Table {table}) in parentheses.", ""]
+    return out
+
+
+def _param_value(v) -> str:
+    from benchmark.paper_recipe import ABSENT
+
+    return "absent" if v is ABSENT else f"`{json.dumps(v)}`"
+
+
+def random_trunks(metrics: dict[str, dict | None], profile: str) -> dict[str, list[str] | None]:
+    """{model: its trunks trained without ImageNet weights} of the evaluated models (metrics.json's
+    ``checkpoint.imagenet_weights``, recorded by the train stage); under the paper profile a model
+    whose run did not record it maps to None (unknown, so not shown comparable)."""
+    out: dict[str, list[str] | None] = {}
+    for m, met in metrics.items():
+        if not met:
+            continue
+        rec = (met.get("checkpoint") or {}).get("imagenet_weights")
+        if rec is None:
+            if profile == "paper":
+                out[m] = None
+        elif any(not v for v in rec.values()):
+            out[m] = sorted(t for t, v in rec.items() if not v)
+    return out
 
 
 M3NET_C_NOTE = ("M3-Net_c has no attribute-conditional modules: its attribute-level embedding is the trunk's "
@@ -184,7 +235,8 @@ def leaderboard_section(board: dict | None, alpha: float | None = None) -> list[
 
 def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict | None], paper: dict,
                  source: str, figures: list[Path], profile: str = "twin", no_relevant: str = "leave_out",
-                 board: dict | None = None, alpha: float | None = None, labels: dict[str, str] | None = None) -> str:
+                 board: dict | None = None, alpha: float | None = None, labels: dict[str, str] | None = None,
+                 trunk: str | None = None, recipe_edits=()) -> str:
     labels = MODELS if labels is None else labels  # {model: label}: the rows, in order (page_models)
     pointings = {m: e.get("pointing") for m, e in ((board or {}).get("models") or {}).items()}
     title = DATASETS.get(key, key)
@@ -193,7 +245,8 @@ def dataset_page(key: str, metrics: dict[str, dict | None], cis: dict[str, dict 
     attrs = next((list(k for k in m["test"]["map_all"] if k not in ("overall", "macro"))
                   for m in metrics.values() if m), None) or list(pap["attributes"])
     out = [f"# {title}: fine-grained attribute-specific retrieval (test split)", ""]
-    out += banner(source, profile, pap.get("table"))
+    out += banner(source, profile, pap.get("table"), trunk=trunk, recipe_edits=recipe_edits,
+                  random_trunks=random_trunks(metrics, profile))
     out += leaderboard_section(board, alpha)
     out += [f"## MAP@all per attribute, overall MAP@all, MAP@100, Recall@100 (%; paper's Table {pap.get('table')} in parentheses)", ""]
     header = ["model"] + attrs + [h for _, h in OVERALL]
@@ -393,6 +446,11 @@ def run(params: dict) -> list[Path]:
     alpha = params.get("leaderboard", {}).get("alpha")
     boards = {key: _read(paths.leaderboard_path(key)) for key in DATASETS}
     labels = {key: page_models(key) for key in DATASETS}
+    # the banner's inputs: the paper profile's trunk mode and how params.yaml departs from its recipe
+    from benchmark.paper_recipe import recipe_edits
+
+    paper_profile = params.get("train", {}).get("profiles", {}).get("paper") or {}
+    edits = recipe_edits(params) if params.get("train", {}).get("profile") == "paper" else []
     overview = figs.leaderboard_figure(boards, {m: lab for key in DATASETS for m, lab in labels[key].items()},
                                        DATASETS, figures_dir() / "leaderboard.png")
     written = []
@@ -411,7 +469,8 @@ def run(params: dict) -> list[Path]:
         if f:
             fig_paths.append(f)
         page = dataset_page(key, metrics, cis, paper, source, fig_paths, profile=profile, no_relevant=no_relevant,
-                            board=boards[key], alpha=alpha, labels=labels[key])
+                            board=boards[key], alpha=alpha, labels=labels[key], trunk=paper_profile.get("trunk"),
+                            recipe_edits=edits)
         out = paths.report_page(key)
         write_text(out, page)
         written.append(out)

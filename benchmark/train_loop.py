@@ -63,6 +63,8 @@ class _Seed:
     # best_val bookkeeping (restored on resume): val score per epoch, the best so far
     sel: dict = field(default_factory=lambda: {"scores": {}, "best_epoch": None, "best_score": None})
     ckpt_meta: dict = field(default_factory=dict)
+    # {trunk's module path: whether ImageNet weights were loaded} (model.backbone.imagenet_weights)
+    imagenet: dict = field(default_factory=dict)
 
     @property
     def cuda(self) -> bool:
@@ -113,7 +115,8 @@ def train_seed(dataset: str, model_name: str, params: dict, seed: int, data: Tra
                                           or not best_path(dataset, model_name, seed).exists()):
             raise RuntimeError(f"{run.ckpt_file}: checkpoint best_val selected no epoch; delete {run.ckpt_file.parent} "
                                "and retrain")
-        _write_json({**_selection_record(run.policy, run.sel, run.total_epochs, run.phases[-1]), "recipe": recipe(run)},
+        _write_json({**_selection_record(run.policy, run.sel, run.total_epochs, run.phases[-1]), "recipe": recipe(run),
+                     "imagenet_weights": run.imagenet},  # the report's banner reads it (through evaluate)
                     selection_path(dataset, model_name, seed))
     return run.rows
 
@@ -164,6 +167,8 @@ def _build(run: _Seed, params: dict, ckpt: dict | None) -> None:
              "backbone": backbone, "pretrained": bool(run.prof["pretrained"]), "model_params": run.mp}
     run.model = build_model(run.model_name, classes_per_attribute=run.data.classes_per_attribute,
                             backbone=backbone, pretrained=bool(run.prof["pretrained"]), **run.model_kw)
+    _check_imagenet(run)
+    build["imagenet_weights"] = run.imagenet  # every checkpoint records how its run's trunks started
     run.phases = tuple(run.model.phases)
     per_phase = phase_epochs(run.phases, profile_epochs(run.prof, run.model_name), run.opt, params["train"]["profile"])
     run.phase_of_epoch = [p for p, e in zip(run.phases, per_phase) for _ in range(e)]
@@ -172,6 +177,8 @@ def _build(run: _Seed, params: dict, ckpt: dict | None) -> None:
         run.start_epoch, run.rows = int(ckpt["epoch"]), list(ckpt["log"])
         run.sel = dict(ckpt.get("selection") or run.sel)
         run.sel["scores"] = {int(k): v for k, v in run.sel.get("scores", {}).items()}
+        # resumed: the trunks started as the first epoch's run started them, whatever the cache holds now
+        run.imagenet = build["imagenet_weights"] = dict(ckpt.get("build", {}).get("imagenet_weights", run.imagenet))
         if run.dist.main:
             print(f"[train] resuming {run.ckpt_file} after epoch {run.start_epoch}/{run.total_epochs}", file=sys.stderr)
     run.model.to(run.device)
@@ -184,6 +191,20 @@ def _build(run: _Seed, params: dict, ckpt: dict | None) -> None:
         raise ValueError("train checkpoint best_val needs TrainData(..., validation=True)")
     if run.early and run.data.val is None:
         raise ValueError("train early_stop needs TrainData(..., validation=True)")
+
+
+def _check_imagenet(run: _Seed) -> None:
+    """Record which trunks loaded ImageNet weights; asked for (``pretrained: true``) and missing
+    from the torchvision cache, the run goes on from random weights and says so on every seed."""
+    from model.backbone import imagenet_weights
+
+    run.imagenet = imagenet_weights(run.model)
+    random = sorted(k for k, v in run.imagenet.items() if not v)
+    if run.prof.get("pretrained") and random and run.dist.main:
+        print(f"[train] WARNING {run.dataset}/{run.model_name} seed {run.seed}: pretrained: true, but "
+              f"{', '.join(random)} start(s) from RANDOM weights: no ImageNet weights were loaded (none in the "
+              "torchvision cache, $TORCH_HOME/hub/checkpoints, or none exist for the backbone). Training goes "
+              "on; its numbers are not comparable with the paper's (the report says so).", file=sys.stderr)
 
 
 def _checkpoint_meta(run: _Seed, params: dict, build: dict) -> dict:

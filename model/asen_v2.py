@@ -5,10 +5,9 @@ Differences from ASEN (model/asen.py), as in the authors' ``ASENet_V2``:
 - spatial branch: tanh(BN(conv1x1(psi))); the attention logit is the scaled dot product
   sum_i img_i * tanh(FC(a))_i / sqrt(512) (no 1x1 conv to one channel);
 - no final FC: the embedding is the channel-gated c-vector (D = c = 1024 with ResNet-50 layer3,
-  256 with the twin's ResNet-18 layer3), so ``embed_dim`` is ignored. This follows the revision of
-  the authors' model.py that defines ``ASENet_V2`` next to ``ConditionalSimNet``; another stored
-  revision of that file adds ``feature_fc = Linear(1024, embedding_size)`` after the gate, which is
-  not followed here;
+  128 with the twin profile's plain8), so ``embed_dim`` is ignored. This follows the authors'
+  current model.py (HEAD, ``ASENet_V2`` next to ``ConditionalSimNet``): an earlier revision had
+  ``feature_fc = Linear(1024, embedding_size)`` after the gate, which their commit c758e23 removed;
 - the channel branch keeps ASEN_v2's sizes: ``attr_transform2`` Linear(512, 512) with a bias and
   ``fc1`` (c + 512) -> c / 2 (1536 -> 512); the spatial ``attr_transform1`` has a bias too.
 Loss: ASEN's triplet on cosine similarities, margin 0.2. Schedule (the trainer's, params.yaml

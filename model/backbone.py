@@ -47,13 +47,17 @@ def build_trunk(name: str, *, pretrained: bool = True) -> nn.Module:
 
     ImageNet weights come from the torchvision cache only; nothing is downloaded. When they are not
     there the trunk starts from random weights, with a loud warning, because retrieval numbers
-    from a random trunk are not comparable with the paper's.
+    from a random trunk are not comparable with the paper's. The trunk's ``imagenet_weights``
+    attribute says whether they were loaded (:func:`imagenet_weights` collects it; plain8 has
+    none, a ``features:`` trunk is computed elsewhere and carries no such attribute).
     """
     trunk_channels(name)
     if is_features(name):  # the input already is the trunk's (B, c, h, w) map
         return nn.Identity()
     if name == "plain8":
-        return plain_cnn(_PLAIN_WIDTHS)
+        trunk = plain_cnn(_PLAIN_WIDTHS)
+        trunk.imagenet_weights = False
+        return trunk
     import torchvision
 
     arch = name.split("_")[0]
@@ -74,7 +78,16 @@ def build_trunk(name: str, *, pretrained: bool = True) -> nn.Module:
                 stacklevel=2,
             )
     net = getattr(torchvision.models, arch)(weights=weights)
-    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
+    trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
+    trunk.imagenet_weights = weights is not None
+    return trunk
+
+
+def imagenet_weights(model: nn.Module) -> dict[str, bool]:
+    """{module path: whether ImageNet weights were loaded} of every trunk built by :func:`build_trunk`
+    inside ``model`` (plain8: False); empty when the model reads cached feature maps."""
+    return {name: bool(m.imagenet_weights) for name, m in model.named_modules()
+            if isinstance(getattr(m, "imagenet_weights", None), bool)}
 
 
 def plain_cnn(widths: tuple[int, ...]) -> nn.Sequential:

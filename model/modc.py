@@ -20,7 +20,9 @@ Choices where the paper is silent (docs/PROTOCOL.md#modc):
 - prototypes are updated after the loss of the step is computed, with every (image, class) pair of
   the batch in the triplet's attribute (all three images, every positive class in the multi-hot
   targets), so a multi-label image pulls each of its class prototypes;
-- a prototype that has never been updated (still its random start) is left out of L_proto;
+- a prototype that has never been updated (still its random start) is left out of L_proto and
+  of the nearest-prototype assignment (in an attribute none of whose prototypes was updated, all
+  of them compete);
 - ``probs`` is None: MODC has no classifier, its class level is the hard nearest-prototype
   assignment, which no gamma changes (the evaluator keeps every class_index row).
 """
@@ -99,7 +101,11 @@ class MODC(RetrievalModel):
         """(B, N, D) normalised -> (B, N) class id within each attribute of the nearest prototype."""
         sim_bnc = x_bnd @ self.prototypes.prototypes.t().to(x_bnd.dtype)  # (B, N, C) cosine
         own_nc = self.attribute_of_class[None, :] == torch.arange(self.num_attributes, device=x_bnd.device)[:, None]
-        sim_bnc = sim_bnc.masked_fill(~own_nc, float("-inf"))  # only attribute n's classes compete
+        # a prototype never updated (a class absent from training) is still its random start, no
+        # class centre: it cannot be assigned, unless none of attribute n's prototypes was updated
+        seen_nc = own_nc & self.prototypes.seen[None, :]
+        allowed_nc = torch.where(seen_nc.any(-1, keepdim=True), seen_nc, own_nc)
+        sim_bnc = sim_bnc.masked_fill(~allowed_nc, float("-inf"))  # only attribute n's classes compete
         return sim_bnc.argmax(-1) - self.class_offsets[None, :]
 
     def embed(self, images: torch.Tensor, *, gamma: float = 0.8, max_classes: int = 16,

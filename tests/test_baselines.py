@@ -378,6 +378,34 @@ def test_modc_class_assignment_is_the_nearest_prototype():
     assert sorted({(i, n) for i, n, _ in rows}) == [(i, n) for i in range(6) for n in range(len(CLASSES))]
 
 
+def test_modc_never_assigns_a_prototype_never_updated():
+    """A class absent from training keeps its random prototype: it must not be assigned, even when
+    it is the nearest (issue 25, item 5); an attribute with no updated prototype keeps them all."""
+    model = make("modc").eval()
+    torch.manual_seed(5)
+    model.prototypes.prototypes.copy_(F.normalize(torch.randn(sum(CLASSES), 32), dim=-1))
+    images = torch.randn(6, 3, SIDE, SIDE)
+    with torch.no_grad():
+        x = model.embed(images).attribute  # (6, N, D): prototypes do not change the embeddings
+    offsets = [0, 3, 5]
+    unseen = offsets[0] + 2  # attribute 0, class 2: the nearest prototype of every image, never updated
+    model.prototypes.prototypes[unseen] = F.normalize(x[:, 0].mean(0), dim=-1)
+    model.prototypes.seen.fill_(True)
+    model.prototypes.seen[unseen] = False
+    model.prototypes.seen[offsets[2]:] = False  # attribute 2: no prototype updated at all
+    protos = model.prototypes.prototypes.double()
+    with torch.no_grad():
+        rows = model.embed(images).class_index.tolist()
+    sims0 = x[:, 0].double() @ protos[: CLASSES[0]].t()  # (6, 3)
+    assert (sims0.argmax(1) == 2).all()  # the unmasked nearest would be the unseen class
+    for i, n, m in rows:
+        sims = x[i, n].double() @ protos[offsets[n]: offsets[n] + CLASSES[n]].t()
+        if n == 0:
+            assert m != 2 and m == sims[:2].argmax().item()
+        else:
+            assert m == sims.argmax().item()
+
+
 # --- learning a tiny synthetic problem ------------------------------------------------------------
 
 COLOURS = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])

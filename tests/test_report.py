@@ -119,9 +119,11 @@ def test_tables_match_metrics_and_paper(reports_tree):
     ("local", "twin", False, "Real data, `twin` training profile"),
     ("url", "paper", True, "paper's training recipe"),
 ])
-def test_banner_follows_source_and_profile(reports_tree, source, profile, comparable, mark):
+def test_banner_follows_source_and_profile(reports_tree, repo_params, source, profile, comparable, mark):
     root, _ = reports_tree
-    (root / "params.yaml").write_text(yaml.safe_dump({"report": {"examples": 2}, "train": {"profile": profile},
+    train = {**repo_params["train"], "profile": profile}  # the shipped profiles: the paper's is the recipe
+    (root / "params.yaml").write_text(yaml.safe_dump({"report": {"examples": 2}, "train": train,
+                                                      "models": repo_params["models"],
                                                       "acquire": {"darn": {"source": source}}}))
     report.main([])
     md = (root / "reports" / "darn.md").read_text()

@@ -179,6 +179,11 @@ def test_end_to_end_profile_leaves_a_note_instead(tmp_path, monkeypatch):
         files = sorted(p.name for p in (tmp_path / "data" / KEY / d).iterdir())
         assert files == ["unused.json"]
         assert json.loads((tmp_path / "data" / KEY / d / "unused.json").read_text())["trunk"] == "end_to_end"
+    # the pretrain stage's DVC metrics and plot exist under any profile (`dvc repro` fails on a missing out)
+    rep = json.loads((tmp_path / "reports" / KEY / "pretrain.json").read_text())
+    assert rep["trunk"] == "end_to_end" and rep["seeds"] == {}
+    assert (tmp_path / "reports" / KEY / "pretrain_curve.csv").read_text().splitlines() == [
+        "seed,epoch,loss,train_map,val_map"]
 
 
 def test_bad_trunk_mode_is_refused():
