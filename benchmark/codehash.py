@@ -111,10 +111,18 @@ def registered_in(root: Path, name: str) -> list[Path]:
 
 def module_files(root: Path, module: str) -> list[Path]:
     """The files of the repository that ``import <module>`` runs: each enclosing package's
-    ``__init__.py`` and the module's own file; [] when the module is not in the repository."""
+    ``__init__.py`` (none for a namespace package's folder) and the module's own file; [] when the
+    module is not in the repository."""
     parts = module.split(".")
-    files = [_module_file(root, ".".join(parts[: i + 1])) for i in range(len(parts))]
-    return [] if None in files else files
+    files = []
+    for i in range(len(parts)):
+        f = _module_file(root, ".".join(parts[: i + 1]))
+        if f is None and i < len(parts) - 1 and (root / Path(*parts[: i + 1])).is_dir():
+            continue  # a namespace package (a folder without __init__.py, e.g. examples/): no file of its own
+        if f is None:
+            return []
+        files.append(f)
+    return files
 
 
 def has_code(f: Path) -> bool:

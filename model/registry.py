@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Callable
 
 _REGISTRY: dict[str, Callable] = {}
@@ -10,9 +11,22 @@ _REGISTRY: dict[str, Callable] = {}
 _MODULES = ("model.m3net", "model.asen", "model.asen_v2", "model.asenpp", "model.modc", "model.control")
 
 
+def _source(fn) -> tuple[str, str] | None:
+    import inspect
+
+    try:
+        return os.path.realpath(inspect.getfile(fn)), fn.__qualname__
+    except (TypeError, OSError):
+        return None
+
+
 def register_model(name: str):
     def deco(fn):
-        if name in _REGISTRY and _REGISTRY[name] is not fn:
+        old = _REGISTRY.get(name)
+        # one file imported under two module names (examples.mymodel.fashionbench_example.csn from the
+        # repository root, fashionbench_example.csn from PYTHONPATH) is one model, the latest import kept;
+        # two different definitions of one name are an error
+        if old is not None and old is not fn and (_source(old) is None or _source(old) != _source(fn)):
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = fn
         return fn

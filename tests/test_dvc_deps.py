@@ -33,6 +33,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmark import codehash, dvcfile
 from benchmark.codehash import ALWAYS, has_code, model_json, stage_json
@@ -162,6 +163,12 @@ def registered_models() -> dict[str, str]:
         for name in _registered_names(ROOT / (mod.replace(".", "/") + ".py")):
             assert name not in out, f"model {name!r} registered in {out[name]} and {mod}"
             out[name] = mod
+    # and the models from outside model/ that params.yaml names by module (the default's example)
+    from datasets.params_schema import model_modules
+
+    for name, mod in model_modules(yaml.safe_load((ROOT / "params.yaml").read_text())).items():
+        assert name not in out, f"model {name!r} registered in {out[name]} and {mod}"
+        out[name] = mod
     return out
 
 
@@ -170,9 +177,21 @@ def finder_closure(*modules: str) -> frozenset[str]:
     """The repository files that importing ``modules`` runs, transitively, by the standard
     library's modulefinder (bytecode, function-level imports included): independent of
     benchmark.codehash's ast walk. Files holding only a docstring are not code."""
-    f = modulefinder.ModuleFinder(path=[str(ROOT)])
+    path, hooks = [str(ROOT)], []
     for m in modules:
-        f.import_hook(m)
+        parts = m.split(".")
+        # modulefinder knows no namespace packages: a module under folders without __init__.py
+        # (examples.mymodel.fashionbench_example.csn) is looked up from the innermost such folder
+        i = 0
+        while i < len(parts) - 1 and (ROOT.joinpath(*parts[: i + 1])).is_dir() \
+                and not (ROOT.joinpath(*parts[: i + 1]) / "__init__.py").is_file():
+            i += 1
+        if i:
+            path.insert(0, str(ROOT.joinpath(*parts[:i])))
+        hooks.append(".".join(parts[i:]))
+    f = modulefinder.ModuleFinder(path=path)
+    for m, hook in zip(modules, hooks):
+        f.import_hook(hook)
         if (ROOT / m.replace(".", "/") / "__main__.py").is_file():  # python -m <package>
             f.import_hook(m + ".__main__")
     files = {Path(mod.__file__).resolve() for mod in f.modules.values() if mod.__file__}
@@ -261,6 +280,7 @@ def test_an_edit_changes_exactly_the_records_of_the_stages_whose_closure_holds_i
     record are exactly those whose code holds the edited file."""
     for d in CODE_DIRS:
         shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")  # which models come from outside model/
     before = codehash.write_records(tmp_path, tmp_path / "out")
     f = tmp_path / edited
     f.write_text(f.read_text().rstrip("\n") + ("\n# an edit\n" if f.suffix == ".py" else "\n\n"))

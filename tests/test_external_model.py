@@ -69,6 +69,32 @@ def test_code_record_of_a_model_from_outside(tmp_path, on_path):
     assert {p.relative_to(ROOT).as_posix() for p in code_files("csn", MODULE)} >= set(rec["files"])
 
 
+def test_the_default_params_example_is_recorded_through_its_namespace_path(tmp_path, on_path):
+    """params.yaml's csn names the example by its path from the repository root
+    (examples.mymodel.fashionbench_example.csn; `examples` and `examples/mymodel` are folders
+    without __init__.py): its record holds the same files, and the one file imported under both
+    names is one registered model, not a double registration."""
+    import importlib
+
+    from model.registry import build_model
+
+    module = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]["csn"]["module"]
+    assert module == "examples.mymodel.fashionbench_example.csn"
+    assert [p.relative_to(ROOT).as_posix() for p in codehash.module_files(ROOT, module)] == [
+        "examples/mymodel/fashionbench_example/__init__.py", "examples/mymodel/fashionbench_example/csn.py"]
+    rec = codehash.write_records(ROOT, tmp_path, modules={"csn": module})["model/csn.json"]
+    assert rec["defined_in"] == "examples/mymodel/fashionbench_example/csn.py"
+    assert {"examples/mymodel/fashionbench_example/csn.py", "model/base.py", "model/losses.py"} <= set(rec["files"])
+    importlib.import_module(MODULE)
+    importlib.import_module(module)
+    m = build_model("csn", module=module, classes_per_attribute=[2, 3], backbone="features:plain8", pretrained=False)
+    assert type(m).__name__ == "CSN"
+    from model.registry import register_model
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model("csn")(type("CSN", (), {}))  # another definition of the name
+
+
 def test_a_module_outside_the_repository_is_recorded_by_its_import_path(tmp_path, monkeypatch):
     pkg = tmp_path / "site" / "outpkg"
     pkg.mkdir(parents=True)
