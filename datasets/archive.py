@@ -198,21 +198,9 @@ def _place(src, dst_path: Path, limit: int, name: str, archive: Path, written: s
 
 def _copy_limited(src, dst_path: Path, limit: int, name: str, budget: _Budget | None = None,
                   compressed: int | None = None, max_ratio: float | None = None) -> None:
-    n = 0
     with _new_file(dst_path) as out:
         try:
-            while True:
-                chunk = src.read(CHUNK)
-                if not chunk:
-                    break
-                n += len(chunk)
-                if n > limit:
-                    raise UnsafeArchiveError(f"member {name!r} is larger than max_member_bytes = {limit}")
-                if max_ratio and compressed is not None and n > RATIO_FLOOR and n > max_ratio * max(compressed, 1):
-                    raise UnsafeArchiveError(f"member {name!r} expands more than max_compression_ratio = {max_ratio:g} "
-                                             f"times its {compressed} compressed bytes")
-                if budget is not None:
-                    budget.take(len(chunk))
+            for chunk in _limited_chunks(src, limit, name, budget, compressed, max_ratio):
                 out.write(chunk)
         except BaseException:
             out.close()

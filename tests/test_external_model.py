@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 import yaml
 
 from benchmark import codehash
+from tests.checkout import copy_checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mymodel"  # the folder README.md puts on PYTHONPATH
@@ -160,13 +160,7 @@ def test_the_example_through_dvc_repro_onto_the_page(tmp_path):
     with its `module`, its folder on PYTHONPATH, `dvc repro report`: it is trained, embedded,
     evaluated, on the leaderboard and the page with its card. One dataset (the twin's dvc.yaml
     keeps fashionai alone), two models, one seed, one epoch."""
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    work = tmp_path / "repo"
-    for f in files:
-        if f.startswith(("reports/", "dvc.lock")):
-            continue
-        (work / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, work / f)
+    work = copy_checkout(tmp_path / "repo")
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["twins"]["fashionai"]["images"] = 400
     params["train"]["profiles"]["twin"].update(epochs=1, triplets_per_epoch=48, image_size=32)

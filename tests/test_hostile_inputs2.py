@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main as cli
 from datasets.acquire import acquire
 from datasets.archive import extract, sha256_file
 from datasets.download import download, fetch_many
@@ -21,19 +20,11 @@ from datasets.errors import ChecksumError, ConflictError, DatasetError, Download
 from datasets.loopback import serve
 from datasets.parsers import asen, deepfashion, fashionai, safe_relpath
 from tests.fixtures_data import jpeg, write_asen_folder, write_deepfashion, write_fashionai_zip
+from tests.test_hostile import _acq, _check  # the check command and quick retries, shared with the first pass
 
 TOP = "fashionAI_attributes_train1"
 
 
-def _check(capsys, *args) -> tuple[int, str, str]:
-    rc = cli(["check", *map(str, args)])
-    cap = capsys.readouterr()
-    assert "Traceback" not in cap.err
-    return rc, cap.out, cap.err
-
-
-def _acq(acq: dict) -> dict:
-    return dict(acq, download=dict(acq["download"], retries=1, backoff_s=0.01, timeout_s=5))
 
 
 def _digest(root: Path) -> dict[str, str]:

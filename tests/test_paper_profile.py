@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tests.checkout import copy_checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,13 +51,7 @@ def _tiny_paper_params(params: dict) -> dict:
 
 @pytest.mark.slow
 def test_paper_profile_chain_end_to_end_on_the_cpu(tmp_path):
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    work = tmp_path / "repo"
-    for f in files:
-        if f.startswith(("reports/", "dvc.lock")):
-            continue  # a fresh checkout without results
-        (work / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, work / f)
+    work = copy_checkout(tmp_path / "repo")
     params = _tiny_paper_params(yaml.safe_load((work / "params.yaml").read_text()))
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",

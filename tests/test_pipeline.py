@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from tests.checkout import copy_checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -25,13 +25,7 @@ def _run(args, cwd):
 
 @pytest.mark.slow
 def test_dvc_repro_one_chain_end_to_end(tmp_path):
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    work = tmp_path / "repo"
-    for f in files:
-        if f.startswith(("reports/", "dvc.lock")):
-            continue  # a fresh checkout without results, as before a first run
-        (work / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, work / f)
+    work = copy_checkout(tmp_path / "repo")
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["twins"]["fashionai"]["images"] = 400
     params["train"]["profiles"]["twin"].update(epochs=1, triplets_per_epoch=48, image_size=32)
