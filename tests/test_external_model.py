@@ -6,9 +6,6 @@ Network, ``fashionbench_example.csn``)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,12 +13,11 @@ import torch
 import yaml
 
 from benchmark import codehash
-from tests.checkout import copy_checkout
+from tests.checkout import copy_checkout, run_in, tiny_fashionai
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mymodel"  # the folder README.md puts on PYTHONPATH
 MODULE = "fashionbench_example.csn"
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -150,8 +146,7 @@ def test_no_stage_names_a_model_by_hand(tmp_path):
 
 
 def _run(args, cwd, **env):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1", **env)
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return run_in(args, cwd, timeout=900, **env)
 
 
 @pytest.mark.slow
@@ -161,12 +156,7 @@ def test_the_example_through_dvc_repro_onto_the_page(tmp_path):
     evaluated, on the leaderboard and the page with its card. One dataset (the twin's dvc.yaml
     keeps fashionai alone), two models, one seed, one epoch."""
     work = copy_checkout(tmp_path / "repo")
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["twins"]["fashionai"]["images"] = 400
-    params["train"]["profiles"]["twin"].update(epochs=1, triplets_per_epoch=48, image_size=32)
-    params["train"]["profiles"]["twin"]["pretrain"]["epochs"] = 1
-    params["train"]["seeds"] = [0]
-    params["evaluate"]["bootstrap"] = 50
+    params = tiny_fashionai(yaml.safe_load((work / "params.yaml").read_text()))
     # README's entry, beside one of the suite's models
     params["models"] = {"asen": params["models"]["asen"],
                         "csn": {"module": MODULE, "embed_dim": {"paper": 512, "twin": 64},

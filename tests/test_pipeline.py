@@ -4,34 +4,25 @@ in a temporary copy of the repository; then `dvc status` says everything is up t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
-from tests.checkout import copy_checkout
+from tests.checkout import copy_checkout, run_in, tiny_fashionai
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
-def _run(args, cwd):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+def _run(args, cwd, **env):
+    return run_in(args, cwd, timeout=600, **env)
 
 
 @pytest.mark.slow
 def test_dvc_repro_one_chain_end_to_end(tmp_path):
     work = copy_checkout(tmp_path / "repo")
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["twins"]["fashionai"]["images"] = 400
-    params["train"]["profiles"]["twin"].update(epochs=1, triplets_per_epoch=48, image_size=32)
-    params["train"]["profiles"]["twin"]["pretrain"]["epochs"] = 1
-    params["train"]["seeds"] = [0]
-    params["evaluate"]["bootstrap"] = 50
+    params = tiny_fashionai(yaml.safe_load((work / "params.yaml").read_text()))
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _run(["git", "init", "-q"], work).returncode == 0
 
