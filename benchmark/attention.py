@@ -1,4 +1,4 @@
-"""The pointing game and the attention examples of one trained model (run by the embed stage,
+"""The pointing game and the attention examples of one trained model (run by the evaluate stage,
 after the embeddings: both are passes of the trained network over the evaluation images).
 
 Reads the selected checkpoint of the first seed of ``train.seeds``, the validated tables, the splits and

@@ -50,7 +50,7 @@ ALWAYS = ("model/__init__.py", "model/registry.py")
 STAGE_MODULES = (
     "datasets.twins", "datasets.acquire", "datasets.parse", "datasets.validate", "datasets.splits",
     "datasets.cooccurrence", "benchmark.pretrain", "benchmark.features", "benchmark.control",
-    "benchmark.train", "benchmark.embed", "benchmark.evaluate", "benchmark.leaderboard", "benchmark.report",
+    "benchmark.train", "benchmark.evaluate", "benchmark.leaderboard", "benchmark.report",
 )
 OUT = Path("data") / "code"  # under the repository root
 

@@ -1,13 +1,13 @@
-"""Control stage, first command: the attribute-blind control's embeddings, made exactly as a model's.
+"""Control stage: the attribute-blind control's embeddings, made exactly as a model's, then scored as one.
 
-    python -m benchmark.control <dataset>          (then: python -m benchmark.evaluate <dataset> attribute_blind)
+    python -m benchmark.control <dataset>
 
 For every seed of ``train.seeds``, the control ``attribute_blind`` (``model/control.py``: the
 trunk's average-pooled map, one vector for every attribute, no head) embeds the val and test
 images through that seed's trunk (the twin profile's cached maps of trunk k, the very input every
 model's head of seed k reads) and writes ``data/<key>/embeddings/attribute_blind/seed<k>.npz``,
-as a model's embed stage does. The stage's second command is the evaluate stage's own module, so
-the control is scored by the same code as every model (``data/<key>/eval/attribute_blind/``,
+as a model's evaluate stage does. It then scores them through the evaluate stage's own function
+(``benchmark.evaluate.run``), so the control is scored by the same code as every model (``data/<key>/eval/attribute_blind/``,
 ``reports/<key>/attribute_blind/metrics.json``); the leaderboard puts it beside chance and tests
 every model against it.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 
+from benchmark import evaluate
 from benchmark.evalsets import evaluation_image_ids
 from benchmark.inference import ImageSource, embeddings_path, extract_embeddings, resolve_device, save_embeddings
 from benchmark.params import load_params, training_profile
@@ -65,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     args = ap.parse_args(argv)
-    for p in run(args.dataset, load_params(args.params), device=args.device):
+    params = load_params(args.params)
+    for p in run(args.dataset, params, device=args.device):
         print(f"wrote {p}", file=sys.stderr)
+    evaluate.report(args.dataset, NAME, evaluate.run(args.dataset, NAME, params, device=args.device))
     return 0
 
 

@@ -1,13 +1,12 @@
-"""Embed stage: a trained model run over the val and test images: its embeddings (one file per
-seed), then its attention maps and pointing game (``benchmark.attention``, first seed).
-
-    python -m benchmark.embed <dataset> <model>
+"""Embedding, the evaluate stage's first step: a trained model run over the val and test images,
+its embeddings one file per seed (the stage then runs ``benchmark.attention``, the attention maps
+and pointing game of the first seed, and scores the files: ``benchmark.evaluate``).
 
 Reads the validated images, the splits and, for every seed of ``train.seeds``, the checkpoint
 the train stage selected (``selection.json``: the last epoch or the best validation epoch);
-writes ``data/<key>/embeddings/<model>/seed<k>.npz`` (format: ``benchmark.inference``). This is
-the only stage after training that runs the network on every evaluation image, so a change to
-how rankings are scored or summarised (``evaluate.*``) reruns the cheap evaluate stage only.
+writes ``data/<key>/embeddings/<model>/seed<k>.npz`` (format: ``benchmark.inference``), the files
+``fashionbench score`` also reads. Embedding and scoring were two DVC stages; one process does both
+now, as each was mostly start-up (python, torch, DVC's lock), and embedding costs seconds.
 
 The class level (M3-Net's class branch, most of its inference) is computed only for the pairs
 the evaluation ranks: image i in attribute n where i has a positive label in n.
@@ -19,13 +18,10 @@ the classes a larger gamma keeps are a subset of those (P > gamma, else the top-
 
 from __future__ import annotations
 
-import sys
-
-
 from benchmark.evalsets import load_eval_set
-from benchmark.inference import (ImageSource, embeddings_path, extract_embeddings, load_selected_model,
-                                 model_stage_arguments, ranked_pairs, resolve_device, save_embeddings)
-from benchmark.params import load_params, training_profile
+from benchmark.inference import (ImageSource, embeddings_path, extract_embeddings, load_selected_model, ranked_pairs,
+                                 resolve_device, save_embeddings)
+from benchmark.params import training_profile
 from datasets import paths
 
 
@@ -49,20 +45,3 @@ def run(key: str, model_name: str, params: dict, device=None) -> list:
         save_embeddings(embeddings_path(out, seed), emb, ids, class_level, selection)
         written.append(embeddings_path(out, seed))
     return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    from benchmark import attention
-
-    args = model_stage_arguments("python -m benchmark.embed", __doc__, argv, "cpu | cuda")
-    params = load_params(args.params)
-    for p in run(args.dataset, args.model, params, device=args.device):
-        print(f"wrote {p}", file=sys.stderr)
-    pg = attention.run(args.dataset, args.model, params, device=args.device)["pointing_game"]
-    print(f"{args.dataset}/{args.model}: pointing game "
-          + (f"{pg['accuracy']}% (chance {pg['chance']}%, {pg['n']} pairs)" if pg else "n/a"), file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

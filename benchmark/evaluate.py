@@ -1,17 +1,20 @@
-"""Evaluate stage: one model's rankings and metrics on a dataset's val and test splits.
+"""Evaluate stage: one trained model over a dataset's val and test splits, then its rankings and metrics.
 
     python -m benchmark.evaluate <dataset> <model>
 
-Reads the embed stage's embeddings (``data/<key>/embeddings/<model>/seed<k>.npz``), the validated
+First the network: every seed's selected checkpoint embeds the val and test images
+(``benchmark.embed``: ``data/<key>/embeddings/<model>/seed<k>.npz``), and the first seed's attention
+maps give the pointing game (``benchmark.attention``: ``data/<key>/attention/<model>/``,
+``reports/<key>/<model>/pointing.json``). Then the scoring (``run``), which reads those embeddings, the validated
 tables, the splits and the co-occurrence pairs; writes ``reports/<key>/<model>/{metrics.json,
 metrics_ci.json, gamma.csv, per_query.parquet}`` (the last: each seed's per-query test metrics in
 float32, committed with the reports for ``fashionbench compare``) and, for the leaderboard and
 report stages, ``data/<key>/eval/<model>/`` (per-query scores, retrieval examples, and the same
-metrics.json and metrics_ci.json, which the report stage reads). It runs no network: a change to how rankings are scored
-or summarised reruns this stage alone. The protocol: docs/PROTOCOL.md.
+metrics.json and metrics_ci.json, which the report stage reads). ``run`` runs no network, so
+``fashionbench score`` scores a user's own embeddings through it. The protocol: docs/PROTOCOL.md.
 
 Choices made here (docs/REPORTS.md repeats them):
-- Every gamma is a filter over the one extraction of the embed stage (at the smallest gamma).
+- Every gamma is a filter over the one extraction of the embeddings (at the smallest gamma).
 - ``excluded_share`` (gamma.csv) is the share of the ground-truth positive labels of the
   evaluated images whose class has no class-specific embedding at that gamma, i.e. labels the
   class level cannot match.
@@ -237,7 +240,7 @@ def _mean_std(sections: list[dict]) -> tuple[dict, dict]:
 
 
 def stage_embeddings(key: str, model_name: str, seeds: list[int]) -> dict:
-    """seed -> loader of the embed stage's file of that seed: (image ids, Embeddings, class level,
+    """seed -> loader of the stage's embeddings file of that seed: (image ids, Embeddings, class level,
     checkpoint {policy, epoch, epochs_run, max_epochs})."""
     emb_dir = paths.embeddings_dir(key, model_name)
 
@@ -256,7 +259,7 @@ def run(key: str, model_name: str, params: dict, device=None, embeddings: dict |
     """Score one model's embeddings and write its reports (the module docstring's outputs).
 
     ``embeddings``: seed -> a loader returning (image ids, Embeddings, class level, checkpoint), the
-    ids those of the split's val and test images in ascending order; default: the embed stage's
+    ids those of the split's val and test images in ascending order; default: ``benchmark.embed``'s
     files of ``train.seeds`` (:func:`stage_embeddings`). ``fashionbench score`` (benchmark/score.py)
     passes a user's validated files through the same function, with ``source`` (its files) for
     metrics.json."""
@@ -287,7 +290,7 @@ def run(key: str, model_name: str, params: dict, device=None, embeddings: dict |
         checkpoints.append(checkpoint)
         if not np.array_equal(emb_ids, ids):
             raise SystemExit(f"{embeddings_path(emb_dir, seed)}: its images are not this split's val and test "
-                             f"images: rerun the embed stage (dvc repro embed@{key}-{model_name})")
+                             f"images: rerun the evaluate stage (dvc repro evaluate@{key}-{model_name})")
         ranking = "multi-granularity" if class_level else "attribute"
         keep = class_keep(emb, ev["gamma"], classes_per_attribute) if class_level else None
         metrics: dict = {}
@@ -433,12 +436,24 @@ def _gamma_sweep(emb, role_rows, labels_m, classes_per_attribute, ev, ks, gammas
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = model_stage_arguments("python -m benchmark.evaluate", __doc__, argv, "where rankings are scored: cpu | cuda")
-    result = run(args.dataset, args.model, load_params(args.params), device=args.device)
-    t = result["test"]
-    print(f"{args.dataset}/{args.model}: test MAP@all {t['map_all']['overall']}, MAP@100 {t['map_100']['overall']}, "
-          f"Recall@100 {t['recall_100']['overall']} ({t['queries']['used']} queries)", file=sys.stderr)
+    from benchmark import attention, embed
+
+    args = model_stage_arguments("python -m benchmark.evaluate", __doc__, argv, "cpu | cuda")
+    params = load_params(args.params)
+    for p in embed.run(args.dataset, args.model, params, device=args.device):
+        print(f"wrote {p}", file=sys.stderr)
+    pg = attention.run(args.dataset, args.model, params, device=args.device)["pointing_game"]
+    print(f"{args.dataset}/{args.model}: pointing game "
+          + (f"{pg['accuracy']}% (chance {pg['chance']}%, {pg['n']} pairs)" if pg else "n/a"), file=sys.stderr)
+    report(args.dataset, args.model, run(args.dataset, args.model, params, device=args.device))
     return 0
+
+
+def report(key: str, model_name: str, result: dict) -> None:
+    """One line on stderr: the test metrics just written."""
+    t = result["test"]
+    print(f"{key}/{model_name}: test MAP@all {t['map_all']['overall']}, MAP@100 {t['map_100']['overall']}, "
+          f"Recall@100 {t['recall_100']['overall']} ({t['queries']['used']} queries)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """A trained model on images: loading a checkpoint, batched embedding, the embeddings file.
 
-A shared library of the stages that run a trained model (``benchmark.embed`` writes the
-embeddings, ``benchmark.attention`` draws attention maps) and of the one that reads its output
-(``benchmark.evaluate``), so that none of them imports another.
+A shared library of the steps that run a trained model (``benchmark.embed`` writes the
+embeddings, ``benchmark.attention`` draws attention maps, both run by the evaluate stage), of the
+one that reads their output (``benchmark.evaluate.run``) and of the train stage's val curve.
 
 The embeddings file (``data/<key>/embeddings/<model>/seed<k>.npz``), float32, images in the order
 of ``image_id``:
@@ -138,7 +138,7 @@ def embed_batches(model: RetrievalModel, batches, *, gamma: float, max_classes: 
                   ranked: np.ndarray | None = None) -> Embeddings:
     """The embeddings of every image of ``batches`` ((inputs, ids) pairs, the loaders' layout: uint8
     images or cached maps), in order, as float32 on the CPU; class_index rows count across batches.
-    The embed stage's extraction and the train stage's val curve both run through it."""
+    The evaluate stage's extraction and the train stage's val curve both run through it."""
     att, probs, cidx, cemb = [], [], [], []
     start = 0
     for x, _ in batches:

@@ -322,8 +322,8 @@ def _loader_main(key: str, n_batches: int = LOADER_BATCHES) -> int:
 
 
 def _evaluate_main(key: str, model: str) -> int:
-    """The stages after training as DVC runs them, timed apart: embed (the network over every val
-    and test image) then evaluate (rankings, metrics, bootstrap, the figures' data)."""
+    """The evaluate stage's two halves, timed apart: the embeddings (the network over every val and
+    test image), then the scoring (rankings, metrics, bootstrap, the figures' data)."""
     from benchmark import embed, evaluate
     from benchmark.params import load_params
 

@@ -28,7 +28,7 @@ The file: one ``.npz`` per training run (seed), written with ``np.savez``, no pi
   file's position among the arguments (0, 1, ...). Several seeds give the mean, the ``std``
   section and the leaderboard's intervals with seeds as units, as for a trained model.
 
-The embed stage's own files (``data/<key>/embeddings/<model>/seed<k>.npz``, ``benchmark/inference.py``)
+The evaluate stage's embeddings (``data/<key>/embeddings/<model>/seed<k>.npz``, ``benchmark/inference.py``)
 are in this format; their other members (``class_level``, ``checkpoint_*``) are read where present
 (``class_level: false`` means the attribute ranking) and ignored otherwise. Every error names the
 file and what is wrong (exit status 2).

@@ -35,7 +35,7 @@ def validation_map(model, val: ValSet, device: torch.device, *, relevance_mode: 
     model.eval()
     labels = val.labels.numpy()
     class_level = bool(getattr(model, "has_class_level", False))
-    # the class level only where it is ranked (an image positive in the attribute), as the embed stage
+    # the class level only where it is ranked (an image positive in the attribute), as the evaluate stage
     ranked = ranked_pairs(labels, val.classes_per_attribute) if class_level else None
     with autocast(device, precision):
         emb = embed_batches(model, image_loader(val.table, batch_size=batch_size), gamma=gamma,

@@ -83,7 +83,7 @@ def model_reports_dir(key: str, model: str) -> Path:
 
 
 def embeddings_dir(key: str, model: str) -> Path:
-    """The embed stage's output: seed<k>.npz per training seed."""
+    """The evaluate stage's embeddings: seed<k>.npz per training seed."""
     return ROOT / "data" / key / "embeddings" / model
 
 

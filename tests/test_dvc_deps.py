@@ -46,7 +46,7 @@ CODE_STAGE = "code"
 CODE_DIRS = tuple(DVC["stages"][CODE_STAGE]["deps"])  # the source folders: the code stage's deps
 
 # stage -> the model it builds by name through the registry (a template over the stage's variables)
-BUILDS = {"train": "${item.model}", "embed": "${item.model}", "control": "attribute_blind"}
+BUILDS = {"train": "${item.model}", "evaluate": "${item.model}", "control": "attribute_blind"}
 
 def expanded_stages() -> dict[str, tuple[str, dict]]:
     """``{"train@darn-asen": ("train", {"cmd", "deps", "outs", ..., "builds"})}``: every stage of
@@ -293,7 +293,7 @@ def test_an_edit_changes_exactly_the_records_of_the_stages_whose_closure_holds_i
     if edited == "benchmark/stats.py":
         assert rerun == {f"leaderboard@{k}" for k in DVC["vars"][0]["dataset_keys"]}
     if edited == "model/asenpp.py":
-        assert rerun == {f"{s}@{k}-asenpp" for s in ("train", "embed") for k in DVC["vars"][0]["dataset_keys"]}
+        assert rerun == {f"{s}@{k}-asenpp" for s in ("train", "evaluate") for k in DVC["vars"][0]["dataset_keys"]}
 
 
 # ---------------------------------------------------------------- models built by name
@@ -308,7 +308,7 @@ def _calls_build_model(f: Path) -> bool:
 def test_builds_declares_the_stages_that_build_a_model_by_name():
     """A stage module that builds a model (``build_model``, directly or through
     ``checkpoint.load_trained_model``) is declared in BUILDS, so its model's record is required."""
-    builders = {"train": "benchmark/train_loop.py", "embed": "benchmark/checkpoint.py", "control": "benchmark/control.py"}
+    builders = {"train": "benchmark/train_loop.py", "evaluate": "benchmark/checkpoint.py", "control": "benchmark/control.py"}
     for name, f in builders.items():
         assert _calls_build_model(ROOT / f), f
         assert name in BUILDS
@@ -324,9 +324,9 @@ def test_builds_declares_the_stages_that_build_a_model_by_name():
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_train_and_embed_import_no_model_file_beyond_the_record(records, model):
+def test_train_and_evaluate_import_no_model_file_beyond_the_record(records, model):
     rec = records[f"model/{model}.json"]
-    for stage in ("train", "embed"):
+    for stage in ("train", "evaluate"):
         _, s = STAGES[f"{stage}@darn-{model}"]
         static_model = {f for mod in dvcfile.modules(s["cmd"]) for f in finder_closure(mod) if f.startswith("model/")}
         assert static_model <= set(rec["files"]), f"{stage}@darn-{model}: imports {static_model - set(rec['files'])}"

@@ -160,11 +160,10 @@ def _save_checkpoint(root, name, seed=0, file="checkpoint.pt", policy="last", ep
 
 
 def _run_stages(name: str) -> None:
-    """The stages after training, as DVC runs them: embed (embeddings, then attention and the
-    pointing game), evaluate."""
-    from benchmark import embed, evaluate
+    """The stage after training, as DVC runs it: evaluate (embeddings, then attention and the
+    pointing game, then the scores)."""
+    from benchmark import evaluate
 
-    assert embed.main([KEY, name, "--device", "cpu"]) == 0
     assert evaluate.main([KEY, name, "--device", "cpu"]) == 0
 
 
@@ -246,7 +245,7 @@ def test_metrics_match_a_direct_computation(tiny):
 
 
 def test_evaluates_the_selected_checkpoint_and_records_it(tiny):
-    """best_val: selection.json names best.pt; the embed stage loads that file (not checkpoint.pt),
+    """best_val: selection.json names best.pt; the evaluate stage embeds with that file (not checkpoint.pt),
     and evaluate writes the policy and the epoch into metrics.json."""
 
     _save_checkpoint(tiny, "standin_eval", seed=5)  # a different model in checkpoint.pt (the last epoch)
@@ -423,7 +422,7 @@ def _scored(tiny, name):
 
 @pytest.mark.parametrize("model", ["standin_eval", "standin_eval_class"])
 def test_score_gives_the_evaluate_stages_numbers_for_its_own_embeddings(tiny, model, capsys):
-    """The embed stage's files scored by `fashionbench score` (as they are, and with images and class
+    """The evaluate stage's embeddings files scored by `fashionbench score` (as they are, and with images and class
     rows shuffled) give the evaluate stage's metrics.json, intervals, gamma sweep and per-query tables."""
     from benchmark import cli
 

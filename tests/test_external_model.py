@@ -123,7 +123,7 @@ def test_model_card_of_the_example(on_path):
 def test_no_stage_names_a_model_by_hand(tmp_path):
     """Every stage that reads a model's files gets them from the matrix over params.yaml's
     `models` or from a folder: with a model added to params.yaml, dvc.yaml (unedited) gives it its
-    train, embed and evaluate stages, and no stage outside that matrix names it or any other model
+    train and evaluate stages, and no stage outside that matrix names it or any other model
     (the report's deps were once a hand list of 24 metrics files)."""
     from benchmark import dvcfile
 
@@ -131,7 +131,7 @@ def test_no_stage_names_a_model_by_hand(tmp_path):
     params["models"]["csn"] = {"module": MODULE, "embed_dim": 64}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     stages = dvcfile.expanded_stages(ROOT, tmp_path / "params.yaml")
-    for st in ("train", "embed", "evaluate"):
+    for st in ("train", "evaluate"):
         assert f"{st}@fashionai-csn" in stages, st
     assert "data/code/model/csn.json" in stages["train@fashionai-csn"]["deps"]
     models = set(params["models"])
@@ -172,7 +172,7 @@ def test_the_example_through_dvc_repro_onto_the_page(tmp_path):
 
     out = _run(["dvc", "repro", "report"], work, PYTHONPATH=pythonpath)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    for name in ("train@fashionai-csn", "embed@fashionai-csn", "evaluate@fashionai-csn", "leaderboard@fashionai"):
+    for name in ("train@fashionai-csn", "evaluate@fashionai-csn", "leaderboard@fashionai"):
         assert f"Running stage '{name}'" in out.stdout, name
     assert json.loads((work / "data/code/model/csn.json").read_text())["defined_in"] == \
         "examples/mymodel/fashionbench_example/csn.py"

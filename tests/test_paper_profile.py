@@ -65,7 +65,7 @@ def test_paper_profile_chain_end_to_end_on_the_cpu(tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-5000:]
     for m in MODELS:
-        for s in ("train", "embed", "evaluate"):
+        for s in ("train", "evaluate"):
             assert f"Running stage '{s}@fashionai-{m}'" in out.stdout, (s, m)
     # end_to_end: no shared trunk was pretrained or cached
     assert (work / "data/fashionai/trunk/unused.json").exists()

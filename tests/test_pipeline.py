@@ -31,7 +31,7 @@ def test_dvc_repro_one_chain_end_to_end(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for name in ("twins@fashionai", "acquire@fashionai", "parse@fashionai", "validate@fashionai",
                  "splits@fashionai", "cooccurrence@fashionai", "pretrain@fashionai", "features@fashionai",
-                 "train@fashionai-m3net", "embed@fashionai-m3net",
+                 "train@fashionai-m3net",
                  stage, "control@fashionai"):
         assert f"Running stage '{name}'" in out.stdout, name
     # the convergence record (val MAP@all per epoch and seed) and the control, evaluated as a model
