@@ -61,11 +61,34 @@ def test_feature_table_serves_rows_by_id_and_mirrors_width():
     assert i == 10 and x.dtype == torch.float32
     with pytest.raises(KeyError, match="no cached features"):
         FeatureTable(feats, [10, 20, 30], image_ids=[99])
+
     # the network's input: uint8 pictures are normalised, maps pass as they are
     f = torch.randn(2, 4, 3, 3)
     assert network_input(f) is f or torch.equal(network_input(f), f)
     u = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     assert network_input(u).dtype == torch.float32 and float(network_input(u).max()) > 2
+
+
+def test_feature_table_serves_the_same_values_preloaded_and_mapped(tmp_path, monkeypatch):
+    """The served rows held in memory (the twin's tables) and read per item from the memory-mapped
+    file (a table over PRELOAD_BYTES) give the same tensors, mirrored or not."""
+    from benchmark.loaders import FeatureTable
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "f.npy", rng.normal(size=(6, 3, 2, 4)).astype(np.float16))
+    feats = np.load(tmp_path / "f.npy", mmap_mode="r")
+    ids, served = [5, 6, 7, 8, 9, 10], [9, 5, 7]
+    loaded = FeatureTable(feats, ids, image_ids=served)
+    monkeypatch.setattr(FeatureTable, "PRELOAD_BYTES", 0)
+    mapped = FeatureTable(feats, ids, image_ids=served)
+    assert loaded._served is not None and mapped._served is None
+    for i in range(3):
+        for flip in (False, True):
+            a, b = loaded.load(i, flip=flip), mapped.load(i, flip=flip)
+            assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
+    a = loaded.load(0)
+    a += 1  # an item is a copy: the table's rows are not changed through it
+    assert torch.equal(loaded.load(0), mapped.load(0))
 
 
 @settings(max_examples=30, deadline=None)
