@@ -5,8 +5,10 @@
 
 ``run`` copies the repository's tracked files and the data stages' outputs (twins to co-occurrence,
 which no seed touches) into a work folder outside the repository (default
-``/tmp/fashionbench-replicate``), sets ``train.seeds`` there to seeds disjoint from this run's
-(each with its own trunk), runs ``dvc repro`` there, and then compares. ``compare`` reads
+``/tmp/fashionbench-replicate``), commits those outputs to the work folder's own DVC cache (so that
+DVC finds them up to date: a copied output missing from the cache counts as changed, and every
+data stage ran again), sets ``train.seeds`` there to seeds disjoint from this run's (each with its
+own trunk), runs ``dvc repro`` there, and then compares. ``compare`` reads
 ``reports/<key>/leaderboard.json`` under two repository roots and writes
 ``reports/replication.json`` and ``reports/replication.md`` here:
 
@@ -36,9 +38,11 @@ from datasets.atomic import write_text
 from benchmark.stats import student_t_ppf
 
 CONTROL = "attribute_blind"
-# the data stages' outputs, per dataset key: the same in a run with other seeds, copied so that dvc skips them
-DATA_OUTPUTS = (paths.twin_dir, paths.raw_dir, paths.tables_dir, paths.validated_dir, paths.splits_path,
-                paths.cooccurrence_dir)
+# the data stages (dvc.yaml) and their outputs, per dataset key: the same in a run with other seeds, copied
+# and committed so that dvc skips them
+DATA_STAGES = (("twins", paths.twin_dir), ("acquire", paths.raw_dir), ("parse", paths.tables_dir),
+               ("validate", paths.validated_dir), ("splits", paths.splits_path),
+               ("cooccurrence", paths.cooccurrence_dir))
 
 
 def _entries(board: dict) -> dict[str, dict]:
@@ -166,6 +170,15 @@ def write(result: dict, root: Path = paths.ROOT) -> None:
 
 def run(seeds: list[int], work: Path, root: Path = paths.ROOT) -> Path:
     """The default pipeline in ``work`` with ``train.seeds`` = ``seeds``, its data stages' outputs copied."""
+    prepare(seeds, work, root)
+    subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=work, check=True)
+    return work
+
+
+def prepare(seeds: list[int], work: Path, root: Path = paths.ROOT) -> Path:
+    """``work`` made ready for ``dvc repro``: the tracked files, ``train.seeds`` = ``seeds``, and the
+    data stages' outputs copied and committed to its DVC cache (``dvc commit``: the same bytes, so
+    the lock's entries stand), after its ``code`` stage has written the code records they depend on."""
     import yaml
 
     root = Path(root).resolve()
@@ -178,18 +191,22 @@ def run(seeds: list[int], work: Path, root: Path = paths.ROOT) -> Path:
     for f in files:
         (work / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / f, work / f)
-    for output in DATA_OUTPUTS:  # the same in a run with other seeds: dvc finds them up to date
+    copied = []
+    for stage, output in DATA_STAGES:  # the same in a run with other seeds: dvc finds them up to date
         for k in DATASETS:
             src = root / output(k)
             if src.exists():
                 dst = work / output(k)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+                copied.append(f"{stage}@{k}")
     params["train"]["seeds"] = [int(s) for s in seeds]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=work, check=True)
-    dvc = Path(sys.executable).parent / "dvc"
-    subprocess.run([str(dvc), "repro"], cwd=work, check=True)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    subprocess.run([dvc, "repro", "-q", "code"], cwd=work, check=True)
+    if copied:
+        subprocess.run([dvc, "commit", "-q", "-f", *copied], cwd=work, check=True)
     return work
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +98,33 @@ def test_shift_bound_against_a_simulation_of_two_runs_of_one_design():
     assert 0.945 < np.mean(inside) < 0.975
     normal = np.mean(shift <= 1.96 * np.sqrt(sa ** 2 / 3 + sb ** 2 / 3))
     assert normal < 0.91
+
+
+@pytest.mark.slow
+def test_prepare_copies_the_data_stages_so_dvc_skips_them(tmp_path, monkeypatch):
+    """`run`'s work folder: the data stages' outputs are copied and committed to its own DVC cache,
+    so `dvc repro` there finds them up to date and redraws nothing (a copy missing from the cache
+    counted as changed, and the last replication ran every data stage again); its seeds are set."""
+    import yaml
+
+    from tests.checkout import copy_checkout, run_in, tiny_fashionai
+
+    src = copy_checkout(tmp_path / "src")
+    params = tiny_fashionai(yaml.safe_load((src / "params.yaml").read_text()))
+    (src / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert run_in(["git", "init", "-q"], src).returncode == 0
+    assert run_in(["git", "add", "-A"], src).returncode == 0
+    out = run_in(["dvc", "repro", "cooccurrence@fashionai"], src)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert run_in(["git", "add", "-A"], src).returncode == 0  # the results tracked, as a committed run's are
+
+    monkeypatch.chdir(src)  # datasets.paths are relative to the repository root
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    work = replicate.prepare([7], tmp_path / "work", src)
+    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["seeds"] == [7]
+    dry = run_in(["dvc", "repro", "--dry", "cooccurrence@fashionai"], work)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "Running stage" not in dry.stdout and "up to date" in dry.stdout, dry.stdout[-2000:]
+    # the copy is the source's: the same lock entry for the last data stage
+    lock = lambda root: yaml.safe_load((root / "dvc.lock").read_text())["stages"]["cooccurrence@fashionai"]
+    assert lock(work)["outs"] == lock(src)["outs"]
